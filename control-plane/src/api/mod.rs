@@ -1,0 +1,97 @@
+//! tonic services for the public API. Each handler validates its arguments
+//! (bad input -> `INVALID_ARGUMENT` naming the field, nothing changed), turns
+//! the request into a state-machine [`Command`](crate::state::Command) or
+//! [`Query`](crate::state::Query), and hands it to the [`Replica`], which
+//! forwards to the leader when needed. All errors map to `Status` in one place.
+
+mod cluster;
+mod convert;
+mod institution;
+mod meeting;
+mod node;
+mod validate;
+
+pub use cluster::ClusterApi;
+pub use institution::InstitutionApi;
+pub use meeting::MeetingApi;
+pub use node::NodeApi;
+pub use validate::address as validate_address;
+pub use validate::{
+    MAX_CAPACITY, MAX_DURATION_MS, MAX_PARTICIPANTS, MAX_SCHEDULE_AHEAD_MS, MAX_REQUEST_ID_LEN,
+};
+
+use tonic::{Code, Status};
+
+use crate::raft::ClusterError;
+use crate::state::StateError;
+
+/// Everything a handler can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{field}: {reason}")]
+    Invalid { field: &'static str, reason: String },
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+}
+
+impl From<StateError> for ApiError {
+    fn from(e: StateError) -> Self {
+        ApiError::Cluster(ClusterError::State(e))
+    }
+}
+
+impl ApiError {
+    pub fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
+        ApiError::Invalid {
+            field,
+            reason: reason.into(),
+        }
+    }
+
+    fn code(&self) -> Code {
+        match self {
+            ApiError::Invalid { .. } => Code::InvalidArgument,
+            ApiError::Cluster(c) => match c {
+                ClusterError::State(s) => match s {
+                    StateError::InstitutionExists { .. } => Code::AlreadyExists,
+                    StateError::UnknownInstitution { .. }
+                    | StateError::UnknownNode { .. }
+                    | StateError::UnknownMeeting { .. } => Code::NotFound,
+                    StateError::UnknownRegion { .. }
+                    | StateError::HomeOutsideResidency { .. }
+                    | StateError::TooManyParticipants { .. }
+                    | StateError::WindowInPast { .. } => Code::InvalidArgument,
+                    StateError::NodeRegionChange { .. }
+                    | StateError::CapacityBelowReservations { .. }
+                    | StateError::MeetingEnded { .. } => Code::FailedPrecondition,
+                    StateError::NoCapacity { .. } => Code::ResourceExhausted,
+                },
+                ClusterError::Unavailable { .. } | ClusterError::NotLeader { .. } => {
+                    Code::Unavailable
+                }
+                ClusterError::Membership { .. } => Code::FailedPrecondition,
+                ClusterError::UnknownMember { .. } => Code::NotFound,
+            },
+        }
+    }
+}
+
+impl From<ApiError> for Status {
+    fn from(e: ApiError) -> Status {
+        Status::new(e.code(), e.to_string())
+    }
+}
+
+/// Counts the call by method and outcome, and converts the error.
+pub(crate) fn finish<T>(method: &'static str, r: Result<T, ApiError>) -> Result<T, Status> {
+    let code = match &r {
+        Ok(_) => Code::Ok,
+        Err(e) => e.code(),
+    };
+    metrics::counter!("fjord_api_requests_total", "method" => method, "code" => format!("{code:?}"))
+        .increment(1);
+    if let Err(e) = &r {
+        tracing::debug!(method, error = %e, "request refused");
+    }
+    r.map_err(Status::from)
+}

@@ -1,0 +1,192 @@
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::{Stream, StreamExt};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use fjord_proto::v1 as pb;
+use fjord_proto::v1::node_service_server::NodeService;
+
+use super::{convert, finish, validate, ApiError};
+use crate::raft::Replica;
+use crate::state::{Command, NodeState, Output, Query, QueryOutput};
+
+pub struct NodeApi {
+    replica: Arc<Replica>,
+    heartbeat_interval: Duration,
+    lease: Duration,
+}
+
+impl NodeApi {
+    pub fn new(replica: Arc<Replica>, heartbeat_interval: Duration, lease: Duration) -> Self {
+        NodeApi {
+            replica,
+            heartbeat_interval,
+            lease,
+        }
+    }
+
+    /// Heartbeats are soft state: a replica commits a summary for a node only
+    /// when its load changed or a third of the lease has passed, so a node
+    /// beating every second costs the Raft log a write every few seconds.
+    fn commit_interval(&self) -> Duration {
+        self.lease / 3
+    }
+
+    async fn register(&self, r: pb::RegisterNodeRequest) -> Result<pb::RegisterNodeResponse, ApiError> {
+        validate::name("id", &r.id)?;
+        validate::name("region", &r.region)?;
+        validate::address("address", &r.address)?;
+        validate::range_u32("capacity", r.capacity, 1, validate::MAX_CAPACITY)?;
+        let out = self
+            .replica
+            .write(Command::RegisterNode {
+                id: r.id,
+                region: r.region,
+                address: r.address,
+                capacity: r.capacity,
+            })
+            .await?;
+        match out {
+            Output::Node(n) => Ok(pb::RegisterNodeResponse {
+                node: Some(convert::node(&n)),
+                heartbeat_interval_ms: self.heartbeat_interval.as_millis() as u64,
+                lease_ms: self.lease.as_millis() as u64,
+            }),
+            other => unreachable!("register answered {other:?}"),
+        }
+    }
+
+    async fn drain(&self, r: pb::DrainNodeRequest) -> Result<pb::DrainNodeResponse, ApiError> {
+        validate::name("id", &r.id)?;
+        let out = self
+            .replica
+            .write(Command::SetNodeDraining {
+                id: r.id,
+                draining: !r.undo,
+            })
+            .await?;
+        match out {
+            Output::Node(n) => Ok(pb::DrainNodeResponse {
+                node: Some(convert::node(&n)),
+            }),
+            other => unreachable!("drain answered {other:?}"),
+        }
+    }
+
+    async fn get(&self, id: String) -> Result<pb::GetNodeResponse, ApiError> {
+        validate::name("id", &id)?;
+        match self.replica.read(Query::Node { id }).await? {
+            QueryOutput::Node(n) => Ok(pb::GetNodeResponse {
+                node: Some(convert::node(&n)),
+            }),
+            other => unreachable!("node query answered {other:?}"),
+        }
+    }
+
+    async fn list(&self) -> Result<pb::ListNodesResponse, ApiError> {
+        match self.replica.read(Query::Nodes).await? {
+            QueryOutput::Nodes(v) => Ok(pb::ListNodesResponse {
+                nodes: v.iter().map(convert::node).collect(),
+            }),
+            other => unreachable!("nodes query answered {other:?}"),
+        }
+    }
+}
+
+/// One heartbeat: validate, commit a summary when due, answer the node's state.
+async fn beat(
+    replica: &Replica,
+    hb: pb::HeartbeatRequest,
+    last: &mut Option<(Instant, u32)>,
+    commit_interval: Duration,
+) -> Result<pb::HeartbeatResponse, ApiError> {
+    validate::name("node_id", &hb.node_id)?;
+    validate::range_u32("cpu_permille", hb.cpu_permille, 0, 1000)?;
+    let due = match last {
+        None => true,
+        Some((at, participants)) => {
+            at.elapsed() >= commit_interval || *participants != hb.participants
+        }
+    };
+    let state = if due {
+        let out = replica
+            .write(Command::Heartbeat {
+                id: hb.node_id.clone(),
+                participants: hb.participants,
+            })
+            .await?;
+        *last = Some((Instant::now(), hb.participants));
+        match out {
+            Output::Node(n) => n.state,
+            other => unreachable!("heartbeat answered {other:?}"),
+        }
+    } else {
+        replica
+            .local_state(|s| s.nodes.get(&hb.node_id).map(|n| n.state))
+            .unwrap_or(NodeState::Ready)
+    };
+    Ok(pb::HeartbeatResponse {
+        state: convert::node_state(state) as i32,
+    })
+}
+
+type HeartbeatStream = Pin<Box<dyn Stream<Item = Result<pb::HeartbeatResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl NodeService for NodeApi {
+    async fn register_node(
+        &self,
+        req: Request<pb::RegisterNodeRequest>,
+    ) -> Result<Response<pb::RegisterNodeResponse>, Status> {
+        finish("register_node", self.register(req.into_inner()).await).map(Response::new)
+    }
+
+    type HeartbeatStream = HeartbeatStream;
+
+    async fn heartbeat(
+        &self,
+        req: Request<Streaming<pb::HeartbeatRequest>>,
+    ) -> Result<Response<HeartbeatStream>, Status> {
+        let mut inbound = req.into_inner();
+        let (tx, rx) = mpsc::channel(4);
+        let replica = self.replica.clone();
+        let commit_interval = self.commit_interval();
+        tokio::spawn(async move {
+            let mut last = None;
+            while let Some(msg) = inbound.next().await {
+                let Ok(hb) = msg else { break };
+                let r = finish("heartbeat", beat(&replica, hb, &mut last, commit_interval).await);
+                let stop = r.is_err();
+                if tx.send(r).await.is_err() || stop {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn drain_node(
+        &self,
+        req: Request<pb::DrainNodeRequest>,
+    ) -> Result<Response<pb::DrainNodeResponse>, Status> {
+        finish("drain_node", self.drain(req.into_inner()).await).map(Response::new)
+    }
+
+    async fn get_node(
+        &self,
+        req: Request<pb::GetNodeRequest>,
+    ) -> Result<Response<pb::GetNodeResponse>, Status> {
+        finish("get_node", self.get(req.into_inner().id).await).map(Response::new)
+    }
+
+    async fn list_nodes(
+        &self,
+        _req: Request<pb::ListNodesRequest>,
+    ) -> Result<Response<pb::ListNodesResponse>, Status> {
+        finish("list_nodes", self.list().await).map(Response::new)
+    }
+}

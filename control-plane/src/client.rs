@@ -1,0 +1,229 @@
+//! A client for the control plane that tolerates replica loss: it talks to
+//! one endpoint at a time and moves to the next when a replica cannot be
+//! reached. Any replica serves any request (followers forward to the leader),
+//! so there is no leader tracking here.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("no endpoints given")]
+    NoEndpoints,
+    #[error("bad endpoint {endpoint:?}: {reason}")]
+    BadEndpoint { endpoint: String, reason: String },
+}
+
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    pub connect_timeout: Duration,
+    /// Per-call deadline, on top of which the client keeps trying other
+    /// replicas until `retry_for` has passed.
+    pub call_timeout: Duration,
+    pub retry_for: Duration,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            connect_timeout: Duration::from_millis(500),
+            call_timeout: Duration::from_secs(15),
+            retry_for: Duration::from_secs(20),
+        }
+    }
+}
+
+pub struct Client {
+    channels: Vec<(String, Channel)>,
+    current: AtomicUsize,
+    config: ClientConfig,
+}
+
+/// A replica that could not be reached, as opposed to one that answered.
+fn is_transport_failure(s: &Status) -> bool {
+    matches!(s.code(), Code::Unavailable | Code::Unknown | Code::Cancelled)
+        || (s.code() == Code::DeadlineExceeded)
+}
+
+impl Client {
+    pub fn new(endpoints: &[String], config: ClientConfig) -> Result<Self, ClientError> {
+        if endpoints.is_empty() {
+            return Err(ClientError::NoEndpoints);
+        }
+        let channels = endpoints
+            .iter()
+            .map(|e| {
+                let uri = if e.contains("://") {
+                    e.clone()
+                } else {
+                    format!("http://{e}")
+                };
+                let ch = Endpoint::from_shared(uri)
+                    .map_err(|err| ClientError::BadEndpoint {
+                        endpoint: e.clone(),
+                        reason: err.to_string(),
+                    })?
+                    .connect_timeout(config.connect_timeout)
+                    .timeout(config.call_timeout)
+                    .tcp_nodelay(true)
+                    .connect_lazy();
+                Ok((e.clone(), ch))
+            })
+            .collect::<Result<Vec<_>, ClientError>>()?;
+        Ok(Client {
+            channels,
+            current: AtomicUsize::new(0),
+            config,
+        })
+    }
+
+    /// Runs `call` against the current replica, moving on to the others while
+    /// replicas are unreachable. Answers from a replica (including errors such
+    /// as `INVALID_ARGUMENT`) are returned as they are.
+    ///
+    /// A write that reached a replica which then died may or may not have been
+    /// committed; calls that create things carry an idempotency key so this
+    /// retry cannot create them twice.
+    pub async fn call<T, F, Fut>(&self, mut call: F) -> Result<T, Status>
+    where
+        F: FnMut(Channel) -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        let deadline = Instant::now() + self.config.retry_for;
+        let mut attempt = 0u32;
+        loop {
+            let i = self.current.load(Ordering::Relaxed) % self.channels.len();
+            let (endpoint, channel) = &self.channels[i];
+            match call(channel.clone()).await {
+                Err(s) if is_transport_failure(&s) && Instant::now() < deadline => {
+                    tracing::debug!(endpoint, status = %s, "replica unreachable, trying the next");
+                    let _ = self.current.compare_exchange(
+                        i,
+                        (i + 1) % self.channels.len(),
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                    );
+                    attempt += 1;
+                    // A full round without an answer: back off a little.
+                    if attempt % self.channels.len() as u32 == 0 {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Which endpoint the next call goes to first.
+    pub fn current_endpoint(&self) -> &str {
+        &self.channels[self.current.load(Ordering::Relaxed) % self.channels.len()].0
+    }
+}
+
+/// A fresh idempotency key for a request that creates something.
+pub fn request_id() -> String {
+    use std::hash::{BuildHasher, RandomState};
+    let a = RandomState::new().hash_one(Instant::now());
+    let b = RandomState::new().hash_one(std::process::id());
+    format!("{a:016x}{b:016x}")
+}
+
+impl Client {
+    pub fn endpoints(&self) -> usize {
+        self.channels.len()
+    }
+
+    /// The channel to the `i`-th endpoint (modulo the count).
+    pub fn channel_at(&self, i: usize) -> (&str, Channel) {
+        let (e, c) = &self.channels[i % self.channels.len()];
+        (e, c.clone())
+    }
+}
+
+/// What a media node tells the control plane about itself.
+#[derive(Debug, Clone)]
+pub struct NodeRegistration {
+    pub id: String,
+    pub region: String,
+    pub address: String,
+    pub capacity: u32,
+}
+
+/// Registers a node, then keeps a heartbeat stream open until `stop` fires,
+/// moving to another replica whenever the current one stops answering.
+/// `load` is read before every beat; `on_state` hears the node's state as
+/// the control plane sees it (e.g. draining).
+pub async fn run_node_session(
+    client: &Client,
+    reg: NodeRegistration,
+    load: impl Fn() -> fjord_proto::v1::HeartbeatRequest,
+    on_state: impl Fn(fjord_proto::v1::NodeState),
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), Status> {
+    use fjord_proto::v1 as pb;
+    use pb::node_service_client::NodeServiceClient;
+
+    let registered = client
+        .call(|ch| {
+            let reg = reg.clone();
+            async move {
+                NodeServiceClient::new(ch)
+                    .register_node(pb::RegisterNodeRequest {
+                        id: reg.id,
+                        region: reg.region,
+                        address: reg.address,
+                        capacity: reg.capacity,
+                    })
+                    .await
+            }
+        })
+        .await?
+        .into_inner();
+    let interval = Duration::from_millis(registered.heartbeat_interval_ms.max(10));
+    let answer_within = Duration::from_millis(registered.lease_ms.max(100));
+    let mut endpoint = client.current.load(Ordering::Relaxed);
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let (name, ch) = client.channel_at(endpoint);
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let mut svc = NodeServiceClient::new(ch);
+        let opened = tokio::select! {
+            r = svc.heartbeat(tokio_stream::wrappers::ReceiverStream::new(rx)) => r,
+            _ = stop.changed() => return Ok(()),
+        };
+        let mut replies = match opened {
+            Ok(r) => r.into_inner(),
+            Err(s) => {
+                tracing::debug!(endpoint = name, status = %s, "heartbeat stream refused");
+                endpoint += 1;
+                tokio::time::sleep(interval.min(Duration::from_millis(200))).await;
+                continue;
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.changed() => return Ok(()),
+            }
+            let mut hb = load();
+            hb.node_id = reg.id.clone();
+            if tx.send(hb).await.is_err() {
+                break;
+            }
+            match tokio::time::timeout(answer_within, replies.message()).await {
+                Ok(Ok(Some(r))) => on_state(r.state()),
+                Ok(Err(s)) if s.code() == Code::InvalidArgument || s.code() == Code::NotFound => {
+                    return Err(s)
+                }
+                _ => break,
+            }
+        }
+        tracing::debug!(endpoint = name, "heartbeat stream lost; switching replica");
+        endpoint += 1;
+    }
+}

@@ -1,0 +1,21 @@
+//! Fjord control plane.
+//!
+//! ```text
+//!            gRPC (api/)                      replicas (raft/)
+//!  ctl / nodes ──▶ validate ──▶ Replica ──▶ openraft ──▶ redb log (fsync)
+//!                                  │             └──▶ StateMachine
+//!                                  │                    └─ state::ClusterState::apply
+//!                                  │                         └─ placement::place
+//!                                  └──▶ forward to leader (RaftService.Forward)
+//! ```
+//!
+//! `state` and `placement` are pure cores (no clock, no socket, no tokio);
+//! `raft`, `api` and `server` are the shells around them.
+
+pub mod api;
+pub mod client;
+pub mod placement;
+pub mod raft;
+pub mod server;
+pub mod state;
+pub mod telemetry;

@@ -1,0 +1,357 @@
+//! The handle the API uses: writes and linearizable reads that work on any
+//! replica. On a follower they are forwarded to the leader over gRPC, and a
+//! leader change mid-call is retried here, so callers never see "not leader".
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::{BuildHasher, RandomState};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError};
+use openraft::BasicNode;
+use serde::{Deserialize, Serialize};
+use tonic::transport::Channel;
+
+use fjord_proto::v1::raft_service_client::RaftServiceClient;
+use fjord_proto::v1::RaftPayload;
+
+use super::network::channel;
+use super::store::Applied;
+use super::{NodeId, Raft};
+use crate::placement::Strategy;
+use crate::state::{Command, Output, Query, QueryOutput, Request, StateError};
+
+/// Per-replica knobs that shape what the leader stamps into commands and how
+/// long callers wait through an election.
+#[derive(Debug, Clone)]
+pub struct ReplicaTuning {
+    pub strategy: Strategy,
+    /// How long a write or read keeps retrying while there is no leader.
+    pub request_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "type")]
+pub enum ClusterError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("no leader could be reached: {reason}")]
+    Unavailable { reason: String },
+    /// Only seen between replicas: the receiver is no longer the leader.
+    #[error("replica is not the leader")]
+    NotLeader { leader: Option<(NodeId, String)> },
+    #[error("membership change refused: {reason}")]
+    Membership { reason: String },
+    #[error("replica {id} is not a member")]
+    UnknownMember { id: NodeId },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberInfo {
+    pub id: NodeId,
+    pub address: String,
+    pub voter: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    pub replica_id: NodeId,
+    pub leader: Option<(NodeId, String)>,
+    pub term: u64,
+    pub last_log_index: u64,
+    pub last_applied_index: u64,
+    pub snapshot_index: u64,
+    pub members: Vec<MemberInfo>,
+}
+
+/// What a follower hands to the leader.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "type")]
+pub(crate) enum Operation {
+    Write { command: Command },
+    Read { query: Query },
+    AddMember { id: NodeId, address: String },
+    RemoveMember { id: NodeId },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "type")]
+pub(crate) enum OperationOutput {
+    Write(Output),
+    Read(QueryOutput),
+    Members(Vec<MemberInfo>),
+}
+
+pub struct Replica {
+    pub id: NodeId,
+    pub raft: Raft,
+    applied: Arc<RwLock<Applied>>,
+    tuning: ReplicaTuning,
+    peers: Mutex<HashMap<String, RaftServiceClient<Channel>>>,
+    seeds: RandomState,
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+type WriteErr = RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>;
+
+fn leader_hint(f: ForwardToLeader<NodeId, BasicNode>) -> ClusterError {
+    ClusterError::NotLeader {
+        leader: f.leader_id.zip(f.leader_node.map(|n| n.addr)),
+    }
+}
+
+fn from_write_error(e: WriteErr) -> ClusterError {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => leader_hint(f),
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => {
+            ClusterError::Membership {
+                reason: c.to_string(),
+            }
+        }
+        RaftError::Fatal(f) => ClusterError::Unavailable {
+            reason: f.to_string(),
+        },
+    }
+}
+
+impl Replica {
+    pub(crate) fn new(
+        id: NodeId,
+        raft: Raft,
+        applied: Arc<RwLock<Applied>>,
+        tuning: ReplicaTuning,
+    ) -> Self {
+        Replica {
+            id,
+            raft,
+            applied,
+            tuning,
+            peers: Mutex::default(),
+            seeds: RandomState::new(),
+        }
+    }
+
+    /// Commits a command through the leader and returns what `apply` answered.
+    pub async fn write(&self, command: Command) -> Result<Output, ClusterError> {
+        match self.execute(Operation::Write { command }).await? {
+            OperationOutput::Write(o) => Ok(o),
+            other => unreachable!("write answered with {other:?}"),
+        }
+    }
+
+    /// A linearizable read: answered from a state that includes every write
+    /// acknowledged before the call.
+    pub async fn read(&self, query: Query) -> Result<QueryOutput, ClusterError> {
+        match self.execute(Operation::Read { query }).await? {
+            OperationOutput::Read(o) => Ok(o),
+            other => unreachable!("read answered with {other:?}"),
+        }
+    }
+
+    pub async fn add_member(
+        &self,
+        id: NodeId,
+        address: String,
+    ) -> Result<Vec<MemberInfo>, ClusterError> {
+        match self.execute(Operation::AddMember { id, address }).await? {
+            OperationOutput::Members(m) => Ok(m),
+            other => unreachable!("add-member answered with {other:?}"),
+        }
+    }
+
+    pub async fn remove_member(&self, id: NodeId) -> Result<Vec<MemberInfo>, ClusterError> {
+        match self.execute(Operation::RemoveMember { id }).await? {
+            OperationOutput::Members(m) => Ok(m),
+            other => unreachable!("remove-member answered with {other:?}"),
+        }
+    }
+
+    /// Reads this replica's applied state without a quorum round: for local
+    /// decisions (lease checks, heartbeat answers) where staleness is fine.
+    pub fn local_state<T>(&self, f: impl FnOnce(&crate::state::ClusterState) -> T) -> T {
+        f(&self.applied.read().expect("state lock poisoned").state)
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow().current_leader == Some(self.id)
+    }
+
+    pub fn status(&self) -> ClusterStatus {
+        let m = self.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let members = membership
+            .nodes()
+            .map(|(id, n)| MemberInfo {
+                id: *id,
+                address: n.addr.clone(),
+                voter: voters.contains(id),
+            })
+            .collect();
+        let leader = m.current_leader.and_then(|l| {
+            membership
+                .get_node(&l)
+                .map(|n| (l, n.addr.clone()))
+        });
+        ClusterStatus {
+            replica_id: self.id,
+            leader,
+            term: m.current_term,
+            last_log_index: m.last_log_index.unwrap_or(0),
+            last_applied_index: m.last_applied.map(|l| l.index).unwrap_or(0),
+            snapshot_index: m.snapshot.map(|l| l.index).unwrap_or(0),
+            members,
+        }
+    }
+
+    async fn execute(&self, op: Operation) -> Result<OperationOutput, ClusterError> {
+        let deadline = Instant::now() + self.tuning.request_timeout;
+        let mut last = String::from("no leader elected");
+        loop {
+            let result = match self.execute_local(&op).await {
+                Err(ClusterError::NotLeader {
+                    leader: Some((leader, addr)),
+                }) if leader != self.id => {
+                    metrics::counter!("fjord_forwarded_requests_total").increment(1);
+                    match self.forward(&addr, &op).await {
+                        Ok(r) => r,
+                        Err(e) => {
+                            last = format!("forwarding to replica {leader} at {addr}: {e}");
+                            Err(ClusterError::NotLeader { leader: None })
+                        }
+                    }
+                }
+                other => other,
+            };
+            match result {
+                Err(ClusterError::NotLeader { .. }) if Instant::now() < deadline => {
+                    // An election is under way or the hint was stale.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(ClusterError::NotLeader { .. }) => {
+                    return Err(ClusterError::Unavailable { reason: last })
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Runs the operation here if this replica leads; otherwise answers
+    /// `NotLeader` with the leader it knows of.
+    pub(crate) async fn execute_local(
+        &self,
+        op: &Operation,
+    ) -> Result<OperationOutput, ClusterError> {
+        match op {
+            Operation::Write { command } => {
+                let req = Request {
+                    now_ms: now_ms(),
+                    seed: self.seeds.hash_one(Instant::now()),
+                    strategy: self.tuning.strategy,
+                    command: command.clone(),
+                };
+                let resp = self.raft.client_write(req).await.map_err(from_write_error)?;
+                Ok(OperationOutput::Write(resp.data?))
+            }
+            Operation::Read { query } => {
+                self.raft.ensure_linearizable().await.map_err(|e| match e {
+                    RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)) => {
+                        leader_hint(f)
+                    }
+                    // Lost contact with a quorum: let the caller retry, maybe
+                    // through another leader.
+                    RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_)) => {
+                        ClusterError::NotLeader { leader: None }
+                    }
+                    RaftError::Fatal(f) => ClusterError::Unavailable {
+                        reason: f.to_string(),
+                    },
+                })?;
+                let out = self.local_state(|s| s.query(query, now_ms()))?;
+                Ok(OperationOutput::Read(out))
+            }
+            Operation::AddMember { id, address } => {
+                self.raft
+                    .add_learner(*id, BasicNode::new(address), true)
+                    .await
+                    .map_err(from_write_error)?;
+                let mut voters: BTreeSet<NodeId> = self.voters();
+                voters.insert(*id);
+                self.raft
+                    .change_membership(voters, false)
+                    .await
+                    .map_err(from_write_error)?;
+                Ok(OperationOutput::Members(self.status().members))
+            }
+            Operation::RemoveMember { id } => {
+                let mut voters = self.voters();
+                if !voters.remove(id) {
+                    return Err(ClusterError::UnknownMember { id: *id });
+                }
+                if voters.is_empty() {
+                    return Err(ClusterError::Membership {
+                        reason: "cannot remove the last voter".into(),
+                    });
+                }
+                self.raft
+                    .change_membership(voters, false)
+                    .await
+                    .map_err(from_write_error)?;
+                Ok(OperationOutput::Members(self.status().members))
+            }
+        }
+    }
+
+    fn voters(&self) -> BTreeSet<NodeId> {
+        self.raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .collect()
+    }
+
+    /// Hands the operation to the leader at `addr`. Transport failures come
+    /// back as `Err(String)`; the leader's own answer as `Ok`.
+    async fn forward(
+        &self,
+        addr: &str,
+        op: &Operation,
+    ) -> Result<Result<OperationOutput, ClusterError>, String> {
+        let mut client = {
+            let mut peers = self.peers.lock().expect("peer cache poisoned");
+            match peers.get(addr) {
+                Some(c) => c.clone(),
+                None => {
+                    let c = RaftServiceClient::new(channel(addr).map_err(|e| e.to_string())?);
+                    peers.insert(addr.to_string(), c.clone());
+                    c
+                }
+            }
+        };
+        let data = serde_json::to_vec(op).map_err(|e| e.to_string())?;
+        let mut request = tonic::Request::new(RaftPayload { data });
+        request.set_timeout(self.tuning.request_timeout);
+        let reply = client
+            .forward(request)
+            .await
+            .map_err(|s| s.message().to_string())?;
+        serde_json::from_slice(&reply.into_inner().data).map_err(|e| e.to_string())
+    }
+
+    /// Members by id, for status output.
+    pub fn members(&self) -> BTreeMap<NodeId, String> {
+        self.status()
+            .members
+            .into_iter()
+            .map(|m| (m.id, m.address))
+            .collect()
+    }
+}

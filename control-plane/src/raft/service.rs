@@ -1,0 +1,64 @@
+//! The receiving side of replica-to-replica traffic.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use fjord_proto::v1::raft_service_server::RaftService;
+use fjord_proto::v1::RaftPayload;
+
+use super::replica::{Operation, Replica};
+
+pub struct RaftGrpc {
+    replica: Arc<Replica>,
+}
+
+impl RaftGrpc {
+    pub fn new(replica: Arc<Replica>) -> Self {
+        RaftGrpc { replica }
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(p: &RaftPayload) -> Result<T, Status> {
+    serde_json::from_slice(&p.data).map_err(|e| {
+        metrics::counter!("fjord_malformed_messages_total", "source" => "raft").increment(1);
+        Status::invalid_argument(format!("malformed raft payload: {e}"))
+    })
+}
+
+fn encode<T: serde::Serialize>(v: &T) -> Result<Response<RaftPayload>, Status> {
+    serde_json::to_vec(v)
+        .map(|data| Response::new(RaftPayload { data }))
+        .map_err(|e| Status::internal(e.to_string()))
+}
+
+#[tonic::async_trait]
+impl RaftService for RaftGrpc {
+    async fn append_entries(
+        &self,
+        req: Request<RaftPayload>,
+    ) -> Result<Response<RaftPayload>, Status> {
+        let rpc = decode(req.get_ref())?;
+        encode(&self.replica.raft.append_entries(rpc).await)
+    }
+
+    async fn vote(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let rpc = decode(req.get_ref())?;
+        encode(&self.replica.raft.vote(rpc).await)
+    }
+
+    async fn install_snapshot(
+        &self,
+        req: Request<RaftPayload>,
+    ) -> Result<Response<RaftPayload>, Status> {
+        let rpc = decode(req.get_ref())?;
+        encode(&self.replica.raft.install_snapshot(rpc).await)
+    }
+
+    async fn forward(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let op: Operation = decode(req.get_ref())?;
+        // Run here or answer NotLeader: never forward again, so a stale
+        // leader hint cannot bounce a request around the cluster.
+        encode(&self.replica.execute_local(&op).await)
+    }
+}

@@ -1,0 +1,337 @@
+//! One control-plane replica: configuration, start-up and shutdown.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::BasicNode;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use fjord_proto::v1::cluster_service_server::ClusterServiceServer;
+use fjord_proto::v1::institution_service_server::InstitutionServiceServer;
+use fjord_proto::v1::meeting_service_server::MeetingServiceServer;
+use fjord_proto::v1::node_service_server::NodeServiceServer;
+use fjord_proto::v1::raft_service_server::RaftServiceServer;
+
+use crate::api::{ClusterApi, InstitutionApi, MeetingApi, NodeApi};
+use crate::placement::Strategy;
+use crate::raft::{open_stores, Network, NodeId, RaftGrpc, Replica, ReplicaTuning};
+use crate::state::{Command, NodeState};
+
+#[derive(Debug, Clone)]
+pub struct ReplicaConfig {
+    pub id: NodeId,
+    pub listen: SocketAddr,
+    /// Address other replicas use to reach this one; defaults to `listen`.
+    pub advertise: Option<String>,
+    pub data_dir: PathBuf,
+    /// The initial voters. Empty with `join`: wait to be added.
+    pub peers: BTreeMap<NodeId, String>,
+    /// Start without initialising a cluster; `cluster add-member` adds it.
+    pub join: bool,
+    pub raft_heartbeat_interval_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    /// Build a snapshot (and compact the log) after this many entries.
+    pub snapshot_every_entries: u64,
+    /// How often media nodes are told to heartbeat.
+    pub node_heartbeat_interval_ms: u64,
+    /// A node silent this long is declared down and its meetings re-placed.
+    pub node_lease_ms: u64,
+    pub placement: Strategy,
+    /// How long a request waits through an election before UNAVAILABLE.
+    pub request_timeout_ms: u64,
+}
+
+impl Default for ReplicaConfig {
+    fn default() -> Self {
+        ReplicaConfig {
+            id: 1,
+            listen: SocketAddr::from(([127, 0, 0, 1], 7101)),
+            advertise: None,
+            data_dir: PathBuf::from("fjord-data"),
+            peers: BTreeMap::new(),
+            join: false,
+            raft_heartbeat_interval_ms: 100,
+            election_timeout_min_ms: 500,
+            election_timeout_max_ms: 1000,
+            snapshot_every_entries: 5000,
+            node_heartbeat_interval_ms: 1000,
+            node_lease_ms: 5000,
+            placement: Strategy::LeastLoaded,
+            request_timeout_ms: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("id must be at least 1")]
+    ZeroId,
+    #[error("--peers must list this replica ({0}) unless --join is given")]
+    NotInPeers(NodeId),
+    #[error("--peers and --join exclude each other")]
+    PeersWithJoin,
+    #[error("peer {id}: bad address {addr:?}")]
+    BadPeer { id: NodeId, addr: String },
+    #[error("timing: {0}")]
+    Timing(&'static str),
+}
+
+impl ReplicaConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.id == 0 {
+            return Err(ConfigError::ZeroId);
+        }
+        if self.join && !self.peers.is_empty() {
+            return Err(ConfigError::PeersWithJoin);
+        }
+        if !self.join && !self.peers.contains_key(&self.id) {
+            return Err(ConfigError::NotInPeers(self.id));
+        }
+        for (id, addr) in &self.peers {
+            if *id == 0 || crate::api::validate_address("peers", addr).is_err() {
+                return Err(ConfigError::BadPeer {
+                    id: *id,
+                    addr: addr.clone(),
+                });
+            }
+        }
+        if self.raft_heartbeat_interval_ms == 0
+            || self.raft_heartbeat_interval_ms * 2 > self.election_timeout_min_ms
+        {
+            return Err(ConfigError::Timing(
+                "raft heartbeat interval must be non-zero and at most half the election timeout",
+            ));
+        }
+        if self.election_timeout_min_ms >= self.election_timeout_max_ms {
+            return Err(ConfigError::Timing(
+                "election timeout min must be below max",
+            ));
+        }
+        if self.node_heartbeat_interval_ms == 0
+            || self.node_lease_ms < 3 * self.node_heartbeat_interval_ms
+        {
+            return Err(ConfigError::Timing(
+                "node lease must be at least three node heartbeat intervals",
+            ));
+        }
+        if self.snapshot_every_entries < 10 {
+            return Err(ConfigError::Timing("snapshot_every_entries must be at least 10"));
+        }
+        if self.request_timeout_ms < self.election_timeout_max_ms {
+            return Err(ConfigError::Timing(
+                "request timeout must outlast an election",
+            ));
+        }
+        Ok(())
+    }
+
+    fn raft_config(&self) -> openraft::Config {
+        openraft::Config {
+            cluster_name: "fjord".into(),
+            heartbeat_interval: self.raft_heartbeat_interval_ms,
+            election_timeout_min: self.election_timeout_min_ms,
+            election_timeout_max: self.election_timeout_max_ms,
+            // gRPC with JSON payloads: give snapshot chunks time to travel.
+            install_snapshot_timeout: 5000,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_every_entries),
+            // Keep enough log after a snapshot that a briefly lagging replica
+            // catches up from the log instead of a full snapshot.
+            max_in_snapshot_log_to_keep: 1000,
+            ..Default::default()
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("invalid configuration: {0}")]
+    Config(#[from] ConfigError),
+    #[error("storage: {0}")]
+    Store(#[from] crate::raft::StoreError),
+    #[error("binding {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("raft: {0}")]
+    Raft(String),
+}
+
+/// A running replica. Dropping it does not stop it; call [`shutdown`](Self::shutdown).
+pub struct ReplicaHandle {
+    pub replica: Arc<Replica>,
+    pub local_addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    server: JoinHandle<()>,
+    lease_checker: JoinHandle<()>,
+}
+
+impl ReplicaHandle {
+    /// Stops serving and shuts Raft down.
+    pub async fn shutdown(mut self) {
+        self.lease_checker.abort();
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = self.replica.raft.shutdown().await;
+        // Open streams (node heartbeats) would hold a graceful stop forever.
+        self.server.abort();
+    }
+
+    /// Waits until the server task ends (it only ends on shutdown or error).
+    pub async fn wait(&mut self) {
+        let _ = (&mut self.server).await;
+    }
+}
+
+/// Validates the config, binds, opens the store and starts the replica.
+pub async fn start(config: ReplicaConfig) -> Result<ReplicaHandle, StartError> {
+    config.validate()?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    start_with_listener(config, listener).await
+}
+
+/// As [`start`], on a listener the caller already bound (tests bind port 0).
+pub async fn start_with_listener(
+    config: ReplicaConfig,
+    listener: TcpListener,
+) -> Result<ReplicaHandle, StartError> {
+    config.validate()?;
+    let local_addr = listener.local_addr().map_err(|source| StartError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let raft_config = Arc::new(
+        config
+            .raft_config()
+            .validate()
+            .map_err(|e| StartError::Raft(e.to_string()))?,
+    );
+    let (log_store, state_machine) = open_stores(&config.data_dir)?;
+    let applied = state_machine.applied.clone();
+    let raft = openraft::Raft::new(config.id, raft_config, Network, log_store, state_machine)
+        .await
+        .map_err(|e| StartError::Raft(e.to_string()))?;
+    let replica = Arc::new(Replica::new(
+        config.id,
+        raft,
+        applied,
+        ReplicaTuning {
+            strategy: config.placement,
+            request_timeout: Duration::from_millis(config.request_timeout_ms),
+        },
+    ));
+
+    let heartbeat = Duration::from_millis(config.node_heartbeat_interval_ms);
+    let lease = Duration::from_millis(config.node_lease_ms);
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let router = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(RaftServiceServer::new(RaftGrpc::new(replica.clone())))
+        .add_service(InstitutionServiceServer::new(InstitutionApi::new(replica.clone())))
+        .add_service(NodeServiceServer::new(NodeApi::new(replica.clone(), heartbeat, lease)))
+        .add_service(MeetingServiceServer::new(MeetingApi::new(replica.clone())))
+        .add_service(ClusterServiceServer::new(ClusterApi::new(replica.clone())));
+    let server = tokio::spawn(async move {
+        let incoming = TcpListenerStream::new(listener);
+        if let Err(e) = router
+            .serve_with_incoming_shutdown(incoming, async {
+                let _ = stop_rx.await;
+            })
+            .await
+        {
+            tracing::error!(error = %e, "gRPC server stopped");
+        }
+    });
+
+    let initialized = replica
+        .raft
+        .is_initialized()
+        .await
+        .map_err(|e| StartError::Raft(e.to_string()))?;
+    if !initialized && !config.join {
+        // Every initial voter initialises with the same membership; openraft
+        // accepts identical initialisations, and this way any one of them may
+        // be the first to come up.
+        let members: BTreeMap<NodeId, BasicNode> = config
+            .peers
+            .iter()
+            .map(|(id, addr)| (*id, BasicNode::new(addr)))
+            .collect();
+        if let Err(e) = replica.raft.initialize(members).await {
+            tracing::warn!(error = %e, "initialise skipped");
+        }
+    }
+    tracing::info!(replica = config.id, addr = %local_addr, data_dir = %config.data_dir.display(), "control-plane replica started");
+
+    let lease_checker = tokio::spawn(lease_loop(replica.clone(), lease));
+    Ok(ReplicaHandle {
+        replica,
+        local_addr,
+        stop: Some(stop_tx),
+        server,
+        lease_checker,
+    })
+}
+
+/// On the leader: declare down the nodes whose lease expired. A fresh leader
+/// waits one lease first, so nodes that were beating to the old leader's
+/// cluster get a fair chance to show up in the log.
+async fn lease_loop(replica: Arc<Replica>, lease: Duration) {
+    let mut tick = tokio::time::interval(lease / 4);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut leader_since: Option<tokio::time::Instant> = None;
+    let lease_ms = lease.as_millis() as u64;
+    loop {
+        tick.tick().await;
+        let status = replica.status();
+        metrics::gauge!("fjord_raft_term").set(status.term as f64);
+        metrics::gauge!("fjord_raft_last_applied_index").set(status.last_applied_index as f64);
+        let leading = replica.is_leader();
+        metrics::gauge!("fjord_raft_is_leader").set(if leading { 1.0 } else { 0.0 });
+        if !leading {
+            leader_since = None;
+            continue;
+        }
+        let since = *leader_since.get_or_insert_with(tokio::time::Instant::now);
+        let now = crate::raft::now_ms();
+        let (counts, expired) = replica.local_state(|s| {
+            let mut counts = [0usize; 3];
+            let mut expired = false;
+            for n in s.nodes.values() {
+                counts[n.state as usize] += 1;
+                expired |= n.state != NodeState::Down
+                    && now.saturating_sub(n.last_heartbeat_ms) >= lease_ms;
+            }
+            (counts, expired)
+        });
+        for (state, count) in [NodeState::Ready, NodeState::Draining, NodeState::Down]
+            .iter()
+            .zip(counts)
+        {
+            metrics::gauge!("fjord_media_nodes", "state" => state.as_str()).set(count as f64);
+        }
+        if !expired || since.elapsed() < lease {
+            continue;
+        }
+        match replica.write(Command::ExpireLeases { lease_ms }).await {
+            Ok(crate::state::Output::NodesDown { nodes, replaced }) => {
+                tracing::warn!(?nodes, replaced = replaced.len(), "media node lease expired; meetings re-placed");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "lease expiry not committed"),
+        }
+    }
+}

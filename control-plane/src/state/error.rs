@@ -1,0 +1,56 @@
+use serde::{Deserialize, Serialize};
+
+use crate::placement::{Decision, Refusal};
+
+/// Why the state machine refused a command. Variants carry ids, not
+/// formatted text; `code()` is the stable label for metrics.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "type")]
+pub enum StateError {
+    #[error("institution {name:?} already exists")]
+    InstitutionExists { name: String },
+    #[error("unknown institution {name:?}")]
+    UnknownInstitution { name: String },
+    #[error("unknown region {name:?}")]
+    UnknownRegion { name: String },
+    #[error("home region {home:?} is not inside residency {residency:?}")]
+    HomeOutsideResidency { home: String, residency: String },
+    #[error("unknown node {id:?}")]
+    UnknownNode { id: String },
+    #[error("node {id:?} carries meetings in {from:?}; drain it before moving it to {to:?}")]
+    NodeRegionChange { id: String, from: String, to: String },
+    #[error("node {id:?}: capacity {capacity} is below the {reserved} participants already reserved")]
+    CapacityBelowReservations { id: String, capacity: u32, reserved: u32 },
+    #[error("unknown meeting {id}")]
+    UnknownMeeting { id: u64 },
+    #[error("meeting {id} has already ended")]
+    MeetingEnded { id: u64 },
+    #[error("{requested} participants exceeds the institution's limit of {max}")]
+    TooManyParticipants { requested: u32, max: u32 },
+    #[error("the meeting window ends in the past ({end_ms} ms since the epoch)")]
+    WindowInPast { end_ms: u64 },
+    #[error("placement refused: {refusal}")]
+    NoCapacity {
+        refusal: Refusal,
+        decision: Box<Decision>,
+    },
+}
+
+impl StateError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            StateError::InstitutionExists { .. } => "institution_exists",
+            StateError::UnknownInstitution { .. } => "unknown_institution",
+            StateError::UnknownRegion { .. } => "unknown_region",
+            StateError::HomeOutsideResidency { .. } => "home_outside_residency",
+            StateError::UnknownNode { .. } => "unknown_node",
+            StateError::NodeRegionChange { .. } => "node_region_change",
+            StateError::CapacityBelowReservations { .. } => "capacity_below_reservations",
+            StateError::UnknownMeeting { .. } => "unknown_meeting",
+            StateError::MeetingEnded { .. } => "meeting_ended",
+            StateError::TooManyParticipants { .. } => "too_many_participants",
+            StateError::WindowInPast { .. } => "window_in_past",
+            StateError::NoCapacity { .. } => "no_capacity",
+        }
+    }
+}

@@ -1,0 +1,747 @@
+//! The replicated state machine: a pure, deterministic function of the log.
+//!
+//! ```text
+//!   leader stamps now + seed        every replica
+//!   Request{now_ms, seed, cmd} ──▶ ClusterState::apply() ──▶ Response
+//!                                         │
+//!                                         └─ placement::place() for
+//!                                            schedule / re-placement
+//! ```
+//!
+//! `apply` never reads a clock: time and randomness travel inside the
+//! [`Request`], so replicas that apply the same log end in the same state.
+//! Placement runs here, inside `apply`, so a decision always sees every
+//! reservation committed before it and two concurrent schedules can never
+//! both take the last seat on a node.
+
+mod error;
+mod model;
+
+pub use error::StateError;
+pub use model::*;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::placement::{self, Decision, Outcome, PlacementRequest, SplitMix64, Strategy, Trigger};
+
+/// Default reservation window when a schedule names no duration.
+pub const DEFAULT_MEETING_DURATION_MS: u64 = 60 * 60 * 1000;
+/// Ended meetings stay queryable this long, then are pruned from the state.
+pub const ENDED_MEETING_RETENTION_MS: u64 = 7 * 24 * 60 * 60 * 1000;
+
+/// A command plus what the leader stamped into it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Request {
+    pub now_ms: u64,
+    pub seed: u64,
+    pub strategy: Strategy,
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "type")]
+pub enum Command {
+    CreateInstitution {
+        name: String,
+        residency: String,
+        /// Preferred region inside the residency; defaults to the residency.
+        home_region: Option<String>,
+        max_participants: u32,
+    },
+    RegisterNode {
+        id: String,
+        region: String,
+        address: String,
+        capacity: u32,
+    },
+    /// A summary of a node's heartbeats: the receiving replica commits one
+    /// at most every few seconds per node, not every beat.
+    Heartbeat { id: String, participants: u32 },
+    SetNodeDraining { id: String, draining: bool },
+    /// Marks down every node whose last heartbeat is older than `lease_ms`
+    /// and re-places its meetings.
+    ExpireLeases { lease_ms: u64 },
+    ScheduleMeeting {
+        request_id: Option<String>,
+        institution: String,
+        participants: u32,
+        start_ms: Option<u64>,
+        duration_ms: u64,
+    },
+    EndMeeting { id: u64 },
+}
+
+impl Command {
+    /// Short name for logs and metric labels.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Command::CreateInstitution { .. } => "create_institution",
+            Command::RegisterNode { .. } => "register_node",
+            Command::Heartbeat { .. } => "heartbeat",
+            Command::SetNodeDraining { .. } => "set_node_draining",
+            Command::ExpireLeases { .. } => "expire_leases",
+            Command::ScheduleMeeting { .. } => "schedule_meeting",
+            Command::EndMeeting { .. } => "end_meeting",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "type")]
+pub enum Output {
+    /// Membership changes and blank entries.
+    None,
+    Institution(Institution),
+    Node(NodeView),
+    NodesDown { nodes: Vec<String>, replaced: Vec<u64> },
+    Meeting(Meeting),
+    Scheduled { meeting: Meeting, decision: Decision },
+}
+
+pub type Response = Result<Output, StateError>;
+
+/// Linearizable reads, answered by the leader.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "type")]
+pub enum Query {
+    Institutions,
+    Institution { name: String },
+    Nodes,
+    Node { id: String },
+    Meetings { institution: Option<String>, include_ended: bool },
+    Meeting { id: u64 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "type")]
+pub enum QueryOutput {
+    Institutions(Vec<Institution>),
+    Institution(Institution),
+    Nodes(Vec<NodeView>),
+    Node(NodeView),
+    Meetings(Vec<Meeting>),
+    Meeting(Meeting),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterState {
+    pub regions: BTreeMap<String, Region>,
+    pub institutions: BTreeMap<String, Institution>,
+    pub nodes: BTreeMap<String, Node>,
+    pub meetings: BTreeMap<u64, Meeting>,
+    pub next_meeting_id: u64,
+    /// Idempotency keys of schedule requests -> the meeting they created.
+    pub request_ids: BTreeMap<String, u64>,
+    /// Meetings not yet ended, by window end, so expiry scans only what is due.
+    open_by_end: BTreeSet<(u64, u64)>,
+    /// Ended meetings by end time, for pruning.
+    ended_by_time: BTreeSet<(u64, u64)>,
+    /// Meetings waiting for an allowed node with room.
+    unplaced: BTreeSet<u64>,
+}
+
+impl Default for ClusterState {
+    fn default() -> Self {
+        let mut regions = BTreeMap::new();
+        for (name, parent) in [("eu", None), ("nordic", Some("eu"))] {
+            regions.insert(
+                name.to_string(),
+                Region {
+                    name: name.to_string(),
+                    parent: parent.map(str::to_string),
+                },
+            );
+        }
+        ClusterState {
+            regions,
+            institutions: BTreeMap::new(),
+            nodes: BTreeMap::new(),
+            meetings: BTreeMap::new(),
+            next_meeting_id: 1,
+            request_ids: BTreeMap::new(),
+            open_by_end: BTreeSet::new(),
+            ended_by_time: BTreeSet::new(),
+            unplaced: BTreeSet::new(),
+        }
+    }
+}
+
+impl ClusterState {
+    /// Applies one committed request. Errors leave the state unchanged (apart
+    /// from time-driven expiry, which any command with a later `now` does).
+    pub fn apply(&mut self, req: &Request) -> Response {
+        self.expire_meetings(req.now_ms);
+        let mut rng = SplitMix64::new(req.seed);
+        match &req.command {
+            Command::CreateInstitution {
+                name,
+                residency,
+                home_region,
+                max_participants,
+            } => self.create_institution(
+                name,
+                residency,
+                home_region.as_deref(),
+                *max_participants,
+                req.now_ms,
+            ),
+            Command::RegisterNode {
+                id,
+                region,
+                address,
+                capacity,
+            } => self.register_node(id, region, address, *capacity, req, &mut rng),
+            Command::Heartbeat { id, participants } => {
+                self.heartbeat(id, *participants, req, &mut rng)
+            }
+            Command::SetNodeDraining { id, draining } => {
+                let node = self
+                    .nodes
+                    .get_mut(id)
+                    .ok_or_else(|| StateError::UnknownNode { id: id.clone() })?;
+                let was_down = node.state == NodeState::Down;
+                node.state = match (*draining, node.state) {
+                    (true, NodeState::Down) => NodeState::Down,
+                    (true, _) => NodeState::Draining,
+                    (false, NodeState::Draining) => NodeState::Ready,
+                    (false, s) => s,
+                };
+                if !*draining && !was_down {
+                    self.retry_unplaced(req, &mut rng);
+                }
+                Ok(Output::Node(self.node_view(id, req.now_ms)))
+            }
+            Command::ExpireLeases { lease_ms } => Ok(self.expire_leases(*lease_ms, req, &mut rng)),
+            Command::ScheduleMeeting {
+                request_id,
+                institution,
+                participants,
+                start_ms,
+                duration_ms,
+            } => self.schedule_meeting(
+                request_id.as_deref(),
+                institution,
+                *participants,
+                start_ms.unwrap_or(req.now_ms),
+                *duration_ms,
+                req,
+                &mut rng,
+            ),
+            Command::EndMeeting { id } => self.end_meeting(*id, req.now_ms),
+        }
+    }
+
+    /// Answers a read against the state as of `now_ms`.
+    pub fn query(&self, q: &Query, now_ms: u64) -> Result<QueryOutput, StateError> {
+        Ok(match q {
+            Query::Institutions => {
+                QueryOutput::Institutions(self.institutions.values().cloned().collect())
+            }
+            Query::Institution { name } => QueryOutput::Institution(
+                self.institutions
+                    .get(name)
+                    .cloned()
+                    .ok_or_else(|| StateError::UnknownInstitution { name: name.clone() })?,
+            ),
+            Query::Nodes => QueryOutput::Nodes(
+                self.nodes
+                    .keys()
+                    .map(|id| self.node_view(id, now_ms))
+                    .collect(),
+            ),
+            Query::Node { id } => {
+                if !self.nodes.contains_key(id) {
+                    return Err(StateError::UnknownNode { id: id.clone() });
+                }
+                QueryOutput::Node(self.node_view(id, now_ms))
+            }
+            Query::Meetings {
+                institution,
+                include_ended,
+            } => {
+                if let Some(name) = institution {
+                    if !self.institutions.contains_key(name) {
+                        return Err(StateError::UnknownInstitution { name: name.clone() });
+                    }
+                }
+                QueryOutput::Meetings(
+                    self.meetings
+                        .values()
+                        .filter(|m| *include_ended || m.state != MeetingState::Ended)
+                        .filter(|m| institution.as_ref().is_none_or(|i| &m.institution == i))
+                        .cloned()
+                        .collect(),
+                )
+            }
+            Query::Meeting { id } => QueryOutput::Meeting(
+                self.meetings
+                    .get(id)
+                    .cloned()
+                    .ok_or(StateError::UnknownMeeting { id: *id })?,
+            ),
+        })
+    }
+
+    /// The residency region and every region nested inside it.
+    pub fn allowed_regions(&self, residency: &str) -> BTreeSet<String> {
+        let mut allowed = BTreeSet::new();
+        allowed.insert(residency.to_string());
+        // Regions form a shallow tree; grow the set until it stops changing.
+        loop {
+            let before = allowed.len();
+            for r in self.regions.values() {
+                if r.parent.as_ref().is_some_and(|p| allowed.contains(p)) {
+                    allowed.insert(r.name.clone());
+                }
+            }
+            if allowed.len() == before {
+                return allowed;
+            }
+        }
+    }
+
+    pub fn node_view(&self, id: &str, now_ms: u64) -> NodeView {
+        let n = &self.nodes[id];
+        NodeView {
+            id: n.id.clone(),
+            region: n.region.clone(),
+            address: n.address.clone(),
+            capacity: n.capacity,
+            state: n.state,
+            last_heartbeat_ms: n.last_heartbeat_ms,
+            load_participants: n.load_participants,
+            reserved_now: n.reserved_at(now_ms),
+            meetings: n.reservations.len() as u32,
+            registered_at_ms: n.registered_at_ms,
+        }
+    }
+
+    fn create_institution(
+        &mut self,
+        name: &str,
+        residency: &str,
+        home_region: Option<&str>,
+        max_participants: u32,
+        now_ms: u64,
+    ) -> Response {
+        if self.institutions.contains_key(name) {
+            return Err(StateError::InstitutionExists {
+                name: name.to_string(),
+            });
+        }
+        if !self.regions.contains_key(residency) {
+            return Err(StateError::UnknownRegion {
+                name: residency.to_string(),
+            });
+        }
+        let home = home_region.unwrap_or(residency);
+        if !self.allowed_regions(residency).contains(home) {
+            return Err(StateError::HomeOutsideResidency {
+                home: home.to_string(),
+                residency: residency.to_string(),
+            });
+        }
+        let inst = Institution {
+            name: name.to_string(),
+            residency: residency.to_string(),
+            home_region: home.to_string(),
+            max_participants,
+            created_at_ms: now_ms,
+        };
+        self.institutions.insert(name.to_string(), inst.clone());
+        Ok(Output::Institution(inst))
+    }
+
+    fn register_node(
+        &mut self,
+        id: &str,
+        region: &str,
+        address: &str,
+        capacity: u32,
+        req: &Request,
+        rng: &mut SplitMix64,
+    ) -> Response {
+        if !self.regions.contains_key(region) {
+            return Err(StateError::UnknownRegion {
+                name: region.to_string(),
+            });
+        }
+        let mut came_up = true;
+        if let Some(node) = self.nodes.get_mut(id) {
+            if node.region != region && !node.reservations.is_empty() {
+                return Err(StateError::NodeRegionChange {
+                    id: id.to_string(),
+                    from: node.region.clone(),
+                    to: region.to_string(),
+                });
+            }
+            let peak = node.peak_reserved(0, u64::MAX);
+            if capacity < peak {
+                return Err(StateError::CapacityBelowReservations {
+                    id: id.to_string(),
+                    capacity,
+                    reserved: peak,
+                });
+            }
+            came_up = node.state == NodeState::Down;
+            node.region = region.to_string();
+            node.address = address.to_string();
+            node.capacity = capacity;
+            node.last_heartbeat_ms = req.now_ms;
+            if node.state == NodeState::Down {
+                node.state = NodeState::Ready;
+            }
+        } else {
+            self.nodes.insert(
+                id.to_string(),
+                Node {
+                    id: id.to_string(),
+                    region: region.to_string(),
+                    address: address.to_string(),
+                    capacity,
+                    state: NodeState::Ready,
+                    last_heartbeat_ms: req.now_ms,
+                    load_participants: 0,
+                    registered_at_ms: req.now_ms,
+                    reservations: BTreeMap::new(),
+                },
+            );
+        }
+        if came_up {
+            self.retry_unplaced(req, rng);
+        }
+        Ok(Output::Node(self.node_view(id, req.now_ms)))
+    }
+
+    fn heartbeat(
+        &mut self,
+        id: &str,
+        participants: u32,
+        req: &Request,
+        rng: &mut SplitMix64,
+    ) -> Response {
+        let node = self
+            .nodes
+            .get_mut(id)
+            .ok_or_else(|| StateError::UnknownNode { id: id.to_string() })?;
+        node.last_heartbeat_ms = node.last_heartbeat_ms.max(req.now_ms);
+        node.load_participants = participants;
+        if node.state == NodeState::Down {
+            // Its meetings already moved; it comes back empty and ready.
+            node.state = NodeState::Ready;
+            self.retry_unplaced(req, rng);
+        }
+        Ok(Output::Node(self.node_view(id, req.now_ms)))
+    }
+
+    fn expire_leases(&mut self, lease_ms: u64, req: &Request, rng: &mut SplitMix64) -> Output {
+        let expired: Vec<String> = self
+            .nodes
+            .values()
+            .filter(|n| n.state != NodeState::Down)
+            .filter(|n| req.now_ms.saturating_sub(n.last_heartbeat_ms) >= lease_ms)
+            .map(|n| n.id.clone())
+            .collect();
+        // Mark every expired node down before re-placing anything, so no
+        // orphan lands on a node that is about to be declared down too.
+        let mut orphans: Vec<(u64, String)> = Vec::new();
+        for id in &expired {
+            let node = self.nodes.get_mut(id).expect("listed above");
+            node.state = NodeState::Down;
+            node.load_participants = 0;
+            orphans.extend(node.reservations.keys().map(|m| (*m, id.clone())));
+        }
+        orphans.sort();
+        let mut replaced = Vec::new();
+        for (meeting_id, node) in orphans {
+            self.release(meeting_id);
+            if self.try_place(meeting_id, Trigger::NodeDown { node }, req, rng) {
+                replaced.push(meeting_id);
+            }
+        }
+        Output::NodesDown {
+            nodes: expired,
+            replaced,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn schedule_meeting(
+        &mut self,
+        request_id: Option<&str>,
+        institution: &str,
+        participants: u32,
+        start_ms: u64,
+        duration_ms: u64,
+        req: &Request,
+        rng: &mut SplitMix64,
+    ) -> Response {
+        if let Some(existing) = request_id.and_then(|r| self.request_ids.get(r)) {
+            // A retried request: answer with what the first attempt did.
+            let meeting = self.meetings[existing].clone();
+            let decision = meeting.decisions[0].clone();
+            return Ok(Output::Scheduled { meeting, decision });
+        }
+        let inst = self
+            .institutions
+            .get(institution)
+            .ok_or_else(|| StateError::UnknownInstitution {
+                name: institution.to_string(),
+            })?;
+        if participants > inst.max_participants {
+            return Err(StateError::TooManyParticipants {
+                requested: participants,
+                max: inst.max_participants,
+            });
+        }
+        let duration_ms = if duration_ms == 0 {
+            DEFAULT_MEETING_DURATION_MS
+        } else {
+            duration_ms
+        };
+        let end_ms = start_ms.saturating_add(duration_ms);
+        if end_ms <= req.now_ms {
+            return Err(StateError::WindowInPast { end_ms });
+        }
+        let allowed = self.allowed_regions(&inst.residency);
+        let decision = placement::place(
+            &PlacementRequest {
+                participants,
+                start_ms: start_ms.max(req.now_ms),
+                end_ms,
+                now_ms: req.now_ms,
+                allowed_regions: &allowed,
+                home_region: &inst.home_region,
+                strategy: req.strategy,
+                trigger: Trigger::Scheduled,
+            },
+            self.nodes.values(),
+            rng,
+        );
+        let node = match &decision.outcome {
+            Outcome::Placed { node, .. } => node.clone(),
+            Outcome::Refused { refusal } => {
+                return Err(StateError::NoCapacity {
+                    refusal: refusal.clone(),
+                    decision: Box::new(decision),
+                })
+            }
+        };
+        let id = self.next_meeting_id;
+        self.next_meeting_id += 1;
+        let meeting = Meeting {
+            id,
+            institution: institution.to_string(),
+            participants,
+            start_ms,
+            end_ms,
+            state: MeetingState::Placed,
+            node: Some(node),
+            created_at_ms: req.now_ms,
+            ended_at_ms: None,
+            request_id: request_id.map(str::to_string),
+            decisions: vec![decision.clone()],
+        };
+        if let Some(r) = request_id {
+            self.request_ids.insert(r.to_string(), id);
+        }
+        self.meetings.insert(id, meeting);
+        self.open_by_end.insert((end_ms, id));
+        self.reserve(id);
+        Ok(Output::Scheduled {
+            meeting: self.meetings[&id].clone(),
+            decision,
+        })
+    }
+
+    fn end_meeting(&mut self, id: u64, now_ms: u64) -> Response {
+        let m = self
+            .meetings
+            .get(&id)
+            .ok_or(StateError::UnknownMeeting { id })?;
+        if m.state == MeetingState::Ended {
+            return Err(StateError::MeetingEnded { id });
+        }
+        self.finish(id, now_ms);
+        Ok(Output::Meeting(self.meetings[&id].clone()))
+    }
+
+    /// Ends meetings whose window has passed and prunes long-ended ones.
+    fn expire_meetings(&mut self, now_ms: u64) {
+        while let Some(&(end, id)) = self.open_by_end.first() {
+            if end > now_ms {
+                break;
+            }
+            self.finish(id, end);
+        }
+        let horizon = now_ms.saturating_sub(ENDED_MEETING_RETENTION_MS);
+        while let Some(&(ended, id)) = self.ended_by_time.first() {
+            if ended > horizon {
+                break;
+            }
+            self.ended_by_time.remove(&(ended, id));
+            if let Some(m) = self.meetings.remove(&id) {
+                if let Some(r) = m.request_id {
+                    self.request_ids.remove(&r);
+                }
+            }
+        }
+    }
+
+    fn finish(&mut self, id: u64, at_ms: u64) {
+        self.release(id);
+        self.unplaced.remove(&id);
+        let m = self.meetings.get_mut(&id).expect("caller checked");
+        self.open_by_end.remove(&(m.end_ms, id));
+        m.state = MeetingState::Ended;
+        m.node = None;
+        m.ended_at_ms = Some(at_ms);
+        self.ended_by_time.insert((at_ms, id));
+    }
+
+    /// Places a meeting that has no node (lost it, or never had room).
+    /// Returns whether it found one.
+    fn try_place(
+        &mut self,
+        id: u64,
+        trigger: Trigger,
+        req: &Request,
+        rng: &mut SplitMix64,
+    ) -> bool {
+        let m = &self.meetings[&id];
+        let inst = &self.institutions[&m.institution];
+        let allowed = self.allowed_regions(&inst.residency);
+        let decision = placement::place(
+            &PlacementRequest {
+                participants: m.participants,
+                start_ms: m.start_ms.max(req.now_ms),
+                end_ms: m.end_ms,
+                now_ms: req.now_ms,
+                allowed_regions: &allowed,
+                home_region: &inst.home_region,
+                strategy: req.strategy,
+                trigger,
+            },
+            self.nodes.values(),
+            rng,
+        );
+        let chosen = decision.chosen().map(str::to_string);
+        let m = self.meetings.get_mut(&id).expect("looked up above");
+        m.decisions.push(decision);
+        match chosen {
+            Some(node) => {
+                m.node = Some(node);
+                m.state = MeetingState::Placed;
+                self.unplaced.remove(&id);
+                self.reserve(id);
+                true
+            }
+            None => {
+                m.node = None;
+                m.state = MeetingState::Unplaced;
+                self.unplaced.insert(id);
+                false
+            }
+        }
+    }
+
+    fn retry_unplaced(&mut self, req: &Request, rng: &mut SplitMix64) {
+        let waiting: Vec<u64> = self.unplaced.iter().copied().collect();
+        for id in waiting {
+            self.try_place(id, Trigger::Retry, req, rng);
+        }
+    }
+
+    /// Records the meeting's reservation on its node.
+    fn reserve(&mut self, id: u64) {
+        let m = &self.meetings[&id];
+        let node = m.node.as_ref().expect("placed meeting has a node");
+        self.nodes
+            .get_mut(node)
+            .expect("placement chose an existing node")
+            .reservations
+            .insert(
+                id,
+                Reservation {
+                    start_ms: m.start_ms,
+                    end_ms: m.end_ms,
+                    participants: m.participants,
+                },
+            );
+    }
+
+    /// Drops the meeting's reservation from whatever node holds it.
+    fn release(&mut self, id: u64) {
+        let m = &self.meetings[&id];
+        if let Some(node) = m.node.as_ref().and_then(|n| self.nodes.get_mut(n)) {
+            node.reservations.remove(&id);
+        }
+    }
+
+    /// Checks the invariants the rest of the system relies on. Used by tests;
+    /// cheap enough to run after every command there.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        for m in self.meetings.values() {
+            let inst = self
+                .institutions
+                .get(&m.institution)
+                .ok_or_else(|| format!("meeting {} of unknown institution", m.id))?;
+            let allowed = self.allowed_regions(&inst.residency);
+            match (&m.state, &m.node) {
+                (MeetingState::Placed, Some(node_id)) => {
+                    let node = self
+                        .nodes
+                        .get(node_id)
+                        .ok_or_else(|| format!("meeting {} on unknown node {node_id}", m.id))?;
+                    if !allowed.contains(&node.region) {
+                        return Err(format!(
+                            "meeting {} of {} (residency {}) placed on {} in {}",
+                            m.id, inst.name, inst.residency, node.id, node.region
+                        ));
+                    }
+                    if !node.reservations.contains_key(&m.id) {
+                        return Err(format!("meeting {} has no reservation on {}", m.id, node.id));
+                    }
+                }
+                (MeetingState::Placed, None) => {
+                    return Err(format!("placed meeting {} has no node", m.id))
+                }
+                (_, Some(_)) => return Err(format!("meeting {} not placed but has a node", m.id)),
+                _ => {}
+            }
+            for d in &m.decisions {
+                if let Some(chosen) = d.chosen() {
+                    let region = &self.nodes[chosen].region;
+                    if !allowed.contains(region) {
+                        return Err(format!("decision for {} chose {chosen} in {region}", m.id));
+                    }
+                }
+            }
+        }
+        for node in self.nodes.values() {
+            for (id, r) in &node.reservations {
+                let m = self
+                    .meetings
+                    .get(id)
+                    .ok_or_else(|| format!("{} reserves for missing meeting {id}", node.id))?;
+                if m.node.as_deref() != Some(node.id.as_str()) || r.participants != m.participants
+                {
+                    return Err(format!("{} holds a stale reservation for {id}", node.id));
+                }
+            }
+            let peak = node.peak_reserved(0, u64::MAX);
+            if peak > node.capacity {
+                return Err(format!(
+                    "{} reserved {peak} participants at once, capacity {}",
+                    node.id, node.capacity
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

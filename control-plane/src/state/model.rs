@@ -1,0 +1,158 @@
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::placement::Decision;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Region {
+    pub name: String,
+    pub parent: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Institution {
+    pub name: String,
+    /// Region whose nodes (and nested regions' nodes) may process meetings.
+    pub residency: String,
+    /// Region filled first; the rest of the residency takes overflow.
+    pub home_region: String,
+    pub max_participants: u32,
+    pub created_at_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeState {
+    Ready,
+    Draining,
+    Down,
+}
+
+impl NodeState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeState::Ready => "ready",
+            NodeState::Draining => "draining",
+            NodeState::Down => "down",
+        }
+    }
+}
+
+/// Capacity held for one meeting over its window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reservation {
+    pub start_ms: u64,
+    pub end_ms: u64,
+    pub participants: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Node {
+    pub id: String,
+    pub region: String,
+    pub address: String,
+    /// Participants the node can carry at once.
+    pub capacity: u32,
+    pub state: NodeState,
+    pub last_heartbeat_ms: u64,
+    /// Participants connected at the last committed heartbeat summary.
+    pub load_participants: u32,
+    pub registered_at_ms: u64,
+    /// Reservations by meeting id.
+    pub reservations: BTreeMap<u64, Reservation>,
+}
+
+impl Node {
+    /// The most participants reserved at any one instant in `[start, end)`.
+    pub fn peak_reserved(&self, start_ms: u64, end_ms: u64) -> u32 {
+        // Sweep over reservation edges; at equal times ends (-) sort before
+        // starts (+) because windows are half-open.
+        let mut edges: Vec<(u64, i64)> = self
+            .reservations
+            .values()
+            .filter(|r| r.start_ms < end_ms && r.end_ms > start_ms)
+            .flat_map(|r| {
+                let p = i64::from(r.participants);
+                [(r.start_ms.max(start_ms), p), (r.end_ms.min(end_ms), -p)]
+            })
+            .collect();
+        edges.sort_unstable();
+        let (mut now, mut peak) = (0i64, 0i64);
+        for (_, delta) in edges {
+            now += delta;
+            peak = peak.max(now);
+        }
+        peak as u32
+    }
+
+    /// Participants reserved at one instant.
+    pub fn reserved_at(&self, t_ms: u64) -> u32 {
+        self.reservations
+            .values()
+            .filter(|r| r.start_ms <= t_ms && t_ms < r.end_ms)
+            .map(|r| r.participants)
+            .sum()
+    }
+
+    /// Capacity in use over `[start, end)`: the reservation peak, or the
+    /// reported load when the window includes now and the node carries more
+    /// than it reserved (ad-hoc joins, larger-than-planned meetings).
+    pub fn used_over(&self, start_ms: u64, end_ms: u64, now_ms: u64) -> u32 {
+        let peak = self.peak_reserved(start_ms, end_ms);
+        if start_ms <= now_ms && now_ms < end_ms {
+            peak.max(self.load_participants)
+        } else {
+            peak
+        }
+    }
+}
+
+/// A node as operators see it: the stored node plus figures derived at read time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeView {
+    pub id: String,
+    pub region: String,
+    pub address: String,
+    pub capacity: u32,
+    pub state: NodeState,
+    pub last_heartbeat_ms: u64,
+    pub load_participants: u32,
+    pub reserved_now: u32,
+    pub meetings: u32,
+    pub registered_at_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MeetingState {
+    Placed,
+    Unplaced,
+    Ended,
+}
+
+impl MeetingState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MeetingState::Placed => "placed",
+            MeetingState::Unplaced => "unplaced",
+            MeetingState::Ended => "ended",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Meeting {
+    pub id: u64,
+    pub institution: String,
+    pub participants: u32,
+    pub start_ms: u64,
+    pub end_ms: u64,
+    pub state: MeetingState,
+    pub node: Option<String>,
+    pub created_at_ms: u64,
+    pub ended_at_ms: Option<u64>,
+    pub request_id: Option<String>,
+    /// Every placement decision for this meeting, oldest first.
+    pub decisions: Vec<Decision>,
+}

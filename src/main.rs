@@ -1,0 +1,203 @@
+//! `fjord`: one binary, several roles. Only argument parsing and start-up
+//! live here; everything else is in the workspace libraries.
+
+mod ctl;
+mod dev;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+
+use fjord_control_plane::placement::Strategy;
+use fjord_control_plane::server::{self, ReplicaConfig};
+
+#[derive(Parser)]
+#[command(name = "fjord", version, about = "Fjord: video-meeting infrastructure for research-and-education networks")]
+struct Cli {
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "FJORD_LOG_FORMAT")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one control-plane replica.
+    ControlPlane(ControlPlaneArgs),
+    /// Operator and institution commands over gRPC.
+    Ctl(ctl::CtlArgs),
+    /// Run a whole cluster on this machine: 3 control-plane replicas and sample data.
+    Dev(dev::DevArgs),
+}
+
+#[derive(clap::Args)]
+struct ControlPlaneArgs {
+    /// This replica's id (1, 2, 3, ...).
+    #[arg(long)]
+    id: u64,
+    /// Address for gRPC (clients, media nodes and other replicas).
+    #[arg(long, default_value = "127.0.0.1:7101")]
+    listen: SocketAddr,
+    /// Address other replicas reach this one at (default: --listen).
+    #[arg(long)]
+    advertise: Option<String>,
+    /// Directory for the Raft log and snapshots.
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// Initial voters: ID=HOST:PORT,... (must include this replica).
+    #[arg(long, value_delimiter = ',', value_parser = parse_peer)]
+    peers: Vec<(u64, String)>,
+    /// Start without initialising; wait for `fjord ctl cluster add-member`.
+    #[arg(long)]
+    join: bool,
+    /// Placement strategy: least-loaded or power-of-two.
+    #[arg(long, default_value = "least-loaded")]
+    placement: Strategy,
+    /// A media node silent this long is declared down.
+    #[arg(long, default_value_t = 5000)]
+    node_lease_ms: u64,
+    /// How often media nodes are asked to heartbeat.
+    #[arg(long, default_value_t = 1000)]
+    node_heartbeat_interval_ms: u64,
+    /// Raft heartbeat interval.
+    #[arg(long, default_value_t = 100)]
+    raft_heartbeat_interval_ms: u64,
+    /// Raft election timeout, lower bound.
+    #[arg(long, default_value_t = 500)]
+    election_timeout_min_ms: u64,
+    /// Raft election timeout, upper bound.
+    #[arg(long, default_value_t = 1000)]
+    election_timeout_max_ms: u64,
+    /// Build a snapshot and compact the log after this many entries.
+    #[arg(long, default_value_t = 5000)]
+    snapshot_every_entries: u64,
+    /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9101).
+    #[arg(long)]
+    metrics_listen: Option<SocketAddr>,
+}
+
+fn parse_peer(s: &str) -> Result<(u64, String), String> {
+    let (id, addr) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected ID=HOST:PORT, got {s:?}"))?;
+    let id = id
+        .parse()
+        .map_err(|_| format!("bad replica id {id:?} in {s:?}"))?;
+    Ok((id, addr.to_string()))
+}
+
+impl ControlPlaneArgs {
+    fn config(&self) -> ReplicaConfig {
+        ReplicaConfig {
+            id: self.id,
+            listen: self.listen,
+            advertise: self.advertise.clone(),
+            data_dir: self.data_dir.clone(),
+            peers: self.peers.iter().cloned().collect::<BTreeMap<_, _>>(),
+            join: self.join,
+            raft_heartbeat_interval_ms: self.raft_heartbeat_interval_ms,
+            election_timeout_min_ms: self.election_timeout_min_ms,
+            election_timeout_max_ms: self.election_timeout_max_ms,
+            snapshot_every_entries: self.snapshot_every_entries,
+            node_heartbeat_interval_ms: self.node_heartbeat_interval_ms,
+            node_lease_ms: self.node_lease_ms,
+            placement: self.placement,
+            request_timeout_ms: ReplicaConfig::default().request_timeout_ms,
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn,h2=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Exit codes: 0 ok, 1 runtime failure, 2 usage or invalid configuration
+/// (clap uses 2 as well), 3 the cluster refused or could not be reached.
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match cli.command {
+        Command::Ctl(args) => runtime.block_on(ctl::run(args)),
+        Command::ControlPlane(args) => {
+            init_logging(cli.log_format);
+            let config = args.config();
+            if let Err(e) = config.validate() {
+                eprintln!("error: invalid configuration: {e}");
+                return ExitCode::from(2);
+            }
+            match runtime.block_on(control_plane(config, args.metrics_listen)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Command::Dev(args) => {
+            init_logging(cli.log_format);
+            match runtime.block_on(dev::run(args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+    }
+}
+
+fn install_metrics(addr: SocketAddr) -> anyhow::Result<()> {
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .install()
+        .with_context(|| format!("serving metrics on {addr}"))
+}
+
+async fn control_plane(config: ReplicaConfig, metrics: Option<SocketAddr>) -> anyhow::Result<()> {
+    if let Some(addr) = metrics {
+        install_metrics(addr)?;
+    }
+    let mut handle = server::start(config).await?;
+    tokio::select! {
+        _ = shutdown_signal() => {
+            tracing::info!("shutting down");
+            handle.shutdown().await;
+        }
+        _ = handle.wait() => anyhow::bail!("gRPC server stopped"),
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
