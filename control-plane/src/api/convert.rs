@@ -64,6 +64,7 @@ pub fn decision(d: &Decision) -> pb::Decision {
         Outcome::Placed {
             node,
             score_permille,
+            ..
         } => (node.clone(), *score_permille, String::new()),
         Outcome::Refused { refusal } => (String::new(), 0, refusal.to_string()),
     };

@@ -115,6 +115,7 @@ pub struct Rejection {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Candidate {
     pub node: String,
+    pub region: String,
     /// Utilisation over the window after placing the meeting, per mille.
     pub score_permille: u32,
     pub in_home_region: bool,
@@ -153,7 +154,12 @@ impl std::fmt::Display for Refusal {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]
 pub enum Outcome {
-    Placed { node: String, score_permille: u32 },
+    Placed {
+        node: String,
+        /// The node's region when it was chosen.
+        region: String,
+        score_permille: u32,
+    },
     Refused { refusal: Refusal },
 }
 
@@ -176,6 +182,14 @@ impl Decision {
     pub fn chosen(&self) -> Option<&str> {
         match &self.outcome {
             Outcome::Placed { node, .. } => Some(node),
+            Outcome::Refused { .. } => None,
+        }
+    }
+
+    /// The chosen node's region at decision time.
+    pub fn chosen_region(&self) -> Option<&str> {
+        match &self.outcome {
+            Outcome::Placed { region, .. } => Some(region),
             Outcome::Refused { .. } => None,
         }
     }
@@ -253,6 +267,7 @@ pub fn place<'n>(
         let score_permille = (after * 1000 / u64::from(node.capacity.max(1))) as u32;
         feasible.push(Candidate {
             node: node.id.clone(),
+            region: node.region.clone(),
             score_permille,
             in_home_region: node.region == req.home_region,
         });
@@ -294,6 +309,7 @@ pub fn place<'n>(
     let outcome = match chosen {
         Some(c) => Outcome::Placed {
             node: c.node,
+            region: c.region,
             score_permille: c.score_permille,
         },
         None => Outcome::Refused {

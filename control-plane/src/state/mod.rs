@@ -712,10 +712,13 @@ impl ClusterState {
                 _ => {}
             }
             for d in &m.decisions {
-                if let Some(chosen) = d.chosen() {
-                    let region = &self.nodes[chosen].region;
+                if let Some(region) = d.chosen_region() {
                     if !allowed.contains(region) {
-                        return Err(format!("decision for {} chose {chosen} in {region}", m.id));
+                        return Err(format!(
+                            "decision for {} chose {:?} in {region}",
+                            m.id,
+                            d.chosen()
+                        ));
                     }
                 }
             }
