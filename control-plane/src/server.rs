@@ -231,6 +231,7 @@ pub async fn start_with_listener(
         ReplicaTuning {
             strategy: config.placement,
             request_timeout: Duration::from_millis(config.request_timeout_ms),
+            attempt_timeout: Duration::from_millis((config.election_timeout_max_ms * 3).max(1000)),
         },
     ));
 

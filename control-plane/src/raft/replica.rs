@@ -28,10 +28,13 @@ pub struct ReplicaTuning {
     pub strategy: Strategy,
     /// How long a write or read keeps retrying while there is no leader.
     pub request_timeout: Duration,
+    /// How long one attempt may take before it is retried (with the same op
+    /// id): a leader deposed mid-write may never answer.
+    pub attempt_timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "type")]
+#[serde(rename_all = "snake_case")]
 pub enum ClusterError {
     #[error(transparent)]
     State(#[from] StateError),
@@ -66,16 +69,16 @@ pub struct ClusterStatus {
 
 /// What a follower hands to the leader.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "type")]
+#[serde(rename_all = "snake_case")]
 pub(crate) enum Operation {
-    Write { command: Command },
+    Write { command: Command, op_id: u64 },
     Read { query: Query },
     AddMember { id: NodeId, address: String },
     RemoveMember { id: NodeId },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "type")]
+#[serde(rename_all = "snake_case")]
 pub(crate) enum OperationOutput {
     Write(Output),
     Read(QueryOutput),
@@ -139,7 +142,8 @@ impl Replica {
 
     /// Commits a command through the leader and returns what `apply` answered.
     pub async fn write(&self, command: Command) -> Result<Output, ClusterError> {
-        match self.execute(Operation::Write { command }).await? {
+        let op_id = self.seeds.hash_one((Instant::now(), self.id)).max(1);
+        match self.execute(Operation::Write { command, op_id }).await? {
             OperationOutput::Write(o) => Ok(o),
             other => unreachable!("write answered with {other:?}"),
         }
@@ -230,11 +234,13 @@ impl Replica {
                 other => other,
             };
             match result {
-                Err(ClusterError::NotLeader { .. }) if Instant::now() < deadline => {
+                Err(ClusterError::NotLeader { leader }) if Instant::now() < deadline => {
+                    tracing::debug!(replica = self.id, ?leader, last = %last, "no leader answered; retrying");
                     // An election is under way or the hint was stale.
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
                 Err(ClusterError::NotLeader { .. }) => {
+                    tracing::warn!(replica = self.id, reason = %last, "request timed out waiting for a leader");
                     return Err(ClusterError::Unavailable { reason: last })
                 }
                 other => return other,
@@ -249,14 +255,19 @@ impl Replica {
         op: &Operation,
     ) -> Result<OperationOutput, ClusterError> {
         match op {
-            Operation::Write { command } => {
+            Operation::Write { command, op_id } => {
                 let req = Request {
                     now_ms: now_ms(),
                     seed: self.seeds.hash_one(Instant::now()),
                     strategy: self.tuning.strategy,
+                    op_id: *op_id,
                     command: command.clone(),
                 };
-                let resp = self.raft.client_write(req).await.map_err(from_write_error)?;
+                let write = self.raft.client_write(req);
+                let resp = tokio::time::timeout(self.tuning.attempt_timeout, write)
+                    .await
+                    .map_err(|_| ClusterError::NotLeader { leader: None })?
+                    .map_err(from_write_error)?;
                 Ok(OperationOutput::Write(resp.data?))
             }
             Operation::Read { query } => {
@@ -338,7 +349,7 @@ impl Replica {
         };
         let data = serde_json::to_vec(op).map_err(|e| e.to_string())?;
         let mut request = tonic::Request::new(RaftPayload { data });
-        request.set_timeout(self.tuning.request_timeout);
+        request.set_timeout(self.tuning.attempt_timeout);
         let reply = client
             .forward(request)
             .await
@@ -353,5 +364,39 @@ impl Replica {
             .into_iter()
             .map(|m| (m.id, m.address))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{Institution, QueryOutput};
+
+    /// Forwarded answers cross the wire as JSON; every shape must survive it.
+    #[test]
+    fn forwarded_answers_round_trip() {
+        let inst = Institution {
+            name: "uio".into(),
+            residency: "nordic".into(),
+            home_region: "nordic".into(),
+            max_participants: 3,
+            created_at_ms: 1,
+        };
+        let answers: Vec<Result<OperationOutput, ClusterError>> = vec![
+            Ok(OperationOutput::Write(Output::Institution(inst.clone()))),
+            Ok(OperationOutput::Write(Output::None)),
+            Ok(OperationOutput::Read(QueryOutput::Institutions(vec![inst]))),
+            Ok(OperationOutput::Members(vec![])),
+            Err(ClusterError::State(StateError::UnknownMeeting { id: 4 })),
+            Err(ClusterError::NotLeader { leader: Some((2, "127.0.0.1:1".into())) }),
+        ];
+        for a in answers {
+            let bytes = serde_json::to_vec(&a).unwrap();
+            let back: Result<OperationOutput, ClusterError> = serde_json::from_slice(&bytes).unwrap();
+            assert_eq!(format!("{back:?}"), format!("{a:?}"));
+        }
+        let op = Operation::Write { command: Command::EndMeeting { id: 1 }, op_id: 9 };
+        let back: Operation = serde_json::from_slice(&serde_json::to_vec(&op).unwrap()).unwrap();
+        assert!(matches!(back, Operation::Write { op_id: 9, .. }));
     }
 }

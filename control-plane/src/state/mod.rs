@@ -28,6 +28,8 @@ use crate::placement::{self, Decision, Outcome, PlacementRequest, SplitMix64, St
 
 /// Default reservation window when a schedule names no duration.
 pub const DEFAULT_MEETING_DURATION_MS: u64 = 60 * 60 * 1000;
+/// How long the answers to recent writes are kept for retried duplicates.
+pub const RECENT_OP_RETENTION_MS: u64 = 10 * 60 * 1000;
 /// Ended meetings stay queryable this long, then are pruned from the state.
 pub const ENDED_MEETING_RETENTION_MS: u64 = 7 * 24 * 60 * 60 * 1000;
 
@@ -37,6 +39,11 @@ pub struct Request {
     pub now_ms: u64,
     pub seed: u64,
     pub strategy: Strategy,
+    /// Identifies one logical write across retries (0: none). A write whose
+    /// answer was lost (leader deposed mid-call) is retried with the same id
+    /// and answered from [`ClusterState`]'s memory instead of applied twice.
+    #[serde(default)]
+    pub op_id: u64,
     pub command: Command,
 }
 
@@ -89,7 +96,7 @@ impl Command {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "type")]
+#[serde(rename_all = "snake_case")]
 pub enum Output {
     /// Membership changes and blank entries.
     None,
@@ -115,7 +122,7 @@ pub enum Query {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "type")]
+#[serde(rename_all = "snake_case")]
 pub enum QueryOutput {
     Institutions(Vec<Institution>),
     Institution(Institution),
@@ -140,6 +147,9 @@ pub struct ClusterState {
     ended_by_time: BTreeSet<(u64, u64)>,
     /// Meetings waiting for an allowed node with room.
     unplaced: BTreeSet<u64>,
+    /// Answers to recent writes by op id, and the same ids by time for pruning.
+    recent_ops: BTreeMap<u64, Response>,
+    recent_ops_by_time: BTreeSet<(u64, u64)>,
 }
 
 impl Default for ClusterState {
@@ -164,6 +174,8 @@ impl Default for ClusterState {
             open_by_end: BTreeSet::new(),
             ended_by_time: BTreeSet::new(),
             unplaced: BTreeSet::new(),
+            recent_ops: BTreeMap::new(),
+            recent_ops_by_time: BTreeSet::new(),
         }
     }
 }
@@ -173,6 +185,32 @@ impl ClusterState {
     /// from time-driven expiry, which any command with a later `now` does).
     pub fn apply(&mut self, req: &Request) -> Response {
         self.expire_meetings(req.now_ms);
+        self.expire_recent_ops(req.now_ms);
+        if req.op_id != 0 {
+            if let Some(answer) = self.recent_ops.get(&req.op_id) {
+                return answer.clone();
+            }
+        }
+        let answer = self.apply_command(req);
+        if req.op_id != 0 {
+            self.recent_ops.insert(req.op_id, answer.clone());
+            self.recent_ops_by_time.insert((req.now_ms, req.op_id));
+        }
+        answer
+    }
+
+    fn expire_recent_ops(&mut self, now_ms: u64) {
+        let horizon = now_ms.saturating_sub(RECENT_OP_RETENTION_MS);
+        while let Some(&(at, id)) = self.recent_ops_by_time.first() {
+            if at > horizon {
+                break;
+            }
+            self.recent_ops_by_time.remove(&(at, id));
+            self.recent_ops.remove(&id);
+        }
+    }
+
+    fn apply_command(&mut self, req: &Request) -> Response {
         let mut rng = SplitMix64::new(req.seed);
         match &req.command {
             Command::CreateInstitution {

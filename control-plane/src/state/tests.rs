@@ -5,7 +5,7 @@ use super::*;
 use crate::placement::{Refusal, Strategy};
 
 fn req(now_ms: u64, command: Command) -> Request {
-    Request { now_ms, seed: now_ms, strategy: Strategy::LeastLoaded, command }
+    Request { now_ms, seed: now_ms, strategy: Strategy::LeastLoaded, op_id: 0, command }
 }
 
 fn institution(name: &str, residency: &str, max: u32) -> Command {
@@ -86,6 +86,19 @@ fn idempotent_schedule_returns_the_first_meeting() {
     let b = s.apply(&req(3, schedule("cern", 10, None, Some("k1")))).unwrap();
     assert_eq!(a, b);
     assert_eq!(s.meetings.len(), 1);
+}
+
+#[test]
+fn a_retried_write_is_answered_not_applied_twice() {
+    let mut s = setup();
+    let mut r = req(2, institution("sikt", "eu", 10));
+    r.op_id = 42;
+    let first = s.apply(&r);
+    assert!(first.is_ok());
+    r.now_ms = 3;
+    assert_eq!(s.apply(&r), first, "same op id: same answer, not InstitutionExists");
+    r.op_id = 43;
+    assert!(matches!(s.apply(&r), Err(StateError::InstitutionExists { .. })));
 }
 
 #[test]
@@ -190,14 +203,15 @@ fn arb_command() -> impl Gen<Value = Command> {
 }
 
 fn arb_log() -> impl Gen<Value = Vec<Request>> {
-    prop::collection::vec((arb_command(), 0u64..400, any::<u64>(), any::<bool>()), 1..120).prop_map(|cmds| {
+    prop::collection::vec((arb_command(), 0u64..400, any::<u64>(), any::<bool>(), 0u64..8), 1..120).prop_map(|cmds| {
         let mut now = 0;
         cmds.into_iter()
-            .map(|(command, dt, seed, p2c)| {
+            .map(|(command, dt, seed, p2c, op_id)| {
                 now += dt;
                 Request {
                     now_ms: now,
                     seed,
+                    op_id,
                     strategy: if p2c { Strategy::PowerOfTwo } else { Strategy::LeastLoaded },
                     command,
                 }

@@ -1,0 +1,207 @@
+//! An in-process cluster of real replicas: each has its own gRPC server on a
+//! loopback port, its own redb log in a temp dir, and talks to the others
+//! over real gRPC. "Killing" a replica stops its server and its Raft.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use fjord_control_plane::client::{Client, ClientConfig};
+use fjord_control_plane::server::{start_with_listener, ReplicaConfig, ReplicaHandle};
+use fjord_proto::v1 as pb;
+
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub replicas: BTreeMap<u64, ReplicaHandle>,
+    pub addrs: BTreeMap<u64, String>,
+    base: ReplicaConfig,
+}
+
+pub fn fast_config() -> ReplicaConfig {
+    ReplicaConfig {
+        raft_heartbeat_interval_ms: 50,
+        election_timeout_min_ms: 300,
+        election_timeout_max_ms: 600,
+        node_heartbeat_interval_ms: 100,
+        node_lease_ms: 1000,
+        ..ReplicaConfig::default()
+    }
+}
+
+impl Cluster {
+    pub async fn start(n: u64, base: ReplicaConfig) -> Cluster {
+        // Logs when RUST_LOG is set, for debugging a failing run.
+        if std::env::var_os("RUST_LOG").is_some() {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+                .with_test_writer()
+                .try_init();
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mut listeners = BTreeMap::new();
+        let mut addrs = BTreeMap::new();
+        for id in 1..=n {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            addrs.insert(id, l.local_addr().unwrap().to_string());
+            listeners.insert(id, l);
+        }
+        let mut replicas = BTreeMap::new();
+        for (id, l) in listeners {
+            let config = ReplicaConfig {
+                id,
+                listen: l.local_addr().unwrap(),
+                data_dir: dir.path().join(format!("r{id}")),
+                peers: addrs.clone(),
+                ..base.clone()
+            };
+            replicas.insert(id, start_with_listener(config, l).await.unwrap());
+        }
+        let c = Cluster { dir, replicas, addrs, base };
+        c.wait_leader(Duration::from_secs(10)).await;
+        c
+    }
+
+    /// Starts a replica that waits to be added with add-member.
+    pub async fn start_joiner(&mut self, id: u64) -> String {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let config = ReplicaConfig {
+            id,
+            listen: l.local_addr().unwrap(),
+            data_dir: self.dir.path().join(format!("r{id}")),
+            peers: BTreeMap::new(),
+            join: true,
+            ..self.base.clone()
+        };
+        self.replicas.insert(id, start_with_listener(config, l).await.unwrap());
+        self.addrs.insert(id, addr.clone());
+        addr
+    }
+
+    pub fn endpoints(&self) -> Vec<String> {
+        self.replicas.keys().map(|id| self.addrs[id].clone()).collect()
+    }
+
+    pub fn client(&self) -> Client {
+        Client::new(&self.endpoints(), ClientConfig::default()).unwrap()
+    }
+
+    pub fn leader(&self) -> Option<u64> {
+        self.replicas
+            .values()
+            .find(|h| h.replica.is_leader())
+            .map(|h| h.replica.id)
+    }
+
+    pub async fn wait_leader(&self, within: Duration) -> u64 {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(l) = self.leader() {
+                return l;
+            }
+            assert!(Instant::now() < deadline, "no leader elected within {within:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn kill(&mut self, id: u64) {
+        let h = self.replicas.remove(&id).expect("replica running");
+        h.shutdown().await;
+    }
+
+    /// Waits until every running replica has applied at least `index`.
+    pub async fn wait_applied(&self, index: u64, within: Duration) {
+        let deadline = Instant::now() + within;
+        for h in self.replicas.values() {
+            while h.replica.status().last_applied_index < index {
+                assert!(Instant::now() < deadline, "replica {} stuck below {index}", h.replica.id);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
+
+pub async fn create_institution(client: &Client, name: &str, residency: &str, max: u32) {
+    let req = pb::CreateInstitutionRequest {
+        name: name.into(),
+        residency: residency.into(),
+        max_participants: max,
+        home_region: String::new(),
+    };
+    client
+        .call(|ch| {
+            let req = req.clone();
+            async move {
+                pb::institution_service_client::InstitutionServiceClient::new(ch)
+                    .create_institution(req)
+                    .await
+            }
+        })
+        .await
+        .unwrap();
+}
+
+pub async fn register_node(client: &Client, id: &str, region: &str, capacity: u32) {
+    let req = pb::RegisterNodeRequest {
+        id: id.into(),
+        region: region.into(),
+        address: "127.0.0.1:7999".into(),
+        capacity,
+    };
+    client
+        .call(|ch| {
+            let req = req.clone();
+            async move { pb::node_service_client::NodeServiceClient::new(ch).register_node(req).await }
+        })
+        .await
+        .unwrap();
+}
+
+pub async fn schedule(
+    client: &Client,
+    institution: &str,
+    participants: u32,
+    request_id: &str,
+) -> Result<pb::ScheduleMeetingResponse, tonic::Status> {
+    let req = pb::ScheduleMeetingRequest {
+        institution: institution.into(),
+        participants,
+        start_ms: 0,
+        duration_ms: 3_600_000,
+        request_id: request_id.into(),
+    };
+    client
+        .call(|ch| {
+            let req = req.clone();
+            async move { pb::meeting_service_client::MeetingServiceClient::new(ch).schedule_meeting(req).await }
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
+pub async fn list_meetings(client: &Client) -> Vec<pb::Meeting> {
+    client
+        .call(|ch| async move {
+            pb::meeting_service_client::MeetingServiceClient::new(ch)
+                .list_meetings(pb::ListMeetingsRequest { institution: String::new(), include_ended: true })
+                .await
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .meetings
+}
+
+pub async fn list_nodes(client: &Client) -> Vec<pb::MediaNode> {
+    client
+        .call(|ch| async move {
+            pb::node_service_client::NodeServiceClient::new(ch)
+                .list_nodes(pb::ListNodesRequest {})
+                .await
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .nodes
+}
