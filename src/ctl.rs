@@ -21,7 +21,12 @@ use pb::node_service_client::NodeServiceClient;
 #[derive(Args)]
 pub struct CtlArgs {
     /// Control-plane replicas, HOST:PORT,... (any of them will do).
-    #[arg(long, value_delimiter = ',', default_value = "127.0.0.1:7101,127.0.0.1:7102,127.0.0.1:7103", env = "FJORD_ENDPOINTS")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "127.0.0.1:7101,127.0.0.1:7102,127.0.0.1:7103",
+        env = "FJORD_ENDPOINTS"
+    )]
     endpoints: Vec<String>,
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t = Output::Text)]
@@ -247,7 +252,11 @@ fn meeting_line(m: &pb::Meeting) -> String {
         fmt_time(m.start_ms),
         fmt_time(m.end_ms),
         meeting_state(m.state),
-        if m.node_id.is_empty() { "-" } else { &m.node_id }
+        if m.node_id.is_empty() {
+            "-"
+        } else {
+            &m.node_id
+        }
     )
 }
 
@@ -269,7 +278,11 @@ fn decision_text(d: &pb::Decision) -> String {
             r.node_id,
             r.node_region,
             r.reason,
-            if r.detail.is_empty() { String::new() } else { format!(" — {}", r.detail) }
+            if r.detail.is_empty() {
+                String::new()
+            } else {
+                format!(" — {}", r.detail)
+            }
         );
     }
     let listed = d.rejections.len() as u32;
@@ -286,7 +299,11 @@ fn decision_text(d: &pb::Decision) -> String {
             "  candidate {:<15} score {:>4}‰{}\n",
             c.node_id,
             c.score_permille,
-            if c.in_home_region { " (home region)" } else { "" }
+            if c.in_home_region {
+                " (home region)"
+            } else {
+                ""
+            }
         );
     }
     if d.chosen_node.is_empty() {
@@ -301,8 +318,11 @@ fn decision_text(d: &pb::Decision) -> String {
 }
 
 fn parse_start(s: &str) -> Result<u64, Failure> {
-    let t = humantime::parse_rfc3339_weak(s)
-        .map_err(|e| usage(format!("--start {s:?}: {e} (expected RFC 3339, e.g. 2026-12-01T09:00:00Z)")))?;
+    let t = humantime::parse_rfc3339_weak(s).map_err(|e| {
+        usage(format!(
+            "--start {s:?}: {e} (expected RFC 3339, e.g. 2026-12-01T09:00:00Z)"
+        ))
+    })?;
     let ms = t
         .duration_since(UNIX_EPOCH)
         .map_err(|_| usage(format!("--start {s:?} is before 1970")))?
@@ -334,7 +354,14 @@ fn members_out(members: &[pb::Member]) -> (Value, String) {
         .collect::<Vec<_>>());
     let text = members
         .iter()
-        .map(|m| format!("{:<4} {:<22} {}\n", m.id, m.address, if m.voter { "voter" } else { "learner" }))
+        .map(|m| {
+            format!(
+                "{:<4} {:<22} {}\n",
+                m.id,
+                m.address,
+                if m.voter { "voter" } else { "learner" }
+            )
+        })
         .collect();
     (json, text)
 }
@@ -343,7 +370,11 @@ async fn cluster(client: &Client, c: ClusterCmd) -> Result<(Value, String), Fail
     match c {
         ClusterCmd::Status => {
             let s = client
-                .call(|ch| async move { ClusterServiceClient::new(ch).status(pb::StatusRequest {}).await })
+                .call(|ch| async move {
+                    ClusterServiceClient::new(ch)
+                        .status(pb::StatusRequest {})
+                        .await
+                })
                 .await?
                 .into_inner();
             let (members_json, members_text) = members_out(&s.members);
@@ -368,7 +399,11 @@ async fn cluster(client: &Client, c: ClusterCmd) -> Result<(Value, String), Fail
             let r = client
                 .call(|ch| {
                     let address = address.clone();
-                    async move { ClusterServiceClient::new(ch).add_member(pb::AddMemberRequest { id, address }).await }
+                    async move {
+                        ClusterServiceClient::new(ch)
+                            .add_member(pb::AddMemberRequest { id, address })
+                            .await
+                    }
                 })
                 .await?
                 .into_inner();
@@ -376,7 +411,11 @@ async fn cluster(client: &Client, c: ClusterCmd) -> Result<(Value, String), Fail
         }
         ClusterCmd::RemoveMember { id } => {
             let r = client
-                .call(|ch| async move { ClusterServiceClient::new(ch).remove_member(pb::RemoveMemberRequest { id }).await })
+                .call(|ch| async move {
+                    ClusterServiceClient::new(ch)
+                        .remove_member(pb::RemoveMemberRequest { id })
+                        .await
+                })
                 .await?
                 .into_inner();
             Ok(members_out(&r.members))
@@ -395,7 +434,12 @@ async fn institution(client: &Client, c: InstitutionCmd) -> Result<(Value, Strin
         )
     };
     match c {
-        InstitutionCmd::Create { name, residency, max_participants, home_region } => {
+        InstitutionCmd::Create {
+            name,
+            residency,
+            max_participants,
+            home_region,
+        } => {
             let req = pb::CreateInstitutionRequest {
                 name,
                 residency,
@@ -405,7 +449,11 @@ async fn institution(client: &Client, c: InstitutionCmd) -> Result<(Value, Strin
             let r = client
                 .call(|ch| {
                     let req = req.clone();
-                    async move { InstitutionServiceClient::new(ch).create_institution(req).await }
+                    async move {
+                        InstitutionServiceClient::new(ch)
+                            .create_institution(req)
+                            .await
+                    }
                 })
                 .await?
                 .into_inner();
@@ -415,7 +463,11 @@ async fn institution(client: &Client, c: InstitutionCmd) -> Result<(Value, Strin
             let r = client
                 .call(|ch| {
                     let name = name.clone();
-                    async move { InstitutionServiceClient::new(ch).get_institution(pb::GetInstitutionRequest { name }).await }
+                    async move {
+                        InstitutionServiceClient::new(ch)
+                            .get_institution(pb::GetInstitutionRequest { name })
+                            .await
+                    }
                 })
                 .await?
                 .into_inner();
@@ -423,13 +475,25 @@ async fn institution(client: &Client, c: InstitutionCmd) -> Result<(Value, Strin
         }
         InstitutionCmd::List => {
             let r = client
-                .call(|ch| async move { InstitutionServiceClient::new(ch).list_institutions(pb::ListInstitutionsRequest {}).await })
+                .call(|ch| async move {
+                    InstitutionServiceClient::new(ch)
+                        .list_institutions(pb::ListInstitutionsRequest {})
+                        .await
+                })
                 .await?
                 .into_inner();
-            let json = json!(r.institutions.iter().map(institution_json).collect::<Vec<_>>());
-            let mut text = String::from("NAME             RESIDENCY  HOME       MAX PARTICIPANTS\n");
+            let json = json!(r
+                .institutions
+                .iter()
+                .map(institution_json)
+                .collect::<Vec<_>>());
+            let mut text =
+                String::from("NAME             RESIDENCY  HOME       MAX PARTICIPANTS\n");
             for i in &r.institutions {
-                text += &format!("{:<16} {:<10} {:<10} {}\n", i.name, i.residency, i.home_region, i.max_participants);
+                text += &format!(
+                    "{:<16} {:<10} {:<10} {}\n",
+                    i.name, i.residency, i.home_region, i.max_participants
+                );
             }
             Ok((json, text))
         }
@@ -463,7 +527,11 @@ async fn node(client: &Client, c: NodeCmd) -> Result<(Value, String), Failure> {
     match c {
         NodeCmd::List => {
             let r = client
-                .call(|ch| async move { NodeServiceClient::new(ch).list_nodes(pb::ListNodesRequest {}).await })
+                .call(|ch| async move {
+                    NodeServiceClient::new(ch)
+                        .list_nodes(pb::ListNodesRequest {})
+                        .await
+                })
                 .await?
                 .into_inner();
             let json = json!(r.nodes.iter().map(node_json).collect::<Vec<_>>());
@@ -476,7 +544,11 @@ async fn node(client: &Client, c: NodeCmd) -> Result<(Value, String), Failure> {
             let r = client
                 .call(|ch| {
                     let id = id.clone();
-                    async move { NodeServiceClient::new(ch).get_node(pb::GetNodeRequest { id }).await }
+                    async move {
+                        NodeServiceClient::new(ch)
+                            .get_node(pb::GetNodeRequest { id })
+                            .await
+                    }
                 })
                 .await?
                 .into_inner();
@@ -491,7 +563,11 @@ async fn drain(client: &Client, id: String, undo: bool) -> Result<pb::MediaNode,
     Ok(client
         .call(|ch| {
             let id = id.clone();
-            async move { NodeServiceClient::new(ch).drain_node(pb::DrainNodeRequest { id, undo }).await }
+            async move {
+                NodeServiceClient::new(ch)
+                    .drain_node(pb::DrainNodeRequest { id, undo })
+                    .await
+            }
         })
         .await?
         .into_inner()
@@ -502,15 +578,28 @@ async fn drain(client: &Client, id: String, undo: bool) -> Result<pb::MediaNode,
 async fn meeting(client: &Client, c: MeetingCmd) -> Result<(Value, String), Failure> {
     let get = |id: u64| async move {
         client
-            .call(|ch| async move { MeetingServiceClient::new(ch).get_meeting(pb::GetMeetingRequest { id }).await })
+            .call(|ch| async move {
+                MeetingServiceClient::new(ch)
+                    .get_meeting(pb::GetMeetingRequest { id })
+                    .await
+            })
             .await
             .map(|r| r.into_inner().meeting.unwrap_or_default())
     };
     match c {
-        MeetingCmd::Schedule { institution, participants, start, duration_min, request_id: key } => {
+        MeetingCmd::Schedule {
+            institution,
+            participants,
+            start,
+            duration_min,
+            request_id: key,
+        } => {
             let start_ms = start.as_deref().map(parse_start).transpose()?.unwrap_or(0);
             let duration_ms = duration_min
-                .map(|m| m.checked_mul(60_000).ok_or_else(|| usage("--duration-min is too large".into())))
+                .map(|m| {
+                    m.checked_mul(60_000)
+                        .ok_or_else(|| usage("--duration-min is too large".into()))
+                })
                 .transpose()?
                 .unwrap_or(0);
             let req = pb::ScheduleMeetingRequest {
@@ -535,7 +624,10 @@ async fn meeting(client: &Client, c: MeetingCmd) -> Result<(Value, String), Fail
         }
         MeetingCmd::Get { id } => {
             let m = get(id).await?;
-            Ok((meeting_json(&m), format!("{MEETING_HEADER}{}", meeting_line(&m))))
+            Ok((
+                meeting_json(&m),
+                format!("{MEETING_HEADER}{}", meeting_line(&m)),
+            ))
         }
         MeetingCmd::List { institution, all } => {
             let req = pb::ListMeetingsRequest {
@@ -557,16 +649,27 @@ async fn meeting(client: &Client, c: MeetingCmd) -> Result<(Value, String), Fail
         }
         MeetingCmd::End { id } => {
             let m = client
-                .call(|ch| async move { MeetingServiceClient::new(ch).end_meeting(pb::EndMeetingRequest { id }).await })
+                .call(|ch| async move {
+                    MeetingServiceClient::new(ch)
+                        .end_meeting(pb::EndMeetingRequest { id })
+                        .await
+                })
                 .await?
                 .into_inner()
                 .meeting
                 .unwrap_or_default();
-            Ok((meeting_json(&m), format!("{MEETING_HEADER}{}", meeting_line(&m))))
+            Ok((
+                meeting_json(&m),
+                format!("{MEETING_HEADER}{}", meeting_line(&m)),
+            ))
         }
         MeetingCmd::Explain { id } => {
             let r = client
-                .call(|ch| async move { MeetingServiceClient::new(ch).explain_meeting(pb::ExplainMeetingRequest { id }).await })
+                .call(|ch| async move {
+                    MeetingServiceClient::new(ch)
+                        .explain_meeting(pb::ExplainMeetingRequest { id })
+                        .await
+                })
                 .await?
                 .into_inner();
             let m = r.meeting.unwrap_or_default();

@@ -50,9 +50,10 @@ const NODES: &[(&str, &str, &str, u32)] = &[
 
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     super::install_metrics(args.metrics_listen)?;
-    let data_dir = args.data_dir.clone().unwrap_or_else(|| {
-        std::env::temp_dir().join(format!("fjord-dev-{}", std::process::id()))
-    });
+    let data_dir = args
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("fjord-dev-{}", std::process::id())));
     let peers: BTreeMap<u64, String> = (1..=3u64)
         .map(|i| (i, format!("127.0.0.1:{}", args.base_port + i as u16 - 1)))
         .collect();
@@ -119,7 +120,10 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let eps = endpoints.join(",");
     println!("Fjord dev cluster is up.");
     println!("  control plane (gRPC): {eps}");
-    println!("  metrics:              http://{}/metrics", args.metrics_listen);
+    println!(
+        "  metrics:              http://{}/metrics",
+        args.metrics_listen
+    );
     println!("  data:                 {}", data_dir.display());
     println!("  institutions:         uio (nordic), sikt (eu, home nordic), cern (eu)");
     if !args.no_nodes {

@@ -16,7 +16,11 @@ use fjord_control_plane::placement::Strategy;
 use fjord_control_plane::server::{self, ReplicaConfig};
 
 #[derive(Parser)]
-#[command(name = "fjord", version, about = "Fjord: video-meeting infrastructure for research-and-education networks")]
+#[command(
+    name = "fjord",
+    version,
+    about = "Fjord: video-meeting infrastructure for research-and-education networks"
+)]
 struct Cli {
     /// Log format.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "FJORD_LOG_FORMAT")]

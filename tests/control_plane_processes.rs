@@ -14,7 +14,11 @@ use serde_json::Value;
 const FJORD: &str = env!("CARGO_BIN_EXE_fjord");
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 struct Replica {
@@ -34,11 +38,29 @@ impl Drop for Replica {
 
 fn spawn(id: u64, addr: &str, peers: &str, dir: &Path) -> Child {
     Command::new(FJORD)
-        .args(["control-plane", "--id", &id.to_string(), "--listen", addr, "--peers", peers])
+        .args([
+            "control-plane",
+            "--id",
+            &id.to_string(),
+            "--listen",
+            addr,
+            "--peers",
+            peers,
+        ])
         .arg("--data-dir")
         .arg(dir.join(format!("r{id}")))
-        .args(["--election-timeout-min-ms", "300", "--election-timeout-max-ms", "600"])
-        .args(["--raft-heartbeat-interval-ms", "50", "--snapshot-every-entries", "20"])
+        .args([
+            "--election-timeout-min-ms",
+            "300",
+            "--election-timeout-max-ms",
+            "600",
+        ])
+        .args([
+            "--raft-heartbeat-interval-ms",
+            "50",
+            "--snapshot-every-entries",
+            "20",
+        ])
         .args(["--node-lease-ms", "600000"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -48,7 +70,15 @@ fn spawn(id: u64, addr: &str, peers: &str, dir: &Path) -> Child {
 
 fn ctl(endpoints: &str, args: &[&str]) -> Result<Value, String> {
     let out = Command::new(FJORD)
-        .args(["ctl", "--endpoints", endpoints, "-o", "json", "--timeout-s", "20"])
+        .args([
+            "ctl",
+            "--endpoints",
+            endpoints,
+            "-o",
+            "json",
+            "--timeout-s",
+            "20",
+        ])
         .args(args)
         .output()
         .expect("run fjord ctl");
@@ -71,26 +101,69 @@ fn wait_for(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
 fn kill_the_leader_keep_scheduling_restart_and_catch_up() {
     let dir = tempfile::tempdir().unwrap();
     let mut replicas: Vec<Replica> = (1..=3)
-        .map(|id| Replica { id, addr: format!("127.0.0.1:{}", free_port()), child: None })
+        .map(|id| Replica {
+            id,
+            addr: format!("127.0.0.1:{}", free_port()),
+            child: None,
+        })
         .collect();
-    let peers = replicas.iter().map(|r| format!("{}={}", r.id, r.addr)).collect::<Vec<_>>().join(",");
-    let endpoints = replicas.iter().map(|r| r.addr.clone()).collect::<Vec<_>>().join(",");
+    let peers = replicas
+        .iter()
+        .map(|r| format!("{}={}", r.id, r.addr))
+        .collect::<Vec<_>>()
+        .join(",");
+    let endpoints = replicas
+        .iter()
+        .map(|r| r.addr.clone())
+        .collect::<Vec<_>>()
+        .join(",");
     for r in &mut replicas {
         r.child = Some(spawn(r.id, &r.addr, &peers, dir.path()));
     }
     let mut leader = 0;
     wait_for("a leader", Duration::from_secs(15), || {
-        leader = ctl(&endpoints, &["cluster", "status"]).ok().and_then(|s| s["leader_id"].as_u64()).unwrap_or(0);
+        leader = ctl(&endpoints, &["cluster", "status"])
+            .ok()
+            .and_then(|s| s["leader_id"].as_u64())
+            .unwrap_or(0);
         leader != 0
     });
 
-    ctl(&endpoints, &["institution", "create", "uio", "--residency", "nordic", "--max-participants", "300"]).unwrap();
-    ctl(&endpoints, &["institution", "create", "cern", "--residency", "eu", "--max-participants", "300"]).unwrap();
+    ctl(
+        &endpoints,
+        &[
+            "institution",
+            "create",
+            "uio",
+            "--residency",
+            "nordic",
+            "--max-participants",
+            "300",
+        ],
+    )
+    .unwrap();
+    ctl(
+        &endpoints,
+        &[
+            "institution",
+            "create",
+            "cern",
+            "--residency",
+            "eu",
+            "--max-participants",
+            "300",
+        ],
+    )
+    .unwrap();
 
     // Register nodes through the node API, as media nodes do.
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let client = Client::new(&endpoints.split(',').map(String::from).collect::<Vec<_>>(), ClientConfig::default()).unwrap();
+        let client = Client::new(
+            &endpoints.split(',').map(String::from).collect::<Vec<_>>(),
+            ClientConfig::default(),
+        )
+        .unwrap();
         for (id, region) in [("no-1", "nordic"), ("no-2", "nordic"), ("eu-1", "eu")] {
             client
                 .call(|ch| async move {
@@ -110,10 +183,24 @@ fn kill_the_leader_keep_scheduling_restart_and_catch_up() {
 
     let mut ids = Vec::new();
     let schedule = |ids: &mut Vec<u64>, inst: &str| {
-        let r = ctl(&endpoints, &["meeting", "schedule", "--institution", inst, "--participants", "10"]).unwrap();
+        let r = ctl(
+            &endpoints,
+            &[
+                "meeting",
+                "schedule",
+                "--institution",
+                inst,
+                "--participants",
+                "10",
+            ],
+        )
+        .unwrap();
         let m = &r["meeting"];
         if inst == "uio" {
-            assert!(m["node"].as_str().unwrap().starts_with("no-"), "nordic residency kept: {m}");
+            assert!(
+                m["node"].as_str().unwrap().starts_with("no-"),
+                "nordic residency kept: {m}"
+            );
         }
         ids.push(m["id"].as_u64().unwrap());
     };
@@ -131,35 +218,61 @@ fn kill_the_leader_keep_scheduling_restart_and_catch_up() {
     for i in 0..15 {
         schedule(&mut ids, if i % 2 == 0 { "uio" } else { "cern" });
     }
-    let new_leader = ctl(&endpoints, &["cluster", "status"]).unwrap()["leader_id"].as_u64().unwrap();
+    let new_leader = ctl(&endpoints, &["cluster", "status"]).unwrap()["leader_id"]
+        .as_u64()
+        .unwrap();
     assert_ne!(new_leader, leader);
 
     let all = ctl(&endpoints, &["meeting", "list", "--all"]).unwrap();
-    let listed: Vec<u64> = all.as_array().unwrap().iter().map(|m| m["id"].as_u64().unwrap()).collect();
+    let listed: Vec<u64> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_u64().unwrap())
+        .collect();
     assert_eq!(listed.len(), 30);
     for id in &ids {
         assert!(listed.contains(id), "acknowledged meeting {id} lost");
     }
 
     // Restart the old leader on the same data dir; it catches up.
-    let target = ctl(&endpoints, &["cluster", "status"]).unwrap()["last_applied_index"].as_u64().unwrap();
+    let target = ctl(&endpoints, &["cluster", "status"]).unwrap()["last_applied_index"]
+        .as_u64()
+        .unwrap();
     let victim = replicas.iter_mut().find(|r| r.id == leader).unwrap();
     victim.child = Some(spawn(leader, &victim_addr, &peers, dir.path()));
-    wait_for("the restarted replica to catch up", Duration::from_secs(20), || {
-        // Status is answered by the replica itself, from its own state.
-        ctl(&victim_addr, &["cluster", "status"])
-            .ok()
-            .is_some_and(|s| s["replica_id"].as_u64() == Some(leader) && s["last_applied_index"].as_u64().unwrap_or(0) >= target)
-    });
+    wait_for(
+        "the restarted replica to catch up",
+        Duration::from_secs(20),
+        || {
+            // Status is answered by the replica itself, from its own state.
+            ctl(&victim_addr, &["cluster", "status"])
+                .ok()
+                .is_some_and(|s| {
+                    s["replica_id"].as_u64() == Some(leader)
+                        && s["last_applied_index"].as_u64().unwrap_or(0) >= target
+                })
+        },
+    );
     let s = ctl(&victim_addr, &["cluster", "status"]).unwrap();
-    assert!(s["snapshot_index"].as_u64().unwrap() > 0, "log was compacted into a snapshot: {s}");
+    assert!(
+        s["snapshot_index"].as_u64().unwrap() > 0,
+        "log was compacted into a snapshot: {s}"
+    );
 
     // And with it back, losing another replica still leaves a quorum.
-    let other = replicas.iter_mut().find(|r| r.id != leader && r.child.is_some()).unwrap();
+    let other = replicas
+        .iter_mut()
+        .find(|r| r.id != leader && r.child.is_some())
+        .unwrap();
     let mut c = other.child.take().unwrap();
     c.kill().unwrap();
     c.wait().unwrap();
     schedule(&mut ids, "cern");
-    let m = ctl(&victim_addr, &["meeting", "get", &ids.last().unwrap().to_string()]).unwrap();
+    let m = ctl(
+        &victim_addr,
+        &["meeting", "get", &ids.last().unwrap().to_string()],
+    )
+    .unwrap();
     assert_eq!(m["institution"], "cern");
 }

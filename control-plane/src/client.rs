@@ -45,8 +45,10 @@ pub struct Client {
 
 /// A replica that could not be reached, as opposed to one that answered.
 fn is_transport_failure(s: &Status) -> bool {
-    matches!(s.code(), Code::Unavailable | Code::Unknown | Code::Cancelled)
-        || (s.code() == Code::DeadlineExceeded)
+    matches!(
+        s.code(),
+        Code::Unavailable | Code::Unknown | Code::Cancelled
+    ) || (s.code() == Code::DeadlineExceeded)
 }
 
 impl Client {
@@ -109,7 +111,7 @@ impl Client {
                     );
                     attempt += 1;
                     // A full round without an answer: back off a little.
-                    if attempt % self.channels.len() as u32 == 0 {
+                    if attempt.is_multiple_of(self.channels.len() as u32) {
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }
                 }

@@ -122,7 +122,9 @@ impl ReplicaConfig {
             ));
         }
         if self.snapshot_every_entries < 10 {
-            return Err(ConfigError::Timing("snapshot_every_entries must be at least 10"));
+            return Err(ConfigError::Timing(
+                "snapshot_every_entries must be at least 10",
+            ));
         }
         if self.request_timeout_ms < self.election_timeout_max_ms {
             return Err(ConfigError::Timing(
@@ -241,8 +243,14 @@ pub async fn start_with_listener(
     let router = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(RaftServiceServer::new(RaftGrpc::new(replica.clone())))
-        .add_service(InstitutionServiceServer::new(InstitutionApi::new(replica.clone())))
-        .add_service(NodeServiceServer::new(NodeApi::new(replica.clone(), heartbeat, lease)))
+        .add_service(InstitutionServiceServer::new(InstitutionApi::new(
+            replica.clone(),
+        )))
+        .add_service(NodeServiceServer::new(NodeApi::new(
+            replica.clone(),
+            heartbeat,
+            lease,
+        )))
         .add_service(MeetingServiceServer::new(MeetingApi::new(replica.clone())))
         .add_service(ClusterServiceServer::new(ClusterApi::new(replica.clone())));
     let server = tokio::spawn(async move {
@@ -329,7 +337,11 @@ async fn lease_loop(replica: Arc<Replica>, lease: Duration) {
         }
         match replica.write(Command::ExpireLeases { lease_ms }).await {
             Ok(crate::state::Output::NodesDown { nodes, replaced }) => {
-                tracing::warn!(?nodes, replaced = replaced.len(), "media node lease expired; meetings re-placed");
+                tracing::warn!(
+                    ?nodes,
+                    replaced = replaced.len(),
+                    "media node lease expired; meetings re-placed"
+                );
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "lease expiry not committed"),

@@ -11,7 +11,10 @@ use common::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_killed_mid_stream_loses_and_duplicates_nothing() {
     // A long node lease: this test registers a node that never heartbeats.
-    let config = fjord_control_plane::server::ReplicaConfig { node_lease_ms: 600_000, ..fast_config() };
+    let config = fjord_control_plane::server::ReplicaConfig {
+        node_lease_ms: 600_000,
+        ..fast_config()
+    };
     let mut cluster = Cluster::start(3, config).await;
     let client = cluster.client();
     create_institution(&client, "cern", "eu", 1000).await;
@@ -44,7 +47,14 @@ async fn leader_killed_mid_stream_loses_and_duplicates_nothing() {
     let meetings = list_meetings(&cluster.client()).await;
     let ids: BTreeSet<u64> = meetings.iter().map(|m| m.id).collect();
     let acked_ids: BTreeSet<u64> = acked.iter().map(|(_, id)| *id).collect();
-    assert_eq!(acked_ids.len(), 150, "no two requests were answered with the same meeting");
-    assert!(acked_ids.is_subset(&ids), "every acknowledged meeting is in the new leader's state");
+    assert_eq!(
+        acked_ids.len(),
+        150,
+        "no two requests were answered with the same meeting"
+    );
+    assert!(
+        acked_ids.is_subset(&ids),
+        "every acknowledged meeting is in the new leader's state"
+    );
     assert_eq!(ids.len(), 150, "no request created two meetings");
 }

@@ -11,7 +11,10 @@ use pb::cluster_service_client::ClusterServiceClient;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn add_two_members_then_remove_one() {
-    let config = fjord_control_plane::server::ReplicaConfig { node_lease_ms: 600_000, ..fast_config() };
+    let config = fjord_control_plane::server::ReplicaConfig {
+        node_lease_ms: 600_000,
+        ..fast_config()
+    };
     let mut cluster = Cluster::start(3, config).await;
     let client = cluster.client();
     create_institution(&client, "cern", "eu", 100).await;
@@ -21,7 +24,11 @@ async fn add_two_members_then_remove_one() {
         let members = client
             .call(|ch| {
                 let address = addr.clone();
-                async move { ClusterServiceClient::new(ch).add_member(pb::AddMemberRequest { id, address }).await }
+                async move {
+                    ClusterServiceClient::new(ch)
+                        .add_member(pb::AddMemberRequest { id, address })
+                        .await
+                }
             })
             .await
             .unwrap()
@@ -35,10 +42,16 @@ async fn add_two_members_then_remove_one() {
     // The newest member has the institution created before it joined.
     let last = cluster.replicas[&1].replica.status().last_applied_index;
     cluster.wait_applied(last, Duration::from_secs(5)).await;
-    assert!(cluster.replicas[&5].replica.local_state(|s| s.institutions.contains_key("cern")));
+    assert!(cluster.replicas[&5]
+        .replica
+        .local_state(|s| s.institutions.contains_key("cern")));
 
     let members = client
-        .call(|ch| async move { ClusterServiceClient::new(ch).remove_member(pb::RemoveMemberRequest { id: 2 }).await })
+        .call(|ch| async move {
+            ClusterServiceClient::new(ch)
+                .remove_member(pb::RemoveMemberRequest { id: 2 })
+                .await
+        })
         .await
         .unwrap()
         .into_inner()
@@ -47,8 +60,14 @@ async fn add_two_members_then_remove_one() {
     cluster.kill(2).await;
 
     // With 4 voters left, losing one more (a minority) keeps the cluster writing.
-    let victim = *cluster.replicas.keys().find(|id| Some(**id) != cluster.leader()).unwrap();
+    let victim = *cluster
+        .replicas
+        .keys()
+        .find(|id| Some(**id) != cluster.leader())
+        .unwrap();
     cluster.kill(victim).await;
     register_node(&cluster.client(), "eu-1", "eu", 100).await;
-    assert!(schedule(&cluster.client(), "cern", 10, "after-changes").await.is_ok());
+    assert!(schedule(&cluster.client(), "cern", 10, "after-changes")
+        .await
+        .is_ok());
 }

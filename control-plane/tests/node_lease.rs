@@ -18,10 +18,19 @@ async fn silent_node_is_marked_down_and_its_meetings_replaced_within_residency()
     // Three node agents beating through the real heartbeat stream.
     let mut stops = Vec::new();
     let mut tasks = Vec::new();
-    for (id, region, cap) in [("no-1", "nordic", 200), ("no-2", "nordic", 200), ("eu-1", "eu", 1000)] {
+    for (id, region, cap) in [
+        ("no-1", "nordic", 200),
+        ("no-2", "nordic", 200),
+        ("eu-1", "eu", 1000),
+    ] {
         let (tx, rx) = tokio::sync::watch::channel(false);
         let c = cluster.client();
-        let reg = NodeRegistration { id: id.into(), region: region.into(), address: "127.0.0.1:7999".into(), capacity: cap };
+        let reg = NodeRegistration {
+            id: id.into(),
+            region: region.into(),
+            address: "127.0.0.1:7999".into(),
+            capacity: cap,
+        };
         tasks.push(tokio::spawn(async move {
             run_node_session(&c, reg, pb::HeartbeatRequest::default, |_| {}, rx).await
         }));
@@ -36,13 +45,19 @@ async fn silent_node_is_marked_down_and_its_meetings_replaced_within_residency()
     // Fill no-1 first: least-loaded alternates, so schedule until no-1 has two.
     let mut on_victim = Vec::new();
     for i in 0..4 {
-        let r = schedule(&client, "uio", 40, &format!("m{i}")).await.unwrap();
+        let r = schedule(&client, "uio", 40, &format!("m{i}"))
+            .await
+            .unwrap();
         let m = r.meeting.unwrap();
         if m.node_id == "no-1" {
             on_victim.push(m.id);
         }
     }
-    assert_eq!(on_victim.len(), 2, "least-loaded spreads 4 meetings over the two nordic nodes");
+    assert_eq!(
+        on_victim.len(),
+        2,
+        "least-loaded spreads 4 meetings over the two nordic nodes"
+    );
 
     // no-1 stops beating (its process died).
     let killed_at = Instant::now();
@@ -50,7 +65,8 @@ async fn silent_node_is_marked_down_and_its_meetings_replaced_within_residency()
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let nodes = list_nodes(&client).await;
-        let down = nodes.iter().find(|n| n.id == "no-1").unwrap().state == pb::NodeState::Down as i32;
+        let down =
+            nodes.iter().find(|n| n.id == "no-1").unwrap().state == pb::NodeState::Down as i32;
         let meetings = list_meetings(&client).await;
         let moved = on_victim.iter().all(|id| {
             let m = meetings.iter().find(|m| m.id == *id).unwrap();
@@ -59,10 +75,16 @@ async fn silent_node_is_marked_down_and_its_meetings_replaced_within_residency()
         if down && moved {
             break;
         }
-        assert!(Instant::now() < deadline, "node not declared down / meetings not moved: {nodes:?}");
+        assert!(
+            Instant::now() < deadline,
+            "node not declared down / meetings not moved: {nodes:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    eprintln!("lease expiry to re-placement: {:?} (lease 1 s)", killed_at.elapsed());
+    eprintln!(
+        "lease expiry to re-placement: {:?} (lease 1 s)",
+        killed_at.elapsed()
+    );
 
     // Each moved meeting carries a second decision that names the dead node
     // and never considered the eu node acceptable.
@@ -80,8 +102,14 @@ async fn silent_node_is_marked_down_and_its_meetings_replaced_within_residency()
         let d = &r.decisions[1];
         assert_eq!(d.trigger, "node_down:no-1");
         assert_eq!(d.chosen_node, "no-2");
-        assert!(d.rejections.iter().any(|r| r.node_id == "eu-1" && r.reason == "outside_residency"));
-        assert!(d.rejections.iter().any(|r| r.node_id == "no-1" && r.reason == "down"));
+        assert!(d
+            .rejections
+            .iter()
+            .any(|r| r.node_id == "eu-1" && r.reason == "outside_residency"));
+        assert!(d
+            .rejections
+            .iter()
+            .any(|r| r.node_id == "no-1" && r.reason == "down"));
     }
     for (_, tx) in &stops[1..] {
         tx.send(true).unwrap();

@@ -50,9 +50,16 @@ impl InstitutionApi {
         }
     }
 
-    async fn get(&self, r: pb::GetInstitutionRequest) -> Result<pb::GetInstitutionResponse, ApiError> {
+    async fn get(
+        &self,
+        r: pb::GetInstitutionRequest,
+    ) -> Result<pb::GetInstitutionResponse, ApiError> {
         validate::name("name", &r.name)?;
-        match self.replica.read(Query::Institution { name: r.name }).await? {
+        match self
+            .replica
+            .read(Query::Institution { name: r.name })
+            .await?
+        {
             QueryOutput::Institution(i) => Ok(pb::GetInstitutionResponse {
                 institution: Some(convert::institution(&i)),
             }),

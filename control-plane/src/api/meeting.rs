@@ -23,7 +23,12 @@ impl MeetingApi {
         r: pb::ScheduleMeetingRequest,
     ) -> Result<pb::ScheduleMeetingResponse, ApiError> {
         validate::name("institution", &r.institution)?;
-        validate::range_u32("participants", r.participants, 1, validate::MAX_PARTICIPANTS)?;
+        validate::range_u32(
+            "participants",
+            r.participants,
+            1,
+            validate::MAX_PARTICIPANTS,
+        )?;
         if r.duration_ms > validate::MAX_DURATION_MS {
             return Err(ApiError::invalid(
                 "duration_ms",
@@ -32,17 +37,17 @@ impl MeetingApi {
         }
         let now = crate::raft::now_ms();
         if r.start_ms > now.saturating_add(validate::MAX_SCHEDULE_AHEAD_MS) {
-            return Err(ApiError::invalid(
-                "start_ms",
-                "more than 400 days ahead",
-            ));
+            return Err(ApiError::invalid("start_ms", "more than 400 days ahead"));
         }
         if r.request_id.len() > validate::MAX_REQUEST_ID_LEN
             || r.request_id.chars().any(|c| c.is_control())
         {
             return Err(ApiError::invalid(
                 "request_id",
-                format!("at most {} printable characters", validate::MAX_REQUEST_ID_LEN),
+                format!(
+                    "at most {} printable characters",
+                    validate::MAX_REQUEST_ID_LEN
+                ),
             ));
         }
         let out = self
@@ -112,9 +117,12 @@ impl MeetingService for MeetingApi {
         &self,
         req: Request<pb::GetMeetingRequest>,
     ) -> Result<Response<pb::GetMeetingResponse>, Status> {
-        let r = self.meeting(req.into_inner().id).await.map(|m| pb::GetMeetingResponse {
-            meeting: Some(convert::meeting(&m)),
-        });
+        let r = self
+            .meeting(req.into_inner().id)
+            .await
+            .map(|m| pb::GetMeetingResponse {
+                meeting: Some(convert::meeting(&m)),
+            });
         finish("get_meeting", r).map(Response::new)
     }
 

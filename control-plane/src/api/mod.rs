@@ -17,7 +17,7 @@ pub use meeting::MeetingApi;
 pub use node::NodeApi;
 pub use validate::address as validate_address;
 pub use validate::{
-    MAX_CAPACITY, MAX_DURATION_MS, MAX_PARTICIPANTS, MAX_SCHEDULE_AHEAD_MS, MAX_REQUEST_ID_LEN,
+    MAX_CAPACITY, MAX_DURATION_MS, MAX_PARTICIPANTS, MAX_REQUEST_ID_LEN, MAX_SCHEDULE_AHEAD_MS,
 };
 
 use tonic::{Code, Status};

@@ -36,7 +36,10 @@ impl NodeApi {
         self.lease / 3
     }
 
-    async fn register(&self, r: pb::RegisterNodeRequest) -> Result<pb::RegisterNodeResponse, ApiError> {
+    async fn register(
+        &self,
+        r: pb::RegisterNodeRequest,
+    ) -> Result<pb::RegisterNodeResponse, ApiError> {
         validate::name("id", &r.id)?;
         validate::name("region", &r.region)?;
         validate::address("address", &r.address)?;
@@ -159,7 +162,10 @@ impl NodeService for NodeApi {
             let mut last = None;
             while let Some(msg) = inbound.next().await {
                 let Ok(hb) = msg else { break };
-                let r = finish("heartbeat", beat(&replica, hb, &mut last, commit_interval).await);
+                let r = finish(
+                    "heartbeat",
+                    beat(&replica, hb, &mut last, commit_interval).await,
+                );
                 let stop = r.is_err();
                 if tx.send(r).await.is_err() || stop {
                     break;

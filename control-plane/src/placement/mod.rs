@@ -68,7 +68,9 @@ impl std::str::FromStr for Strategy {
 pub enum Trigger {
     Scheduled,
     /// The node the meeting was on lost its lease.
-    NodeDown { node: String },
+    NodeDown {
+        node: String,
+    },
     /// The meeting was unplaced and a node became available again.
     Retry,
 }
@@ -137,7 +139,10 @@ impl std::fmt::Display for Refusal {
         match self {
             Refusal::NoNodeInResidency => write!(f, "no media node in the allowed regions"),
             Refusal::NoReadyNode => {
-                write!(f, "every media node in the allowed regions is draining or down")
+                write!(
+                    f,
+                    "every media node in the allowed regions is draining or down"
+                )
             }
             Refusal::NoCapacity {
                 needed,
@@ -160,7 +165,9 @@ pub enum Outcome {
         region: String,
         score_permille: u32,
     },
-    Refused { refusal: Refusal },
+    Refused {
+        refusal: Refusal,
+    },
 }
 
 /// A placement and everything needed to explain it.

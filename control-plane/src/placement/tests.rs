@@ -19,7 +19,11 @@ fn regions(r: &[&str]) -> BTreeSet<String> {
     r.iter().map(|s| s.to_string()).collect()
 }
 
-fn request<'a>(allowed: &'a BTreeSet<String>, home: &'a str, participants: u32) -> PlacementRequest<'a> {
+fn request<'a>(
+    allowed: &'a BTreeSet<String>,
+    home: &'a str,
+    participants: u32,
+) -> PlacementRequest<'a> {
     PlacementRequest {
         participants,
         start_ms: 1000,
@@ -36,7 +40,11 @@ fn request<'a>(allowed: &'a BTreeSet<String>, home: &'a str, participants: u32) 
 fn residency_filter_rejects_nodes_outside_the_policy() {
     let nodes = [node("eu-1", "eu", 100), node("no-1", "nordic", 100)];
     let allowed = regions(&["nordic"]);
-    let d = place(&request(&allowed, "nordic", 10), &nodes, &mut SplitMix64::new(1));
+    let d = place(
+        &request(&allowed, "nordic", 10),
+        &nodes,
+        &mut SplitMix64::new(1),
+    );
     assert_eq!(d.chosen(), Some("no-1"));
     assert_eq!(d.considered, 2);
     assert_eq!(d.rejections.len(), 1);
@@ -51,8 +59,17 @@ fn draining_and_down_nodes_take_nothing_new() {
     let mut b = node("b", "eu", 100);
     b.state = NodeState::Down;
     let allowed = regions(&["eu"]);
-    let d = place(&request(&allowed, "eu", 1), &[a, b], &mut SplitMix64::new(1));
-    assert_eq!(d.outcome, Outcome::Refused { refusal: Refusal::NoReadyNode });
+    let d = place(
+        &request(&allowed, "eu", 1),
+        &[a, b],
+        &mut SplitMix64::new(1),
+    );
+    assert_eq!(
+        d.outcome,
+        Outcome::Refused {
+            refusal: Refusal::NoReadyNode
+        }
+    );
     assert_eq!(d.rejection_counts[&RejectReason::Draining], 1);
     assert_eq!(d.rejection_counts[&RejectReason::Down], 1);
 }
@@ -61,18 +78,55 @@ fn draining_and_down_nodes_take_nothing_new() {
 fn capacity_counts_overlapping_reservations_only() {
     let mut a = node("a", "eu", 100);
     // Busy before and after the window, free during it.
-    a.reservations.insert(1, Reservation { start_ms: 0, end_ms: 1000, participants: 100 });
-    a.reservations.insert(2, Reservation { start_ms: 2000, end_ms: 3000, participants: 100 });
+    a.reservations.insert(
+        1,
+        Reservation {
+            start_ms: 0,
+            end_ms: 1000,
+            participants: 100,
+        },
+    );
+    a.reservations.insert(
+        2,
+        Reservation {
+            start_ms: 2000,
+            end_ms: 3000,
+            participants: 100,
+        },
+    );
     let allowed = regions(&["eu"]);
-    let d = place(&request(&allowed, "eu", 100), &[a.clone()], &mut SplitMix64::new(1));
+    let d = place(
+        &request(&allowed, "eu", 100),
+        &[a.clone()],
+        &mut SplitMix64::new(1),
+    );
     assert_eq!(d.chosen(), Some("a"));
     // Two 60-seat reservations that overlap each other inside the window.
-    a.reservations.insert(3, Reservation { start_ms: 1200, end_ms: 1600, participants: 60 });
-    a.reservations.insert(4, Reservation { start_ms: 1500, end_ms: 1800, participants: 30 });
+    a.reservations.insert(
+        3,
+        Reservation {
+            start_ms: 1200,
+            end_ms: 1600,
+            participants: 60,
+        },
+    );
+    a.reservations.insert(
+        4,
+        Reservation {
+            start_ms: 1500,
+            end_ms: 1800,
+            participants: 30,
+        },
+    );
     let d = place(&request(&allowed, "eu", 11), &[a], &mut SplitMix64::new(1));
     assert_eq!(
         d.outcome,
-        Outcome::Refused { refusal: Refusal::NoCapacity { needed: 11, largest_free: 10 } }
+        Outcome::Refused {
+            refusal: Refusal::NoCapacity {
+                needed: 11,
+                largest_free: 10
+            }
+        }
     );
     assert_eq!(d.rejections[0].free, Some(10));
 }
@@ -82,34 +136,75 @@ fn reported_load_counts_for_windows_that_include_now() {
     let mut a = node("a", "eu", 100);
     a.load_participants = 95;
     let allowed = regions(&["eu"]);
-    let d = place(&request(&allowed, "eu", 10), &[a.clone()], &mut SplitMix64::new(1));
-    assert!(d.chosen().is_none(), "a node carrying 95 of 100 has no room for 10 now");
+    let d = place(
+        &request(&allowed, "eu", 10),
+        &[a.clone()],
+        &mut SplitMix64::new(1),
+    );
+    assert!(
+        d.chosen().is_none(),
+        "a node carrying 95 of 100 has no room for 10 now"
+    );
     let mut later = request(&allowed, "eu", 10);
     later.start_ms = 5000;
     later.end_ms = 6000;
     let d = place(&later, &[a], &mut SplitMix64::new(1));
-    assert_eq!(d.chosen(), Some("a"), "load now does not block a later window");
+    assert_eq!(
+        d.chosen(),
+        Some("a"),
+        "load now does not block a later window"
+    );
 }
 
 #[test]
 fn least_loaded_prefers_home_region_then_overflows() {
     let mut home = node("no-1", "nordic", 100);
-    home.reservations.insert(1, Reservation { start_ms: 0, end_ms: 5000, participants: 80 });
+    home.reservations.insert(
+        1,
+        Reservation {
+            start_ms: 0,
+            end_ms: 5000,
+            participants: 80,
+        },
+    );
     let other = node("eu-1", "eu", 100);
     let allowed = regions(&["eu", "nordic"]);
-    let d = place(&request(&allowed, "nordic", 20), &[home.clone(), other.clone()], &mut SplitMix64::new(1));
+    let d = place(
+        &request(&allowed, "nordic", 20),
+        &[home.clone(), other.clone()],
+        &mut SplitMix64::new(1),
+    );
     assert_eq!(d.chosen(), Some("no-1"), "home region is filled first");
-    let d = place(&request(&allowed, "nordic", 21), &[home, other], &mut SplitMix64::new(1));
-    assert_eq!(d.chosen(), Some("eu-1"), "a full home region overflows into the residency");
+    let d = place(
+        &request(&allowed, "nordic", 21),
+        &[home, other],
+        &mut SplitMix64::new(1),
+    );
+    assert_eq!(
+        d.chosen(),
+        Some("eu-1"),
+        "a full home region overflows into the residency"
+    );
 }
 
 #[test]
 fn least_loaded_picks_lowest_utilisation() {
     let mut a = node("a", "eu", 100);
-    a.reservations.insert(1, Reservation { start_ms: 0, end_ms: 5000, participants: 50 });
+    a.reservations.insert(
+        1,
+        Reservation {
+            start_ms: 0,
+            end_ms: 5000,
+            participants: 50,
+        },
+    );
     let b = node("b", "eu", 1000);
     let allowed = regions(&["eu"]);
-    let d = place(&request(&allowed, "eu", 10), &[a, b], &mut SplitMix64::new(1));
+    let d = place(
+        &request(&allowed, "eu", 10),
+        &[a, b],
+        &mut SplitMix64::new(1),
+    );
     assert_eq!(d.chosen(), Some("b"));
     assert_eq!(d.candidates[0].node, "b");
     assert_eq!(d.candidates[0].score_permille, 10);
@@ -118,7 +213,9 @@ fn least_loaded_picks_lowest_utilisation() {
 
 #[test]
 fn power_of_two_is_deterministic_per_seed_and_spreads() {
-    let nodes: Vec<Node> = (0..20).map(|i| node(&format!("n{i:02}"), "eu", 100)).collect();
+    let nodes: Vec<Node> = (0..20)
+        .map(|i| node(&format!("n{i:02}"), "eu", 100))
+        .collect();
     let allowed = regions(&["eu"]);
     let mut req = request(&allowed, "eu", 1);
     req.strategy = Strategy::PowerOfTwo;
@@ -126,25 +223,53 @@ fn power_of_two_is_deterministic_per_seed_and_spreads() {
     let b = place(&req, &nodes, &mut SplitMix64::new(7));
     assert_eq!(a, b);
     let chosen: BTreeSet<String> = (0..50)
-        .map(|s| place(&req, &nodes, &mut SplitMix64::new(s)).chosen().unwrap().to_string())
+        .map(|s| {
+            place(&req, &nodes, &mut SplitMix64::new(s))
+                .chosen()
+                .unwrap()
+                .to_string()
+        })
         .collect();
-    assert!(chosen.len() > 5, "power-of-two should spread equal nodes, got {chosen:?}");
+    assert!(
+        chosen.len() > 5,
+        "power-of-two should spread equal nodes, got {chosen:?}"
+    );
     assert!(a.candidates.len() <= 2);
 }
 
 #[test]
 fn refusal_names_the_reason() {
     let allowed = regions(&["nordic"]);
-    let d = place(&request(&allowed, "nordic", 1), &[node("eu-1", "eu", 10)], &mut SplitMix64::new(1));
-    assert_eq!(d.outcome, Outcome::Refused { refusal: Refusal::NoNodeInResidency });
-    assert!(Refusal::NoCapacity { needed: 5, largest_free: 2 }.to_string().contains("largest free: 2"));
+    let d = place(
+        &request(&allowed, "nordic", 1),
+        &[node("eu-1", "eu", 10)],
+        &mut SplitMix64::new(1),
+    );
+    assert_eq!(
+        d.outcome,
+        Outcome::Refused {
+            refusal: Refusal::NoNodeInResidency
+        }
+    );
+    assert!(Refusal::NoCapacity {
+        needed: 5,
+        largest_free: 2
+    }
+    .to_string()
+    .contains("largest free: 2"));
 }
 
 #[test]
 fn decisions_stay_small_on_large_clusters() {
-    let nodes: Vec<Node> = (0..5000).map(|i| node(&format!("n{i}"), "eu", 10)).collect();
+    let nodes: Vec<Node> = (0..5000)
+        .map(|i| node(&format!("n{i}"), "eu", 10))
+        .collect();
     let allowed = regions(&["nordic"]);
-    let d = place(&request(&allowed, "nordic", 1), &nodes, &mut SplitMix64::new(1));
+    let d = place(
+        &request(&allowed, "nordic", 1),
+        &nodes,
+        &mut SplitMix64::new(1),
+    );
     assert_eq!(d.considered, 5000);
     assert_eq!(d.rejections.len(), MAX_LISTED_REJECTIONS);
     assert_eq!(d.rejection_counts[&RejectReason::OutsideResidency], 5000);

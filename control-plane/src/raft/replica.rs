@@ -79,6 +79,7 @@ pub(crate) enum Operation {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[allow(clippy::large_enum_variant)] // short-lived, serialised at once
 pub(crate) enum OperationOutput {
     Write(Output),
     Read(QueryOutput),
@@ -198,11 +199,9 @@ impl Replica {
                 voter: voters.contains(id),
             })
             .collect();
-        let leader = m.current_leader.and_then(|l| {
-            membership
-                .get_node(&l)
-                .map(|n| (l, n.addr.clone()))
-        });
+        let leader = m
+            .current_leader
+            .and_then(|l| membership.get_node(&l).map(|n| (l, n.addr.clone())));
         ClusterStatus {
             replica_id: self.id,
             leader,
@@ -241,7 +240,7 @@ impl Replica {
                 }
                 Err(ClusterError::NotLeader { .. }) => {
                     tracing::warn!(replica = self.id, reason = %last, "request timed out waiting for a leader");
-                    return Err(ClusterError::Unavailable { reason: last })
+                    return Err(ClusterError::Unavailable { reason: last });
                 }
                 other => return other,
             }
@@ -272,9 +271,7 @@ impl Replica {
             }
             Operation::Read { query } => {
                 self.raft.ensure_linearizable().await.map_err(|e| match e {
-                    RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)) => {
-                        leader_hint(f)
-                    }
+                    RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)) => leader_hint(f),
                     // Lost contact with a quorum: let the caller retry, maybe
                     // through another leader.
                     RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_)) => {
@@ -388,14 +385,20 @@ mod tests {
             Ok(OperationOutput::Read(QueryOutput::Institutions(vec![inst]))),
             Ok(OperationOutput::Members(vec![])),
             Err(ClusterError::State(StateError::UnknownMeeting { id: 4 })),
-            Err(ClusterError::NotLeader { leader: Some((2, "127.0.0.1:1".into())) }),
+            Err(ClusterError::NotLeader {
+                leader: Some((2, "127.0.0.1:1".into())),
+            }),
         ];
         for a in answers {
             let bytes = serde_json::to_vec(&a).unwrap();
-            let back: Result<OperationOutput, ClusterError> = serde_json::from_slice(&bytes).unwrap();
+            let back: Result<OperationOutput, ClusterError> =
+                serde_json::from_slice(&bytes).unwrap();
             assert_eq!(format!("{back:?}"), format!("{a:?}"));
         }
-        let op = Operation::Write { command: Command::EndMeeting { id: 1 }, op_id: 9 };
+        let op = Operation::Write {
+            command: Command::EndMeeting { id: 1 },
+            op_id: 9,
+        };
         let back: Operation = serde_json::from_slice(&serde_json::to_vec(&op).unwrap()).unwrap();
         assert!(matches!(back, Operation::Write { op_id: 9, .. }));
     }

@@ -10,6 +10,10 @@
 //! same file; on restart it loads the last snapshot and openraft re-applies the
 //! committed log after it.
 
+// openraft's trait methods return its `StorageError`; our helpers return the
+// same type so `?` works throughout.
+#![allow(clippy::result_large_err)]
+
 use std::fmt::Debug;
 use std::io::Cursor;
 use std::ops::RangeBounds;
@@ -56,7 +60,9 @@ pub fn open_stores(dir: &Path) -> Result<(LogStore, StateMachine), StoreError> {
         path: path.display().to_string(),
         source,
     })?;
-    let txn = db.begin_write().map_err(|e| StoreError::Init(e.to_string()))?;
+    let txn = db
+        .begin_write()
+        .map_err(|e| StoreError::Init(e.to_string()))?;
     txn.open_table(LOG)
         .map_err(|e| StoreError::Init(e.to_string()))?;
     txn.open_table(META)
@@ -85,7 +91,11 @@ fn read_meta<T: for<'de> Deserialize<'de>>(
     }
 }
 
-fn write_meta<T: Serialize>(db: &Database, key: &str, value: &T) -> Result<(), StorageError<NodeId>> {
+fn write_meta<T: Serialize>(
+    db: &Database,
+    key: &str,
+    value: &T,
+) -> Result<(), StorageError<NodeId>> {
     let bytes = serde_json::to_vec(value).map_err(io_err)?;
     let txn = db.begin_write().map_err(io_err)?;
     {
@@ -141,8 +151,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let table = txn.open_table(LOG).map_err(io_err)?;
             let last = match table.last().map_err(io_err)? {
                 Some((_, v)) => {
-                    let e: Entry<TypeConfig> =
-                        serde_json::from_slice(v.value()).map_err(io_err)?;
+                    let e: Entry<TypeConfig> = serde_json::from_slice(v.value()).map_err(io_err)?;
                     Some(e.log_id)
                 }
                 None => last_purged,
@@ -221,7 +230,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let txn = db.begin_write().map_err(io_err)?;
             {
                 let mut table = txn.open_table(LOG).map_err(io_err)?;
-                table.retain_in(log_id.index.., |_, _| false).map_err(io_err)?;
+                table
+                    .retain_in(log_id.index.., |_, _| false)
+                    .map_err(io_err)?;
             }
             txn.commit().map_err(io_err)
         })
@@ -235,9 +246,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let txn = db.begin_write().map_err(io_err)?;
             {
                 let mut meta = txn.open_table(META).map_err(io_err)?;
-                meta.insert(KEY_LAST_PURGED, bytes.as_slice()).map_err(io_err)?;
+                meta.insert(KEY_LAST_PURGED, bytes.as_slice())
+                    .map_err(io_err)?;
                 let mut table = txn.open_table(LOG).map_err(io_err)?;
-                table.retain_in(..=log_id.index, |_, _| false).map_err(io_err)?;
+                table
+                    .retain_in(..=log_id.index, |_, _| false)
+                    .map_err(io_err)?;
             }
             txn.commit().map_err(io_err)
         })
@@ -262,7 +276,9 @@ fn write_snapshot(db: &Database, meta: &Meta, data: &[u8]) -> Result<(), Storage
     let txn = db.begin_write().map_err(io_err)?;
     {
         let mut table = txn.open_table(SNAPSHOT).map_err(io_err)?;
-        table.insert(KEY_SNAPSHOT_META, meta.as_slice()).map_err(io_err)?;
+        table
+            .insert(KEY_SNAPSHOT_META, meta.as_slice())
+            .map_err(io_err)?;
         table.insert(KEY_SNAPSHOT_DATA, data).map_err(io_err)?;
     }
     txn.commit().map_err(io_err)

@@ -18,9 +18,19 @@ pub enum StateError {
     #[error("unknown node {id:?}")]
     UnknownNode { id: String },
     #[error("node {id:?} carries meetings in {from:?}; drain it before moving it to {to:?}")]
-    NodeRegionChange { id: String, from: String, to: String },
-    #[error("node {id:?}: capacity {capacity} is below the {reserved} participants already reserved")]
-    CapacityBelowReservations { id: String, capacity: u32, reserved: u32 },
+    NodeRegionChange {
+        id: String,
+        from: String,
+        to: String,
+    },
+    #[error(
+        "node {id:?}: capacity {capacity} is below the {reserved} participants already reserved"
+    )]
+    CapacityBelowReservations {
+        id: String,
+        capacity: u32,
+        reserved: u32,
+    },
     #[error("unknown meeting {id}")]
     UnknownMeeting { id: u64 },
     #[error("meeting {id} has already ended")]

@@ -65,11 +65,19 @@ pub enum Command {
     },
     /// A summary of a node's heartbeats: the receiving replica commits one
     /// at most every few seconds per node, not every beat.
-    Heartbeat { id: String, participants: u32 },
-    SetNodeDraining { id: String, draining: bool },
+    Heartbeat {
+        id: String,
+        participants: u32,
+    },
+    SetNodeDraining {
+        id: String,
+        draining: bool,
+    },
     /// Marks down every node whose last heartbeat is older than `lease_ms`
     /// and re-places its meetings.
-    ExpireLeases { lease_ms: u64 },
+    ExpireLeases {
+        lease_ms: u64,
+    },
     ScheduleMeeting {
         request_id: Option<String>,
         institution: String,
@@ -77,7 +85,9 @@ pub enum Command {
         start_ms: Option<u64>,
         duration_ms: u64,
     },
-    EndMeeting { id: u64 },
+    EndMeeting {
+        id: u64,
+    },
 }
 
 impl Command {
@@ -97,14 +107,21 @@ impl Command {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[allow(clippy::large_enum_variant)] // one per applied command, moved not copied
 pub enum Output {
     /// Membership changes and blank entries.
     None,
     Institution(Institution),
     Node(NodeView),
-    NodesDown { nodes: Vec<String>, replaced: Vec<u64> },
+    NodesDown {
+        nodes: Vec<String>,
+        replaced: Vec<u64>,
+    },
     Meeting(Meeting),
-    Scheduled { meeting: Meeting, decision: Decision },
+    Scheduled {
+        meeting: Meeting,
+        decision: Decision,
+    },
 }
 
 pub type Response = Result<Output, StateError>;
@@ -114,11 +131,20 @@ pub type Response = Result<Output, StateError>;
 #[serde(rename_all = "snake_case", tag = "type")]
 pub enum Query {
     Institutions,
-    Institution { name: String },
+    Institution {
+        name: String,
+    },
     Nodes,
-    Node { id: String },
-    Meetings { institution: Option<String>, include_ended: bool },
-    Meeting { id: u64 },
+    Node {
+        id: String,
+    },
+    Meetings {
+        institution: Option<String>,
+        include_ended: bool,
+    },
+    Meeting {
+        id: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -522,12 +548,12 @@ impl ClusterState {
             let decision = meeting.decisions[0].clone();
             return Ok(Output::Scheduled { meeting, decision });
         }
-        let inst = self
-            .institutions
-            .get(institution)
-            .ok_or_else(|| StateError::UnknownInstitution {
-                name: institution.to_string(),
-            })?;
+        let inst =
+            self.institutions
+                .get(institution)
+                .ok_or_else(|| StateError::UnknownInstitution {
+                    name: institution.to_string(),
+                })?;
         if participants > inst.max_participants {
             return Err(StateError::TooManyParticipants {
                 requested: participants,
@@ -740,7 +766,10 @@ impl ClusterState {
                         ));
                     }
                     if !node.reservations.contains_key(&m.id) {
-                        return Err(format!("meeting {} has no reservation on {}", m.id, node.id));
+                        return Err(format!(
+                            "meeting {} has no reservation on {}",
+                            m.id, node.id
+                        ));
                     }
                 }
                 (MeetingState::Placed, None) => {
@@ -767,8 +796,7 @@ impl ClusterState {
                     .meetings
                     .get(id)
                     .ok_or_else(|| format!("{} reserves for missing meeting {id}", node.id))?;
-                if m.node.as_deref() != Some(node.id.as_str()) || r.participants != m.participants
-                {
+                if m.node.as_deref() != Some(node.id.as_str()) || r.participants != m.participants {
                     return Err(format!("{} holds a stale reservation for {id}", node.id));
                 }
             }

@@ -5,7 +5,13 @@ use super::*;
 use crate::placement::{Refusal, Strategy};
 
 fn req(now_ms: u64, command: Command) -> Request {
-    Request { now_ms, seed: now_ms, strategy: Strategy::LeastLoaded, op_id: 0, command }
+    Request {
+        now_ms,
+        seed: now_ms,
+        strategy: Strategy::LeastLoaded,
+        op_id: 0,
+        command,
+    }
 }
 
 fn institution(name: &str, residency: &str, max: u32) -> Command {
@@ -18,7 +24,12 @@ fn institution(name: &str, residency: &str, max: u32) -> Command {
 }
 
 fn register(id: &str, region: &str, capacity: u32) -> Command {
-    Command::RegisterNode { id: id.into(), region: region.into(), address: "127.0.0.1:9".into(), capacity }
+    Command::RegisterNode {
+        id: id.into(),
+        region: region.into(),
+        address: "127.0.0.1:9".into(),
+        capacity,
+    }
 }
 
 fn schedule(inst: &str, participants: u32, start_ms: Option<u64>, key: Option<&str>) -> Command {
@@ -47,8 +58,14 @@ fn setup() -> ClusterState {
 #[test]
 fn regions_nest() {
     let s = ClusterState::default();
-    assert_eq!(s.allowed_regions("nordic").into_iter().collect::<Vec<_>>(), ["nordic"]);
-    assert_eq!(s.allowed_regions("eu").into_iter().collect::<Vec<_>>(), ["eu", "nordic"]);
+    assert_eq!(
+        s.allowed_regions("nordic").into_iter().collect::<Vec<_>>(),
+        ["nordic"]
+    );
+    assert_eq!(
+        s.allowed_regions("eu").into_iter().collect::<Vec<_>>(),
+        ["eu", "nordic"]
+    );
 }
 
 #[test]
@@ -57,13 +74,20 @@ fn unknown_region_and_duplicates_are_refused() {
     let before = s.clone();
     assert_eq!(
         s.apply(&req(2, institution("x", "mars", 10))),
-        Err(StateError::UnknownRegion { name: "mars".into() })
+        Err(StateError::UnknownRegion {
+            name: "mars".into()
+        })
     );
     assert_eq!(
         s.apply(&req(2, institution("uio", "eu", 10))),
         Err(StateError::InstitutionExists { name: "uio".into() })
     );
-    assert_eq!(s.apply(&req(2, register("n", "mars", 1))), Err(StateError::UnknownRegion { name: "mars".into() }));
+    assert_eq!(
+        s.apply(&req(2, register("n", "mars", 1))),
+        Err(StateError::UnknownRegion {
+            name: "mars".into()
+        })
+    );
     assert_eq!(s, before, "refused commands change nothing");
 }
 
@@ -71,19 +95,36 @@ fn unknown_region_and_duplicates_are_refused() {
 fn nordic_meetings_never_overflow_to_eu_nodes() {
     let mut s = setup();
     s.apply(&req(2, schedule("uio", 100, None, None))).unwrap();
-    let err = s.apply(&req(3, schedule("uio", 1, None, None))).unwrap_err();
-    assert!(matches!(err, StateError::NoCapacity { refusal: Refusal::NoCapacity { .. }, .. }), "{err:?}");
+    let err = s
+        .apply(&req(3, schedule("uio", 1, None, None)))
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StateError::NoCapacity {
+                refusal: Refusal::NoCapacity { .. },
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     // cern (eu) may still use the eu node.
     let out = s.apply(&req(4, schedule("cern", 100, None, None))).unwrap();
-    let Output::Scheduled { meeting, .. } = out else { panic!() };
+    let Output::Scheduled { meeting, .. } = out else {
+        panic!()
+    };
     assert_eq!(meeting.node.as_deref(), Some("eu-1"));
 }
 
 #[test]
 fn idempotent_schedule_returns_the_first_meeting() {
     let mut s = setup();
-    let a = s.apply(&req(2, schedule("cern", 10, None, Some("k1")))).unwrap();
-    let b = s.apply(&req(3, schedule("cern", 10, None, Some("k1")))).unwrap();
+    let a = s
+        .apply(&req(2, schedule("cern", 10, None, Some("k1"))))
+        .unwrap();
+    let b = s
+        .apply(&req(3, schedule("cern", 10, None, Some("k1"))))
+        .unwrap();
     assert_eq!(a, b);
     assert_eq!(s.meetings.len(), 1);
 }
@@ -96,18 +137,29 @@ fn a_retried_write_is_answered_not_applied_twice() {
     let first = s.apply(&r);
     assert!(first.is_ok());
     r.now_ms = 3;
-    assert_eq!(s.apply(&r), first, "same op id: same answer, not InstitutionExists");
+    assert_eq!(
+        s.apply(&r),
+        first,
+        "same op id: same answer, not InstitutionExists"
+    );
     r.op_id = 43;
-    assert!(matches!(s.apply(&r), Err(StateError::InstitutionExists { .. })));
+    assert!(matches!(
+        s.apply(&r),
+        Err(StateError::InstitutionExists { .. })
+    ));
 }
 
 #[test]
 fn meetings_end_when_their_window_passes_and_release_capacity() {
     let mut s = setup();
     s.apply(&req(2, schedule("uio", 100, None, None))).unwrap();
-    assert!(s.apply(&req(500, schedule("uio", 100, None, None))).is_err());
+    assert!(s
+        .apply(&req(500, schedule("uio", 100, None, None)))
+        .is_err());
     // The first window is [2, 1002); at 1002 it is over.
-    let out = s.apply(&req(1002, schedule("uio", 100, None, None))).unwrap();
+    let out = s
+        .apply(&req(1002, schedule("uio", 100, None, None)))
+        .unwrap();
     assert!(matches!(out, Output::Scheduled { .. }));
     assert_eq!(s.meetings[&1].state, MeetingState::Ended);
     s.check_invariants().unwrap();
@@ -117,16 +169,33 @@ fn meetings_end_when_their_window_passes_and_release_capacity() {
 fn lease_expiry_replaces_meetings_inside_residency() {
     let mut s = setup();
     s.apply(&req(2, register("no-2", "nordic", 100))).unwrap();
-    let Output::Scheduled { meeting, .. } = s.apply(&req(3, schedule("uio", 50, None, None))).unwrap() else {
+    let Output::Scheduled { meeting, .. } =
+        s.apply(&req(3, schedule("uio", 50, None, None))).unwrap()
+    else {
         panic!()
     };
     let first = meeting.node.clone().unwrap();
     // Everyone but the first node keeps beating.
     for n in ["no-1", "no-2", "eu-1"].iter().filter(|n| **n != first) {
-        s.apply(&req(400, Command::Heartbeat { id: n.to_string(), participants: 0 })).unwrap();
+        s.apply(&req(
+            400,
+            Command::Heartbeat {
+                id: n.to_string(),
+                participants: 0,
+            },
+        ))
+        .unwrap();
     }
-    let out = s.apply(&req(600, Command::ExpireLeases { lease_ms: 500 })).unwrap();
-    assert_eq!(out, Output::NodesDown { nodes: vec![first.clone()], replaced: vec![1] });
+    let out = s
+        .apply(&req(600, Command::ExpireLeases { lease_ms: 500 }))
+        .unwrap();
+    assert_eq!(
+        out,
+        Output::NodesDown {
+            nodes: vec![first.clone()],
+            replaced: vec![1]
+        }
+    );
     let m = &s.meetings[&1];
     assert_eq!(s.nodes[&first].state, NodeState::Down);
     assert_ne!(m.node.as_deref(), Some(first.as_str()));
@@ -140,12 +209,27 @@ fn lease_expiry_replaces_meetings_inside_residency() {
 fn unplaced_meetings_wait_for_a_node_and_retry() {
     let mut s = setup();
     s.apply(&req(2, schedule("uio", 50, None, None))).unwrap();
-    s.apply(&req(300, Command::Heartbeat { id: "eu-1".into(), participants: 0 })).unwrap();
-    s.apply(&req(600, Command::ExpireLeases { lease_ms: 500 })).unwrap();
-    assert_eq!(s.meetings[&1].state, MeetingState::Unplaced, "eu-1 is outside uio's residency");
+    s.apply(&req(
+        300,
+        Command::Heartbeat {
+            id: "eu-1".into(),
+            participants: 0,
+        },
+    ))
+    .unwrap();
+    s.apply(&req(600, Command::ExpireLeases { lease_ms: 500 }))
+        .unwrap();
+    assert_eq!(
+        s.meetings[&1].state,
+        MeetingState::Unplaced,
+        "eu-1 is outside uio's residency"
+    );
     s.apply(&req(700, register("no-3", "nordic", 100))).unwrap();
     assert_eq!(s.meetings[&1].node.as_deref(), Some("no-3"));
-    assert_eq!(s.meetings[&1].decisions.last().unwrap().trigger, Trigger::Retry);
+    assert_eq!(
+        s.meetings[&1].decisions.last().unwrap().trigger,
+        Trigger::Retry
+    );
     s.check_invariants().unwrap();
 }
 
@@ -153,10 +237,24 @@ fn unplaced_meetings_wait_for_a_node_and_retry() {
 fn drained_nodes_keep_meetings_but_take_no_new_ones() {
     let mut s = setup();
     s.apply(&req(2, schedule("uio", 10, None, None))).unwrap();
-    s.apply(&req(3, Command::SetNodeDraining { id: "no-1".into(), draining: true })).unwrap();
+    s.apply(&req(
+        3,
+        Command::SetNodeDraining {
+            id: "no-1".into(),
+            draining: true,
+        },
+    ))
+    .unwrap();
     assert_eq!(s.meetings[&1].node.as_deref(), Some("no-1"));
     assert!(s.apply(&req(4, schedule("uio", 10, None, None))).is_err());
-    s.apply(&req(5, Command::SetNodeDraining { id: "no-1".into(), draining: false })).unwrap();
+    s.apply(&req(
+        5,
+        Command::SetNodeDraining {
+            id: "no-1".into(),
+            draining: false,
+        },
+    ))
+    .unwrap();
     assert!(s.apply(&req(6, schedule("uio", 10, None, None))).is_ok());
 }
 
@@ -173,7 +271,8 @@ fn capacity_cannot_shrink_below_reservations() {
 #[test]
 fn state_survives_a_json_round_trip() {
     let mut s = setup();
-    s.apply(&req(2, schedule("uio", 60, None, Some("k")))).unwrap();
+    s.apply(&req(2, schedule("uio", 60, None, Some("k"))))
+        .unwrap();
     let back: ClusterState = serde_json::from_slice(&serde_json::to_vec(&s).unwrap()).unwrap();
     assert_eq!(back, s);
 }
@@ -186,24 +285,45 @@ fn arb_command() -> impl Gen<Value = Command> {
     prop_oneof![
         (inst.clone(), region.clone(), 1u32..400).prop_map(|(n, r, m)| institution(n, r, m)),
         (node.clone(), region, 1u32..300).prop_map(|(n, r, c)| register(n, r, c)),
-        (node.clone(), 0u32..300).prop_map(|(n, p)| Command::Heartbeat { id: n.into(), participants: p }),
-        (node.clone(), any::<bool>()).prop_map(|(n, d)| Command::SetNodeDraining { id: n.into(), draining: d }),
+        (node.clone(), 0u32..300).prop_map(|(n, p)| Command::Heartbeat {
+            id: n.into(),
+            participants: p
+        }),
+        (node.clone(), any::<bool>()).prop_map(|(n, d)| Command::SetNodeDraining {
+            id: n.into(),
+            draining: d
+        }),
         (200u64..3000).prop_map(|l| Command::ExpireLeases { lease_ms: l }),
-        (inst, 1u32..200, prop::option::of(0u64..20_000), 1u64..5000, prop::option::of(0u8..4)).prop_map(
-            |(i, p, start, d, key)| Command::ScheduleMeeting {
+        (
+            inst,
+            1u32..200,
+            prop::option::of(0u64..20_000),
+            1u64..5000,
+            prop::option::of(0u8..4)
+        )
+            .prop_map(|(i, p, start, d, key)| Command::ScheduleMeeting {
                 request_id: key.map(|k| format!("k{k}")),
                 institution: i.into(),
                 participants: p,
                 start_ms: start,
                 duration_ms: d,
-            }
-        ),
+            }),
         (1u64..30).prop_map(|id| Command::EndMeeting { id }),
     ]
 }
 
 fn arb_log() -> impl Gen<Value = Vec<Request>> {
-    prop::collection::vec((arb_command(), 0u64..400, any::<u64>(), any::<bool>(), 0u64..8), 1..120).prop_map(|cmds| {
+    prop::collection::vec(
+        (
+            arb_command(),
+            0u64..400,
+            any::<u64>(),
+            any::<bool>(),
+            0u64..8,
+        ),
+        1..120,
+    )
+    .prop_map(|cmds| {
         let mut now = 0;
         cmds.into_iter()
             .map(|(command, dt, seed, p2c, op_id)| {
@@ -212,7 +332,11 @@ fn arb_log() -> impl Gen<Value = Vec<Request>> {
                     now_ms: now,
                     seed,
                     op_id,
-                    strategy: if p2c { Strategy::PowerOfTwo } else { Strategy::LeastLoaded },
+                    strategy: if p2c {
+                        Strategy::PowerOfTwo
+                    } else {
+                        Strategy::LeastLoaded
+                    },
                     command,
                 }
             })

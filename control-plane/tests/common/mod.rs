@@ -57,7 +57,12 @@ impl Cluster {
             };
             replicas.insert(id, start_with_listener(config, l).await.unwrap());
         }
-        let c = Cluster { dir, replicas, addrs, base };
+        let c = Cluster {
+            dir,
+            replicas,
+            addrs,
+            base,
+        };
         c.wait_leader(Duration::from_secs(10)).await;
         c
     }
@@ -74,13 +79,17 @@ impl Cluster {
             join: true,
             ..self.base.clone()
         };
-        self.replicas.insert(id, start_with_listener(config, l).await.unwrap());
+        self.replicas
+            .insert(id, start_with_listener(config, l).await.unwrap());
         self.addrs.insert(id, addr.clone());
         addr
     }
 
     pub fn endpoints(&self) -> Vec<String> {
-        self.replicas.keys().map(|id| self.addrs[id].clone()).collect()
+        self.replicas
+            .keys()
+            .map(|id| self.addrs[id].clone())
+            .collect()
     }
 
     pub fn client(&self) -> Client {
@@ -100,7 +109,10 @@ impl Cluster {
             if let Some(l) = self.leader() {
                 return l;
             }
-            assert!(Instant::now() < deadline, "no leader elected within {within:?}");
+            assert!(
+                Instant::now() < deadline,
+                "no leader elected within {within:?}"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -115,7 +127,11 @@ impl Cluster {
         let deadline = Instant::now() + within;
         for h in self.replicas.values() {
             while h.replica.status().last_applied_index < index {
-                assert!(Instant::now() < deadline, "replica {} stuck below {index}", h.replica.id);
+                assert!(
+                    Instant::now() < deadline,
+                    "replica {} stuck below {index}",
+                    h.replica.id
+                );
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
@@ -152,7 +168,11 @@ pub async fn register_node(client: &Client, id: &str, region: &str, capacity: u3
     client
         .call(|ch| {
             let req = req.clone();
-            async move { pb::node_service_client::NodeServiceClient::new(ch).register_node(req).await }
+            async move {
+                pb::node_service_client::NodeServiceClient::new(ch)
+                    .register_node(req)
+                    .await
+            }
         })
         .await
         .unwrap();
@@ -174,7 +194,11 @@ pub async fn schedule(
     client
         .call(|ch| {
             let req = req.clone();
-            async move { pb::meeting_service_client::MeetingServiceClient::new(ch).schedule_meeting(req).await }
+            async move {
+                pb::meeting_service_client::MeetingServiceClient::new(ch)
+                    .schedule_meeting(req)
+                    .await
+            }
         })
         .await
         .map(|r| r.into_inner())
@@ -184,7 +208,10 @@ pub async fn list_meetings(client: &Client) -> Vec<pb::Meeting> {
     client
         .call(|ch| async move {
             pb::meeting_service_client::MeetingServiceClient::new(ch)
-                .list_meetings(pb::ListMeetingsRequest { institution: String::new(), include_ended: true })
+                .list_meetings(pb::ListMeetingsRequest {
+                    institution: String::new(),
+                    include_ended: true,
+                })
                 .await
         })
         .await
