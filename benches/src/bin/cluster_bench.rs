@@ -1,0 +1,322 @@
+//! Macro benchmarks of a real 3-replica control plane on loopback, printing
+//! JSON. Run from the workspace root after `cargo build --release`:
+//!
+//!   cargo run --release -p fjord-benches --bin cluster_bench -- throughput
+//!   cargo run --release -p fjord-benches --bin cluster_bench -- failover --runs 20
+//!
+//! `throughput` measures committed meeting placements/s (durable log, fsync
+//! per batch) with 1 and 64 concurrent clients, and in the same run the put
+//! throughput of a 3-member etcd cluster on the same machine with the same
+//! client counts. `failover` measures the time from SIGKILL of the leader to
+//! the next committed write.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+use serde_json::json;
+
+use fjord_benches::{percentile_ms, EtcdCluster, FjordCluster};
+use fjord_control_plane::client::{Client, ClientConfig};
+use fjord_proto::v1 as pb;
+
+#[derive(Parser)]
+struct Args {
+    /// The fjord binary to benchmark.
+    #[arg(long, default_value = "target/release/fjord")]
+    fjord: PathBuf,
+    #[command(subcommand)]
+    mode: Mode,
+}
+
+#[derive(Subcommand)]
+enum Mode {
+    /// Committed placements/s and latency, next to etcd puts/s.
+    Throughput {
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// Stop a measurement after this many operations.
+        #[arg(long, default_value_t = 200_000)]
+        max_ops: u64,
+        /// Skip the etcd comparison.
+        #[arg(long)]
+        no_etcd: bool,
+    },
+    /// Leader kill -9 to next committed write.
+    Failover {
+        #[arg(long, default_value_t = 20)]
+        runs: usize,
+    },
+}
+
+fn client(endpoints: &[String], retry_for: Duration) -> Client {
+    Client::new(
+        endpoints,
+        ClientConfig {
+            retry_for,
+            call_timeout: Duration::from_secs(2),
+            ..ClientConfig::default()
+        },
+    )
+    .expect("client")
+}
+
+async fn schedule(c: &Client, key: String) -> Result<(), tonic::Status> {
+    let req = pb::ScheduleMeetingRequest {
+        institution: "bench".into(),
+        participants: 1,
+        start_ms: 0,
+        duration_ms: 3_600_000,
+        request_id: key,
+    };
+    c.call(|ch| {
+        let req = req.clone();
+        async move {
+            pb::meeting_service_client::MeetingServiceClient::new(ch)
+                .schedule_meeting(req)
+                .await
+        }
+    })
+    .await
+    .map(|_| ())
+}
+
+async fn setup(c: &Client) {
+    let inst = pb::CreateInstitutionRequest {
+        name: "bench".into(),
+        residency: "eu".into(),
+        max_participants: 10,
+        home_region: String::new(),
+    };
+    let _ = c
+        .call(|ch| {
+            let r = inst.clone();
+            async move {
+                pb::institution_service_client::InstitutionServiceClient::new(ch)
+                    .create_institution(r)
+                    .await
+            }
+        })
+        .await;
+    let node = pb::RegisterNodeRequest {
+        id: "bench-node".into(),
+        region: "eu".into(),
+        address: "127.0.0.1:7999".into(),
+        capacity: 1_000_000,
+    };
+    c.call(|ch| {
+        let r = node.clone();
+        async move {
+            pb::node_service_client::NodeServiceClient::new(ch)
+                .register_node(r)
+                .await
+        }
+    })
+    .await
+    .expect("register bench node");
+}
+
+/// Runs `op` from `clients` concurrent tasks for `seconds` (or `max_ops`).
+async fn measure<F, Fut>(clients: usize, seconds: u64, max_ops: u64, op: F) -> serde_json::Value
+where
+    F: Fn(u64) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let op = Arc::new(op);
+    let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..clients)
+        .map(|_| {
+            let op = op.clone();
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let mut lat = Vec::new();
+                let mut errors = 0u64;
+                while Instant::now() < deadline {
+                    let i = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if i >= max_ops {
+                        break;
+                    }
+                    let t = Instant::now();
+                    if op(i).await {
+                        lat.push(t.elapsed());
+                    } else {
+                        errors += 1;
+                    }
+                }
+                (lat, errors)
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        let (l, e) = t.await.expect("task");
+        all.extend(l);
+        errors += e;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    all.sort();
+    json!({
+        "clients": clients,
+        "ops": all.len(),
+        "errors": errors,
+        "ops_per_s": (all.len() as f64 / elapsed).round(),
+        "p50_ms": percentile_ms(&all, 0.50),
+        "p99_ms": percentile_ms(&all, 0.99),
+    })
+}
+
+async fn wait_ready(c: &Client) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let s = c
+            .call(|ch| async move {
+                pb::cluster_service_client::ClusterServiceClient::new(ch)
+                    .status(pb::StatusRequest {})
+                    .await
+            })
+            .await;
+        if s.is_ok_and(|s| s.into_inner().leader_id != 0) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "cluster did not elect a leader");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn throughput(args: &Args, seconds: u64, max_ops: u64, no_etcd: bool) -> serde_json::Value {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cluster = FjordCluster::start(&args.fjord, dir.path());
+    let c = Arc::new(client(&cluster.addrs, Duration::from_secs(20)));
+    wait_ready(&c).await;
+    setup(&c).await;
+    let mut fjord = Vec::new();
+    for clients in [1usize, 64] {
+        let c = c.clone();
+        let prefix = format!("t{clients}-");
+        let r = measure(clients, seconds, max_ops, move |i| {
+            let c = c.clone();
+            let key = format!("{prefix}{i}");
+            async move { schedule(&c, key).await.is_ok() }
+        })
+        .await;
+        eprintln!("fjord schedule, {clients} clients: {r}");
+        fjord.push(r);
+    }
+    drop(cluster);
+
+    let mut etcd = Vec::new();
+    if !no_etcd {
+        let etcd_cluster = EtcdCluster::start(dir.path());
+        let mut ec = None;
+        for _ in 0..100 {
+            if let Ok(mut c) = etcd_client::Client::connect(&etcd_cluster.client_urls, None).await {
+                if c.put("warmup", "x", None).await.is_ok() {
+                    ec = Some(c);
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let ec = ec.expect("etcd cluster did not come up");
+        for clients in [1usize, 64] {
+            let ec = ec.clone();
+            let r = measure(clients, seconds, max_ops, move |i| {
+                let mut ec = ec.clone();
+                // A value about the size of a serialised schedule command.
+                let value = vec![b'x'; 256];
+                async move {
+                    ec.put(format!("meeting/{clients}/{i}"), value, None)
+                        .await
+                        .is_ok()
+                }
+            })
+            .await;
+            eprintln!("etcd put, {clients} clients: {r}");
+            etcd.push(r);
+        }
+        drop(etcd_cluster);
+    }
+    let ratios: Vec<_> = fjord
+        .iter()
+        .zip(&etcd)
+        .map(|(f, e)| {
+            json!({"clients": f["clients"], "fjord_over_etcd": f["ops_per_s"].as_f64().unwrap() / e["ops_per_s"].as_f64().unwrap().max(1.0)})
+        })
+        .collect();
+    json!({"benchmark": "committed_writes", "fjord_schedule": fjord, "etcd_put": etcd, "ratios": ratios})
+}
+
+async fn failover(args: &Args, runs: usize) -> serde_json::Value {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cluster = FjordCluster::start(&args.fjord, dir.path());
+    let c = client(&cluster.addrs, Duration::from_secs(30));
+    wait_ready(&c).await;
+    setup(&c).await;
+    let mut times = Vec::new();
+    for run in 0..runs {
+        // Everyone caught up, then find the leader as the cluster sees it.
+        schedule(&c, format!("pre-{run}"))
+            .await
+            .expect("write before kill");
+        let status = c
+            .call(|ch| async move {
+                pb::cluster_service_client::ClusterServiceClient::new(ch)
+                    .status(pb::StatusRequest {})
+                    .await
+            })
+            .await
+            .expect("status")
+            .into_inner();
+        let leader = status.leader_id as usize;
+        let survivors: Vec<String> = cluster
+            .addrs
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i + 1 != leader)
+            .map(|(_, a)| a.clone())
+            .collect();
+        let sc = client(&survivors, Duration::from_secs(30));
+        let killed = Instant::now();
+        cluster.procs[leader - 1].kill9();
+        schedule(&sc, format!("post-{run}"))
+            .await
+            .expect("write after kill");
+        let t = killed.elapsed();
+        eprintln!(
+            "run {run}: leader {leader} killed, next commit after {:.0} ms",
+            t.as_secs_f64() * 1000.0
+        );
+        times.push(t);
+        // Bring it back and let it catch up before the next run.
+        cluster.procs[leader - 1] = cluster.spawn(leader);
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
+    times.sort();
+    json!({
+        "benchmark": "leader_failover",
+        "runs": runs,
+        "kill_to_next_commit_p50_ms": percentile_ms(&times, 0.5),
+        "kill_to_next_commit_p99_ms": percentile_ms(&times, 0.99),
+        "max_ms": percentile_ms(&times, 1.0),
+        "election_timeout_ms": "500-1000 (default)",
+    })
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    let out = match args.mode {
+        Mode::Throughput {
+            seconds,
+            max_ops,
+            no_etcd,
+        } => throughput(&args, seconds, max_ops, no_etcd).await,
+        Mode::Failover { runs } => failover(&args, runs).await,
+    };
+    println!("{}", serde_json::to_string_pretty(&out).expect("json"));
+}
