@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::StreamExt;
 
 use fjord_proto::v1::cluster_service_server::ClusterServiceServer;
 use fjord_proto::v1::institution_service_server::InstitutionServiceServer;
@@ -254,7 +255,13 @@ pub async fn start_with_listener(
         .add_service(MeetingServiceServer::new(MeetingApi::new(replica.clone())))
         .add_service(ClusterServiceServer::new(ClusterApi::new(replica.clone())));
     let server = tokio::spawn(async move {
-        let incoming = TcpListenerStream::new(listener);
+        // The builder's tcp_nodelay only covers listeners it binds itself;
+        // without it here, Nagle + delayed ACKs add ~40 ms to every RPC.
+        let incoming = TcpListenerStream::new(listener).map(|conn| {
+            conn.inspect(|s| {
+                let _ = s.set_nodelay(true);
+            })
+        });
         if let Err(e) = router
             .serve_with_incoming_shutdown(incoming, async {
                 let _ = stop_rx.await;
