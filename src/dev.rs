@@ -78,17 +78,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             home_region: home.unwrap_or_default().to_string(),
             max_participants: *max,
         };
-        let r = client
-            .call(|ch| {
-                let req = req.clone();
-                async move {
-                    pb::institution_service_client::InstitutionServiceClient::new(ch)
-                        .create_institution(req)
-                        .await
-                }
-            })
-            .await;
-        match r {
+        match client.create_institution(req).await {
             Ok(_) => {}
             Err(s) if s.code() == Code::AlreadyExists => {}
             Err(s) => anyhow::bail!("creating sample institution {name}: {s}"),

@@ -229,3 +229,50 @@ pub async fn run_node_session(
         endpoint += 1;
     }
 }
+
+/// Typed calls for the requests that set-up code (dev, tests, benchmarks)
+/// makes over and over.
+impl Client {
+    pub async fn create_institution(
+        &self,
+        req: fjord_proto::v1::CreateInstitutionRequest,
+    ) -> Result<fjord_proto::v1::CreateInstitutionResponse, Status> {
+        use fjord_proto::v1::institution_service_client::InstitutionServiceClient;
+        self.call(|ch| {
+            let req = req.clone();
+            async move {
+                InstitutionServiceClient::new(ch)
+                    .create_institution(req)
+                    .await
+            }
+        })
+        .await
+        .map(|r| r.into_inner())
+    }
+
+    pub async fn register_node(
+        &self,
+        req: fjord_proto::v1::RegisterNodeRequest,
+    ) -> Result<fjord_proto::v1::RegisterNodeResponse, Status> {
+        use fjord_proto::v1::node_service_client::NodeServiceClient;
+        self.call(|ch| {
+            let req = req.clone();
+            async move { NodeServiceClient::new(ch).register_node(req).await }
+        })
+        .await
+        .map(|r| r.into_inner())
+    }
+
+    pub async fn schedule_meeting(
+        &self,
+        req: fjord_proto::v1::ScheduleMeetingRequest,
+    ) -> Result<fjord_proto::v1::ScheduleMeetingResponse, Status> {
+        use fjord_proto::v1::meeting_service_client::MeetingServiceClient;
+        self.call(|ch| {
+            let req = req.clone();
+            async move { MeetingServiceClient::new(ch).schedule_meeting(req).await }
+        })
+        .await
+        .map(|r| r.into_inner())
+    }
+}

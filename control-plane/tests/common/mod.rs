@@ -145,17 +145,7 @@ pub async fn create_institution(client: &Client, name: &str, residency: &str, ma
         max_participants: max,
         home_region: String::new(),
     };
-    client
-        .call(|ch| {
-            let req = req.clone();
-            async move {
-                pb::institution_service_client::InstitutionServiceClient::new(ch)
-                    .create_institution(req)
-                    .await
-            }
-        })
-        .await
-        .unwrap();
+    client.create_institution(req).await.unwrap();
 }
 
 pub async fn register_node(client: &Client, id: &str, region: &str, capacity: u32) {
