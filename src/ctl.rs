@@ -121,6 +121,24 @@ enum MeetingCmd {
         /// Idempotency key; retries with the same key never create a second meeting.
         #[arg(long)]
         request_id: Option<String>,
+        /// Let participants in without the host admitting them.
+        #[arg(long)]
+        no_waiting_room: bool,
+        /// Let participants in before the host arrives.
+        #[arg(long)]
+        join_before_host: bool,
+        /// Participants cannot change their own display name.
+        #[arg(long)]
+        disable_self_rename: bool,
+        /// Clients encrypt media end to end (nodes forward it untouched either way).
+        #[arg(long)]
+        e2ee: bool,
+    },
+    /// The meeting's PIN for room systems; revealed from 5 minutes before start.
+    Pin {
+        id: u64,
+        #[arg(long)]
+        host_key: String,
     },
     /// Show one meeting.
     Get { id: u64 },
@@ -593,6 +611,10 @@ async fn meeting(client: &Client, c: MeetingCmd) -> Result<(Value, String), Fail
             start,
             duration_min,
             request_id: key,
+            no_waiting_room,
+            join_before_host,
+            disable_self_rename,
+            e2ee,
         } => {
             let start_ms = start.as_deref().map(parse_start).transpose()?.unwrap_or(0);
             let duration_ms = duration_min
@@ -608,6 +630,12 @@ async fn meeting(client: &Client, c: MeetingCmd) -> Result<(Value, String), Fail
                 start_ms,
                 duration_ms,
                 request_id: key.unwrap_or_else(request_id),
+                settings: Some(pb::MeetingSettings {
+                    disable_waiting_room: no_waiting_room,
+                    allow_join_before_host: join_before_host,
+                    disable_self_rename,
+                    e2ee,
+                }),
             };
             let r = client
                 .call(|ch| {
@@ -618,9 +646,31 @@ async fn meeting(client: &Client, c: MeetingCmd) -> Result<(Value, String), Fail
                 .into_inner();
             let m = r.meeting.unwrap_or_default();
             let d = r.decision.unwrap_or_default();
-            let json = json!({"meeting": meeting_json(&m), "decision": decision_json(&d)});
-            let text = format!("{MEETING_HEADER}{}{}", meeting_line(&m), decision_text(&d));
+            let json = json!({"meeting": meeting_json(&m), "decision": decision_json(&d),
+                "passcode": r.passcode, "host_key": r.host_key, "join_link": r.join_link});
+            let text = format!(
+                "{MEETING_HEADER}{}{}passcode:  {}\nhost key:  {}\njoin link: {}\n",
+                meeting_line(&m),
+                decision_text(&d),
+                r.passcode,
+                r.host_key,
+                r.join_link
+            );
             Ok((json, text))
+        }
+        MeetingCmd::Pin { id, host_key } => {
+            let r = client
+                .call(|ch| {
+                    let host_key = host_key.clone();
+                    async move {
+                        MeetingServiceClient::new(ch)
+                            .get_meeting_pin(pb::GetMeetingPinRequest { id, host_key })
+                            .await
+                    }
+                })
+                .await?
+                .into_inner();
+            Ok((json!({"id": id, "pin": r.pin}), format!("{}\n", r.pin)))
         }
         MeetingCmd::Get { id } => {
             let m = get(id).await?;

@@ -94,6 +94,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
                 region: region.to_string(),
                 address: address.to_string(),
                 capacity: *capacity,
+                certificate: Vec::new(),
             };
             let client = Client::new(&endpoints, ClientConfig::default())?;
             let stop = stop_rx.clone();

@@ -118,6 +118,7 @@ impl ControlPlaneArgs {
             node_lease_ms: self.node_lease_ms,
             placement: self.placement,
             request_timeout_ms: ReplicaConfig::default().request_timeout_ms,
+            join_limits: Default::default(),
         }
     }
 }

@@ -173,6 +173,7 @@ fn kill_the_leader_keep_scheduling_restart_and_catch_up() {
                             region: region.into(),
                             address: "127.0.0.1:7999".into(),
                             capacity: 10_000,
+                            ..Default::default()
                         })
                         .await
                 })

@@ -32,7 +32,7 @@ fn cluster(n: usize) -> Vec<Node> {
                 } else {
                     "nordic".into()
                 },
-                address: "10.0.0.1:7201".into(),
+                address: "127.0.0.1:7201".into(),
                 capacity: 1000,
                 state: match i % 10 {
                     0 => NodeState::Draining,
@@ -42,6 +42,7 @@ fn cluster(n: usize) -> Vec<Node> {
                 last_heartbeat_ms: 0,
                 load_participants: (rng.next_u64() % 300) as u32,
                 registered_at_ms: 0,
+                certificate: Vec::new(),
                 reservations,
             }
         })

@@ -153,17 +153,28 @@ pub struct NodeRegistration {
     pub region: String,
     pub address: String,
     pub capacity: u32,
+    /// QUIC certificate (DER) that participants will be told to trust.
+    pub certificate: Vec<u8>,
+}
+
+/// What the control plane tells a node during its session.
+#[derive(Debug, Clone)]
+pub enum NodeEvent {
+    /// Registration went through: timings and the join-token public key.
+    Registered(fjord_proto::v1::RegisterNodeResponse),
+    /// The answer to one heartbeat: the node's state and its meetings.
+    Beat(fjord_proto::v1::HeartbeatResponse),
 }
 
 /// Registers a node, then keeps a heartbeat stream open until `stop` fires,
 /// moving to another replica whenever the current one stops answering.
-/// `load` is read before every beat; `on_state` hears the node's state as
-/// the control plane sees it (e.g. draining).
+/// `load` is read before every beat; `on_event` hears the registration and
+/// every heartbeat answer (state such as draining, and assigned meetings).
 pub async fn run_node_session(
     client: &Client,
     reg: NodeRegistration,
     load: impl Fn() -> fjord_proto::v1::HeartbeatRequest,
-    on_state: impl Fn(fjord_proto::v1::NodeState),
+    mut on_event: impl FnMut(NodeEvent),
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), Status> {
     use fjord_proto::v1 as pb;
@@ -179,6 +190,7 @@ pub async fn run_node_session(
                         region: reg.region,
                         address: reg.address,
                         capacity: reg.capacity,
+                        certificate: reg.certificate,
                     })
                     .await
             }
@@ -187,6 +199,7 @@ pub async fn run_node_session(
         .into_inner();
     let interval = Duration::from_millis(registered.heartbeat_interval_ms.max(10));
     let answer_within = Duration::from_millis(registered.lease_ms.max(100));
+    on_event(NodeEvent::Registered(registered));
     let mut endpoint = client.current.load(Ordering::Relaxed);
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -218,7 +231,7 @@ pub async fn run_node_session(
                 break;
             }
             match tokio::time::timeout(answer_within, replies.message()).await {
-                Ok(Ok(Some(r))) => on_state(r.state()),
+                Ok(Ok(Some(r))) => on_event(NodeEvent::Beat(r)),
                 Ok(Err(s)) if s.code() == Code::InvalidArgument || s.code() == Code::NotFound => {
                     return Err(s)
                 }

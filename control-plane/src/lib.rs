@@ -12,10 +12,12 @@
 //! `state` and `placement` are pure cores (no clock, no socket, no tokio);
 //! `raft`, `api` and `server` are the shells around them.
 
+pub mod access;
 pub mod api;
 pub mod client;
 pub mod placement;
 pub mod raft;
+pub mod ratelimit;
 pub mod server;
 pub mod state;
 pub mod telemetry;

@@ -19,7 +19,7 @@ use fjord_proto::v1::meeting_service_server::MeetingServiceServer;
 use fjord_proto::v1::node_service_server::NodeServiceServer;
 use fjord_proto::v1::raft_service_server::RaftServiceServer;
 
-use crate::api::{ClusterApi, InstitutionApi, MeetingApi, NodeApi};
+use crate::api::{ClusterApi, InstitutionApi, JoinLimits, MeetingApi, NodeApi, SigningKeys};
 use crate::placement::Strategy;
 use crate::raft::{open_stores, Network, NodeId, RaftGrpc, Replica, ReplicaTuning};
 use crate::state::{Command, NodeState};
@@ -47,6 +47,8 @@ pub struct ReplicaConfig {
     pub placement: Strategy,
     /// How long a request waits through an election before UNAVAILABLE.
     pub request_timeout_ms: u64,
+    /// Rate limits on meeting joins (floods, passcode guessing).
+    pub join_limits: JoinLimits,
 }
 
 impl Default for ReplicaConfig {
@@ -66,6 +68,7 @@ impl Default for ReplicaConfig {
             node_lease_ms: 5000,
             placement: Strategy::LeastLoaded,
             request_timeout_ms: 10_000,
+            join_limits: JoinLimits::default(),
         }
     }
 }
@@ -82,6 +85,8 @@ pub enum ConfigError {
     BadPeer { id: NodeId, addr: String },
     #[error("timing: {0}")]
     Timing(&'static str),
+    #[error("{0}")]
+    JoinLimits(String),
 }
 
 impl ReplicaConfig {
@@ -127,6 +132,7 @@ impl ReplicaConfig {
                 "snapshot_every_entries must be at least 10",
             ));
         }
+        self.join_limits.validate().map_err(ConfigError::JoinLimits)?;
         if self.request_timeout_ms < self.election_timeout_max_ms {
             return Err(ConfigError::Timing(
                 "request timeout must outlast an election",
@@ -240,6 +246,7 @@ pub async fn start_with_listener(
 
     let heartbeat = Duration::from_millis(config.node_heartbeat_interval_ms);
     let lease = Duration::from_millis(config.node_lease_ms);
+    let keys = Arc::new(SigningKeys::new(replica.clone()));
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let router = tonic::transport::Server::builder()
         .tcp_nodelay(true)
@@ -249,10 +256,15 @@ pub async fn start_with_listener(
         )))
         .add_service(NodeServiceServer::new(NodeApi::new(
             replica.clone(),
+            keys.clone(),
             heartbeat,
             lease,
         )))
-        .add_service(MeetingServiceServer::new(MeetingApi::new(replica.clone())))
+        .add_service(MeetingServiceServer::new(MeetingApi::new(
+            replica.clone(),
+            keys,
+            config.join_limits,
+        )))
         .add_service(ClusterServiceServer::new(ClusterApi::new(replica.clone())));
     let server = tokio::spawn(async move {
         // The builder's tcp_nodelay only covers listeners it binds itself;

@@ -183,6 +183,7 @@ async fn every_api_refuses_bad_input_and_changes_nothing() {
             start_ms,
             duration_ms,
             request_id: String::new(),
+            ..Default::default()
         }
     };
     assert_refused(

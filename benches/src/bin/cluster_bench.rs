@@ -70,6 +70,7 @@ async fn schedule(c: &Client, key: String) -> Result<(), tonic::Status> {
         start_ms: 0,
         duration_ms: 3_600_000,
         request_id: key,
+        ..Default::default()
     };
     c.call(|ch| {
         let req = req.clone();
@@ -105,6 +106,7 @@ async fn setup(c: &Client) {
         region: "eu".into(),
         address: "127.0.0.1:7999".into(),
         capacity: 1_000_000,
+        ..Default::default()
     };
     c.call(|ch| {
         let r = node.clone();

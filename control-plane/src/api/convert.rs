@@ -56,6 +56,26 @@ pub fn meeting(m: &Meeting) -> pb::Meeting {
         created_at_ms: m.created_at_ms,
         ended_at_ms: m.ended_at_ms.unwrap_or(0),
         placements: m.decisions.len() as u32,
+        settings: Some(settings(&m.access.settings)),
+    }
+}
+
+pub fn settings(s: &crate::state::MeetingSettings) -> pb::MeetingSettings {
+    pb::MeetingSettings {
+        disable_waiting_room: s.disable_waiting_room,
+        allow_join_before_host: s.allow_join_before_host,
+        disable_self_rename: s.disable_self_rename,
+        e2ee: s.e2ee,
+    }
+}
+
+pub fn settings_from(s: Option<pb::MeetingSettings>) -> crate::state::MeetingSettings {
+    let s = s.unwrap_or_default();
+    crate::state::MeetingSettings {
+        disable_waiting_room: s.disable_waiting_room,
+        allow_join_before_host: s.allow_join_before_host,
+        disable_self_rename: s.disable_self_rename,
+        e2ee: s.e2ee,
     }
 }
 

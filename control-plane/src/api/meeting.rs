@@ -1,21 +1,117 @@
-use std::sync::Arc;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 
 use tonic::{Request, Response, Status};
 
 use fjord_proto::v1 as pb;
 use fjord_proto::v1::meeting_service_server::MeetingService;
 
-use super::{convert, finish, validate, ApiError};
-use crate::raft::Replica;
-use crate::state::{Command, Output, Query, QueryOutput};
+use super::{convert, finish, validate, ApiError, SigningKeys};
+use crate::access::{self, JOIN_TOKEN_TTL_MS, PIN_REVEAL_BEFORE_START_MS};
+use crate::raft::{now_ms, Replica};
+use crate::ratelimit::{KeyedLimiter, Rate};
+use crate::state::{Command, Meeting, MeetingState, Output, Query, QueryOutput};
+
+/// Limits on join attempts, kept by each replica for the calls it receives.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct JoinLimits {
+    /// Every attempt from one source address (join floods).
+    pub per_source: Rate,
+    /// Every attempt at one meeting id, known or not.
+    pub per_meeting: Rate,
+    /// Failed attempts at one meeting id (passcode/PIN guessing). When spent,
+    /// the meeting takes no join attempts at all until it refills.
+    pub failures_per_meeting: Rate,
+    /// Failed attempts from one source address.
+    pub failures_per_source: Rate,
+}
+
+impl Default for JoinLimits {
+    fn default() -> Self {
+        JoinLimits {
+            per_source: Rate {
+                burst: 200,
+                per_second: 50.0,
+            },
+            per_meeting: Rate {
+                burst: 1000,
+                per_second: 200.0,
+            },
+            failures_per_meeting: Rate {
+                burst: 10,
+                per_second: 0.2,
+            },
+            failures_per_source: Rate {
+                burst: 10,
+                per_second: 0.2,
+            },
+        }
+    }
+}
+
+impl JoinLimits {
+    pub fn validate(&self) -> Result<(), String> {
+        self.per_source.validate("join per-source rate")?;
+        self.per_meeting.validate("join per-meeting rate")?;
+        self.failures_per_meeting
+            .validate("failed joins per-meeting rate")?;
+        self.failures_per_source
+            .validate("failed joins per-source rate")
+    }
+}
+
+/// Keys kept per limiter before idle ones are forgotten.
+const LIMITER_KEYS: usize = 100_000;
+
+struct JoinGuards {
+    per_source: KeyedLimiter<IpAddr>,
+    per_meeting: KeyedLimiter<u64>,
+    failures_per_meeting: KeyedLimiter<u64>,
+    failures_per_source: KeyedLimiter<IpAddr>,
+}
+
+impl JoinGuards {
+    fn new(l: &JoinLimits) -> Self {
+        JoinGuards {
+            per_source: KeyedLimiter::new(l.per_source, LIMITER_KEYS),
+            per_meeting: KeyedLimiter::new(l.per_meeting, LIMITER_KEYS),
+            failures_per_meeting: KeyedLimiter::new(l.failures_per_meeting, LIMITER_KEYS),
+            failures_per_source: KeyedLimiter::new(l.failures_per_source, LIMITER_KEYS),
+        }
+    }
+
+    /// Admits an attempt or says how long to wait.
+    fn admit(&mut self, source: IpAddr, meeting: u64, now: u64) -> Result<(), u64> {
+        self.failures_per_source.check(&source, now)?;
+        self.failures_per_meeting.check(&meeting, now)?;
+        self.per_source.take(&source, now)?;
+        self.per_meeting.take(&meeting, now)
+    }
+
+    fn failed(&mut self, source: IpAddr, meeting: u64, now: u64) {
+        let _ = self.failures_per_source.take(&source, now);
+        let _ = self.failures_per_meeting.take(&meeting, now);
+    }
+}
 
 pub struct MeetingApi {
     replica: Arc<Replica>,
+    keys: Arc<SigningKeys>,
+    guards: Mutex<JoinGuards>,
+}
+
+/// The join link a passcode rides in.
+pub fn join_link(id: u64, passcode: &str) -> String {
+    format!("fjord://join/{id}?passcode={passcode}")
 }
 
 impl MeetingApi {
-    pub fn new(replica: Arc<Replica>) -> Self {
-        MeetingApi { replica }
+    pub fn new(replica: Arc<Replica>, keys: Arc<SigningKeys>, limits: JoinLimits) -> Self {
+        MeetingApi {
+            replica,
+            keys,
+            guards: Mutex::new(JoinGuards::new(&limits)),
+        }
     }
 
     async fn schedule(
@@ -58,15 +154,126 @@ impl MeetingApi {
                 participants: r.participants,
                 start_ms: Some(r.start_ms).filter(|s| *s != 0),
                 duration_ms: r.duration_ms,
+                access: access::new_meeting_access(convert::settings_from(r.settings)),
             })
             .await?;
         match out {
+            // A retried request answers the first attempt's meeting, and so
+            // the secrets stored then, not the ones drawn for this attempt.
             Output::Scheduled { meeting, decision } => Ok(pb::ScheduleMeetingResponse {
                 meeting: Some(convert::meeting(&meeting)),
                 decision: Some(convert::decision(&decision)),
+                join_link: join_link(meeting.id, &meeting.access.passcode),
+                passcode: meeting.access.passcode,
+                host_key: meeting.access.host_key,
             }),
             other => unreachable!("schedule answered {other:?}"),
         }
+    }
+
+    async fn join(
+        &self,
+        source: IpAddr,
+        r: pb::JoinMeetingRequest,
+    ) -> Result<pb::JoinMeetingResponse, ApiError> {
+        validate::id("meeting_id", r.meeting_id)?;
+        let given = [!r.passcode.is_empty(), !r.pin.is_empty(), !r.host_key.is_empty()];
+        if given.iter().filter(|g| **g).count() != 1 {
+            return Err(ApiError::invalid(
+                "passcode",
+                "give exactly one of passcode, pin or host_key",
+            ));
+        }
+        for (field, v) in [("passcode", &r.passcode), ("pin", &r.pin), ("host_key", &r.host_key)] {
+            if v.len() > 64 {
+                return Err(ApiError::invalid(field, "longer than 64 characters"));
+            }
+        }
+        validate::display_name("display_name", &r.display_name)?;
+        let now = now_ms();
+        self.guards
+            .lock()
+            .expect("join guards poisoned")
+            .admit(source, r.meeting_id, now)
+            .map_err(|retry_after_ms| {
+                metrics::counter!("fjord_join_rate_limited_total").increment(1);
+                ApiError::RateLimited { retry_after_ms }
+            })?;
+        let meeting = match self.replica.read(Query::Meeting { id: r.meeting_id }).await {
+            Ok(QueryOutput::Meeting(m)) => Some(m),
+            Ok(other) => unreachable!("meeting query answered {other:?}"),
+            Err(crate::raft::ClusterError::State(_)) => None,
+            Err(e) => return Err(e.into()),
+        };
+        let Some((meeting, role)) = meeting.and_then(|m| credential_role(&m, &r, now).map(|role| (m, role)))
+        else {
+            self.guards
+                .lock()
+                .expect("join guards poisoned")
+                .failed(source, r.meeting_id, now);
+            metrics::counter!("fjord_join_denied_total").increment(1);
+            return Err(ApiError::Denied);
+        };
+        let node_id = match (meeting.state, &meeting.node) {
+            (MeetingState::Placed, Some(n)) => n.clone(),
+            _ => {
+                return Err(ApiError::Unavailable(
+                    "the meeting has no media node right now; retry shortly".into(),
+                ))
+            }
+        };
+        let (address, certificate) = self
+            .replica
+            .local_state(|s| s.nodes.get(&node_id).map(|n| (n.address.clone(), n.certificate.clone())))
+            .ok_or(ApiError::Unavailable("the meeting's node is unknown here; retry".into()))?;
+        let signer = self.keys.signer().await?;
+        let participant_id = access::random_u64().max(1);
+        let expires_at_ms = now + JOIN_TOKEN_TTL_MS;
+        let token = signer.sign(&pb::JoinClaims {
+            meeting_id: meeting.id,
+            participant_id,
+            role: role as i32,
+            node_id: node_id.clone(),
+            display_name: r.display_name,
+            issued_at_ms: now,
+            expires_at_ms,
+            settings: Some(convert::settings(&meeting.access.settings)),
+        });
+        metrics::counter!("fjord_join_tokens_issued_total").increment(1);
+        Ok(pb::JoinMeetingResponse {
+            token,
+            node_id,
+            node_address: address,
+            node_certificate: certificate,
+            participant_id,
+            role: role as i32,
+            expires_at_ms,
+        })
+    }
+
+    async fn pin(&self, r: pb::GetMeetingPinRequest) -> Result<pb::GetMeetingPinResponse, ApiError> {
+        validate::id("id", r.id)?;
+        if r.host_key.is_empty() || r.host_key.len() > 64 {
+            return Err(ApiError::invalid("host_key", "must be the meeting's host key"));
+        }
+        let m = match self.replica.read(Query::Meeting { id: r.id }).await {
+            Ok(QueryOutput::Meeting(m)) => m,
+            Ok(other) => unreachable!("meeting query answered {other:?}"),
+            Err(crate::raft::ClusterError::State(_)) => return Err(ApiError::Denied),
+            Err(e) => return Err(e.into()),
+        };
+        if !access::secrets_equal(&m.access.host_key, &r.host_key) || m.state == MeetingState::Ended {
+            return Err(ApiError::Denied);
+        }
+        let reveal_at = m.start_ms.saturating_sub(PIN_REVEAL_BEFORE_START_MS);
+        let now = now_ms();
+        if now < reveal_at {
+            return Err(ApiError::NotYet(format!(
+                "the PIN is revealed from 5 minutes before start, in {} s",
+                (reveal_at - now).div_ceil(1000)
+            )));
+        }
+        Ok(pb::GetMeetingPinResponse { pin: m.access.pin })
     }
 
     async fn meeting(&self, id: u64) -> Result<crate::state::Meeting, ApiError> {
@@ -104,8 +311,41 @@ impl MeetingApi {
     }
 }
 
+/// Which role the credential in `r` grants for `m` at `now`, if any.
+fn credential_role(m: &Meeting, r: &pb::JoinMeetingRequest, now: u64) -> Option<pb::Role> {
+    if m.state == MeetingState::Ended || m.access.passcode.is_empty() {
+        return None;
+    }
+    if !r.host_key.is_empty() {
+        return access::secrets_equal(&m.access.host_key, &r.host_key).then_some(pb::Role::Host);
+    }
+    if !r.pin.is_empty() {
+        let open = now >= m.start_ms.saturating_sub(PIN_REVEAL_BEFORE_START_MS);
+        return (open && access::secrets_equal(&m.access.pin, &r.pin)).then_some(pb::Role::Participant);
+    }
+    access::secrets_equal(&m.access.passcode, &r.passcode).then_some(pb::Role::Participant)
+}
+
 #[tonic::async_trait]
 impl MeetingService for MeetingApi {
+    async fn join_meeting(
+        &self,
+        req: Request<pb::JoinMeetingRequest>,
+    ) -> Result<Response<pb::JoinMeetingResponse>, Status> {
+        let source = req
+            .remote_addr()
+            .map(|a| a.ip())
+            .unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        finish("join_meeting", self.join(source, req.into_inner()).await).map(Response::new)
+    }
+
+    async fn get_meeting_pin(
+        &self,
+        req: Request<pb::GetMeetingPinRequest>,
+    ) -> Result<Response<pb::GetMeetingPinResponse>, Status> {
+        finish("get_meeting_pin", self.pin(req.into_inner()).await).map(Response::new)
+    }
+
     async fn schedule_meeting(
         &self,
         req: Request<pb::ScheduleMeetingRequest>,

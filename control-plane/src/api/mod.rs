@@ -7,15 +7,18 @@
 mod cluster;
 mod convert;
 mod institution;
+mod keys;
 mod meeting;
 mod node;
 mod validate;
 
 pub use cluster::ClusterApi;
 pub use institution::InstitutionApi;
-pub use meeting::MeetingApi;
+pub use keys::SigningKeys;
+pub use meeting::{JoinLimits, MeetingApi};
 pub use node::NodeApi;
 pub use validate::address as validate_address;
+pub use validate::display_name as validate_display_name;
 pub use validate::{
     MAX_CAPACITY, MAX_DURATION_MS, MAX_PARTICIPANTS, MAX_REQUEST_ID_LEN, MAX_SCHEDULE_AHEAD_MS,
 };
@@ -32,6 +35,18 @@ pub enum ApiError {
     Invalid { field: &'static str, reason: String },
     #[error(transparent)]
     Cluster(#[from] ClusterError),
+    /// Unknown meeting, wrong passcode/PIN/host key, or ended meeting: one
+    /// answer for all, so guessing learns nothing.
+    #[error("no meeting with this id and passcode")]
+    Denied,
+    #[error("too many attempts; retry in {retry_after_ms} ms")]
+    RateLimited { retry_after_ms: u64 },
+    #[error("{0}")]
+    NotYet(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("internal error: {0}")]
+    Internal(&'static str),
 }
 
 impl From<StateError> for ApiError {
@@ -51,6 +66,11 @@ impl ApiError {
     fn code(&self) -> Code {
         match self {
             ApiError::Invalid { .. } => Code::InvalidArgument,
+            ApiError::Denied => Code::PermissionDenied,
+            ApiError::RateLimited { .. } => Code::ResourceExhausted,
+            ApiError::NotYet(_) => Code::FailedPrecondition,
+            ApiError::Unavailable(_) => Code::Unavailable,
+            ApiError::Internal(_) => Code::Internal,
             ApiError::Cluster(c) => match c {
                 ClusterError::State(s) => match s {
                     StateError::InstitutionExists { .. } => Code::AlreadyExists,

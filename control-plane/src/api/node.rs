@@ -10,20 +10,30 @@ use tonic::{Request, Response, Status, Streaming};
 use fjord_proto::v1 as pb;
 use fjord_proto::v1::node_service_server::NodeService;
 
-use super::{convert, finish, validate, ApiError};
+use super::{convert, finish, validate, ApiError, SigningKeys};
 use crate::raft::Replica;
 use crate::state::{Command, NodeState, Output, Query, QueryOutput};
 
 pub struct NodeApi {
     replica: Arc<Replica>,
+    keys: Arc<SigningKeys>,
     heartbeat_interval: Duration,
     lease: Duration,
 }
 
+/// Largest node certificate accepted (DER).
+const MAX_CERTIFICATE_LEN: usize = 16 * 1024;
+
 impl NodeApi {
-    pub fn new(replica: Arc<Replica>, heartbeat_interval: Duration, lease: Duration) -> Self {
+    pub fn new(
+        replica: Arc<Replica>,
+        keys: Arc<SigningKeys>,
+        heartbeat_interval: Duration,
+        lease: Duration,
+    ) -> Self {
         NodeApi {
             replica,
+            keys,
             heartbeat_interval,
             lease,
         }
@@ -44,6 +54,13 @@ impl NodeApi {
         validate::name("region", &r.region)?;
         validate::address("address", &r.address)?;
         validate::range_u32("capacity", r.capacity, 1, validate::MAX_CAPACITY)?;
+        if r.certificate.len() > MAX_CERTIFICATE_LEN {
+            return Err(ApiError::invalid(
+                "certificate",
+                format!("larger than {MAX_CERTIFICATE_LEN} bytes"),
+            ));
+        }
+        let signer = self.keys.signer().await?;
         let out = self
             .replica
             .write(Command::RegisterNode {
@@ -51,6 +68,7 @@ impl NodeApi {
                 region: r.region,
                 address: r.address,
                 capacity: r.capacity,
+                certificate: r.certificate,
             })
             .await?;
         match out {
@@ -58,6 +76,7 @@ impl NodeApi {
                 node: Some(convert::node(&n)),
                 heartbeat_interval_ms: self.heartbeat_interval.as_millis() as u64,
                 lease_ms: self.lease.as_millis() as u64,
+                join_public_key: signer.public_key(),
             }),
             other => unreachable!("register answered {other:?}"),
         }
@@ -132,8 +151,15 @@ async fn beat(
             .local_state(|s| s.nodes.get(&hb.node_id).map(|n| n.state))
             .unwrap_or(NodeState::Ready)
     };
+    let meetings = replica.local_state(|s| {
+        s.nodes
+            .get(&hb.node_id)
+            .map(|n| n.reservations.keys().copied().collect())
+            .unwrap_or_default()
+    });
     Ok(pb::HeartbeatResponse {
         state: convert::node_state(state) as i32,
+        meetings,
     })
 }
 

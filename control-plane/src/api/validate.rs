@@ -72,3 +72,17 @@ pub fn id(field: &'static str, v: u64) -> Result<(), ApiError> {
     }
     Ok(())
 }
+
+/// A participant's display name: 1 to 64 characters, no control characters.
+pub fn display_name(field: &'static str, v: &str) -> Result<(), ApiError> {
+    if v.trim().is_empty() {
+        return Err(ApiError::invalid(field, "must not be empty"));
+    }
+    if v.chars().count() > 64 {
+        return Err(ApiError::invalid(field, "longer than 64 characters"));
+    }
+    if v.chars().any(char::is_control) {
+        return Err(ApiError::invalid(field, "contains control characters"));
+    }
+    Ok(())
+}

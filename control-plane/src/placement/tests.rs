@@ -11,6 +11,7 @@ fn node(id: &str, region: &str, capacity: u32) -> Node {
         last_heartbeat_ms: 0,
         load_participants: 0,
         registered_at_ms: 0,
+        certificate: Vec::new(),
         reservations: Default::default(),
     }
 }

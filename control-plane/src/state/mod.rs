@@ -62,6 +62,8 @@ pub enum Command {
         region: String,
         address: String,
         capacity: u32,
+        #[serde(default)]
+        certificate: Vec<u8>,
     },
     /// A summary of a node's heartbeats: the receiving replica commits one
     /// at most every few seconds per node, not every beat.
@@ -84,9 +86,16 @@ pub enum Command {
         participants: u32,
         start_ms: Option<u64>,
         duration_ms: u64,
+        #[serde(default)]
+        access: MeetingAccess,
     },
     EndMeeting {
         id: u64,
+    },
+    /// Installs the key that signs join tokens, unless one exists: the first
+    /// committed key wins, so replicas racing to create one agree.
+    InitJoinKey {
+        pkcs8: Vec<u8>,
     },
 }
 
@@ -101,6 +110,7 @@ impl Command {
             Command::ExpireLeases { .. } => "expire_leases",
             Command::ScheduleMeeting { .. } => "schedule_meeting",
             Command::EndMeeting { .. } => "end_meeting",
+            Command::InitJoinKey { .. } => "init_join_key",
         }
     }
 }
@@ -122,6 +132,8 @@ pub enum Output {
         meeting: Meeting,
         decision: Decision,
     },
+    /// The join-token signing key in force (PKCS#8).
+    JoinKey(Vec<u8>),
 }
 
 pub type Response = Result<Output, StateError>;
@@ -176,6 +188,9 @@ pub struct ClusterState {
     /// Answers to recent writes by op id, and the same ids by time for pruning.
     recent_ops: BTreeMap<u64, Response>,
     recent_ops_by_time: BTreeSet<(u64, u64)>,
+    /// Ed25519 key (PKCS#8) that signs join tokens; created once per cluster.
+    #[serde(default)]
+    pub join_key: Option<Vec<u8>>,
 }
 
 impl Default for ClusterState {
@@ -202,6 +217,7 @@ impl Default for ClusterState {
             unplaced: BTreeSet::new(),
             recent_ops: BTreeMap::new(),
             recent_ops_by_time: BTreeSet::new(),
+            join_key: None,
         }
     }
 }
@@ -256,7 +272,8 @@ impl ClusterState {
                 region,
                 address,
                 capacity,
-            } => self.register_node(id, region, address, *capacity, req, &mut rng),
+                certificate,
+            } => self.register_node(id, region, address, *capacity, certificate, req, &mut rng),
             Command::Heartbeat { id, participants } => {
                 self.heartbeat(id, *participants, req, &mut rng)
             }
@@ -284,16 +301,21 @@ impl ClusterState {
                 participants,
                 start_ms,
                 duration_ms,
+                access,
             } => self.schedule_meeting(
                 request_id.as_deref(),
                 institution,
                 *participants,
-                start_ms.unwrap_or(req.now_ms),
-                *duration_ms,
+                (start_ms.unwrap_or(req.now_ms), *duration_ms),
+                access,
                 req,
                 &mut rng,
             ),
             Command::EndMeeting { id } => self.end_meeting(*id, req.now_ms),
+            Command::InitJoinKey { pkcs8 } => {
+                let key = self.join_key.get_or_insert_with(|| pkcs8.clone());
+                Ok(Output::JoinKey(key.clone()))
+            }
         }
     }
 
@@ -418,12 +440,14 @@ impl ClusterState {
         Ok(Output::Institution(inst))
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn register_node(
         &mut self,
         id: &str,
         region: &str,
         address: &str,
         capacity: u32,
+        certificate: &[u8],
         req: &Request,
         rng: &mut SplitMix64,
     ) -> Response {
@@ -453,6 +477,7 @@ impl ClusterState {
             node.region = region.to_string();
             node.address = address.to_string();
             node.capacity = capacity;
+            node.certificate = certificate.to_vec();
             node.last_heartbeat_ms = req.now_ms;
             if node.state == NodeState::Down {
                 node.state = NodeState::Ready;
@@ -469,6 +494,7 @@ impl ClusterState {
                     last_heartbeat_ms: req.now_ms,
                     load_participants: 0,
                     registered_at_ms: req.now_ms,
+                    certificate: certificate.to_vec(),
                     reservations: BTreeMap::new(),
                 },
             );
@@ -537,8 +563,8 @@ impl ClusterState {
         request_id: Option<&str>,
         institution: &str,
         participants: u32,
-        start_ms: u64,
-        duration_ms: u64,
+        (start_ms, duration_ms): (u64, u64),
+        access: &MeetingAccess,
         req: &Request,
         rng: &mut SplitMix64,
     ) -> Response {
@@ -607,6 +633,7 @@ impl ClusterState {
             ended_at_ms: None,
             request_id: request_id.map(str::to_string),
             decisions: vec![decision.clone()],
+            access: access.clone(),
         };
         if let Some(r) = request_id {
             self.request_ids.insert(r.to_string(), id);

@@ -59,6 +59,9 @@ pub struct Node {
     /// Participants connected at the last committed heartbeat summary.
     pub load_participants: u32,
     pub registered_at_ms: u64,
+    /// The node's QUIC certificate (DER), handed to joining participants.
+    #[serde(default)]
+    pub certificate: Vec<u8>,
     /// Reservations by meeting id.
     pub reservations: BTreeMap<u64, Reservation>,
 }
@@ -155,4 +158,30 @@ pub struct Meeting {
     pub request_id: Option<String>,
     /// Every placement decision for this meeting, oldest first.
     pub decisions: Vec<Decision>,
+    #[serde(default)]
+    pub access: MeetingAccess,
+}
+
+/// Per-meeting security settings; `Default` is the secure choice for each.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MeetingSettings {
+    pub disable_waiting_room: bool,
+    pub allow_join_before_host: bool,
+    pub disable_self_rename: bool,
+    pub e2ee: bool,
+}
+
+/// Who may join a meeting, and how. The secrets are drawn from the
+/// operating system's RNG by the API layer before the command is proposed
+/// (the state machine itself must stay deterministic), and live only in the
+/// on-premise Raft state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MeetingAccess {
+    /// Needed by every participant; rides in the join link.
+    pub passcode: String,
+    /// Makes its holder the host.
+    pub host_key: String,
+    /// Numeric PIN for room systems, revealed from shortly before start.
+    pub pin: String,
+    pub settings: MeetingSettings,
 }

@@ -29,6 +29,7 @@ fn register(id: &str, region: &str, capacity: u32) -> Command {
         region: region.into(),
         address: "127.0.0.1:9".into(),
         capacity,
+        certificate: Vec::new(),
     }
 }
 
@@ -39,6 +40,7 @@ fn schedule(inst: &str, participants: u32, start_ms: Option<u64>, key: Option<&s
         participants,
         start_ms,
         duration_ms: 1000,
+        access: MeetingAccess::default(),
     }
 }
 
@@ -307,6 +309,7 @@ fn arb_command() -> impl Gen<Value = Command> {
                 participants: p,
                 start_ms: start,
                 duration_ms: d,
+                access: MeetingAccess::default(),
             }),
         (1u64..30).prop_map(|id| Command::EndMeeting { id }),
     ]

@@ -154,6 +154,7 @@ pub async fn register_node(client: &Client, id: &str, region: &str, capacity: u3
         region: region.into(),
         address: "127.0.0.1:7999".into(),
         capacity,
+        ..Default::default()
     };
     client
         .call(|ch| {
@@ -180,6 +181,7 @@ pub async fn schedule(
         start_ms: 0,
         duration_ms: 3_600_000,
         request_id: request_id.into(),
+        ..Default::default()
     };
     client
         .call(|ch| {
