@@ -122,6 +122,7 @@ async fn every_api_refuses_bad_input_and_changes_nothing() {
         region: region.into(),
         address: address.into(),
         capacity,
+        ..Default::default()
     };
     assert_refused(
         nodes.register_node(rn("", "eu", "127.0.0.1:1", 10)).await,
