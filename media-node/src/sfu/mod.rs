@@ -1,0 +1,1002 @@
+//! The forwarding core: rooms, participants, tracks, subscriptions and the
+//! meeting-security policy, with no sockets and no clock.
+//!
+//! ```text
+//!  transport shell (node/)                 Sfu<H>
+//!  new QUIC connection ─────────────▶ connect(conn, handle, source)
+//!  control message ─────────────────▶ control(now, conn, msg) ──▶ [Output]
+//!  datagram ────────────────────────▶ route(conn, bytes) ──▶ Arc<[H]> to send to
+//!  connection lost ─────────────────▶ disconnect(conn) ──▶ [Output]
+//!  control-plane heartbeat answer ──▶ sync_assignments(meetings) ──▶ [Output]
+//! ```
+//!
+//! `H` is whatever the shell needs to send a datagram (a QUIC connection);
+//! the core only stores and hands it back. Payloads are never parsed, so
+//! end-to-end encrypted media is forwarded byte for byte (S8).
+
+mod room;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use fjord_control_plane::access::{verify_token, TokenError};
+use fjord_control_plane::ratelimit::{KeyedLimiter, Rate};
+use fjord_proto::v1 as pb;
+use pb::client_message::Msg as In;
+use pb::server_message::Msg as OutMsg;
+
+use crate::wire::{MediaHeader, WireError};
+pub use room::{Admission, Recording, Room};
+
+pub type ConnId = u64;
+
+#[derive(Debug, Clone)]
+pub struct SfuConfig {
+    pub node_id: String,
+    pub max_tracks_per_participant: usize,
+    /// Join attempts per source address (S9).
+    pub joins_per_source: Rate,
+    /// Join attempts per meeting (S9).
+    pub joins_per_meeting: Rate,
+}
+
+impl SfuConfig {
+    pub fn new(node_id: impl Into<String>) -> Self {
+        SfuConfig {
+            node_id: node_id.into(),
+            max_tracks_per_participant: 4,
+            joins_per_source: Rate {
+                burst: 200,
+                per_second: 50.0,
+            },
+            joins_per_meeting: Rate {
+                burst: 1000,
+                per_second: 200.0,
+            },
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if self.node_id.is_empty() {
+            return Err("node id must not be empty".into());
+        }
+        if self.max_tracks_per_participant == 0 {
+            return Err("max tracks per participant must be at least 1".into());
+        }
+        self.joins_per_source.validate("joins per source")?;
+        self.joins_per_meeting.validate("joins per meeting")
+    }
+}
+
+/// What the shell must do after a call into the core.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    Send(ConnId, pb::ServerMessage),
+    /// Send nothing more and close the connection.
+    Close(ConnId, String),
+}
+
+/// Why a datagram was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    Malformed(WireError),
+    UnknownTrack,
+    NotOwner,
+    /// Audio of a muted participant, or a screen share no longer allowed.
+    Disabled,
+}
+
+/// Counts kept by the core; the shell exports them as metrics and reports
+/// load to the control plane from them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub datagrams_in: u64,
+    /// Datagram copies handed out for sending (one per subscriber).
+    pub datagrams_out: u64,
+    pub dropped_malformed: u64,
+    pub dropped_unknown_track: u64,
+    pub dropped_not_owner: u64,
+    pub dropped_disabled: u64,
+    pub control_in: u64,
+    pub control_malformed: u64,
+    pub joins_admitted: u64,
+    pub joins_waiting: u64,
+    pub joins_refused: u64,
+    pub actions_refused: u64,
+}
+
+struct Conn<H> {
+    handle: H,
+    source: IpAddr,
+    /// (meeting, participant) once joined.
+    member: Option<(u64, u64)>,
+}
+
+struct Track<H> {
+    meeting: u64,
+    owner_conn: ConnId,
+    owner: u64,
+    kind: pb::TrackKind,
+    enabled: bool,
+    subscriber_conns: BTreeSet<ConnId>,
+    /// Rebuilt whenever `subscriber_conns` changes, so the datagram path
+    /// only clones an `Arc`.
+    subscribers: Arc<[H]>,
+}
+
+pub struct Sfu<H> {
+    config: SfuConfig,
+    join_key: Option<Vec<u8>>,
+    draining: bool,
+    rooms: HashMap<u64, Room>,
+    conns: HashMap<ConnId, Conn<H>>,
+    tracks: HashMap<u32, Track<H>>,
+    next_track: u32,
+    joins_by_source: KeyedLimiter<IpAddr>,
+    joins_by_meeting: KeyedLimiter<u64>,
+    counters: Counters,
+    out: Vec<Output>,
+}
+
+fn msg(m: OutMsg) -> pb::ServerMessage {
+    pb::ServerMessage { msg: Some(m) }
+}
+
+fn refused(action: &str, reason: impl Into<String>) -> OutMsg {
+    OutMsg::Refused(pb::Refused {
+        action: action.into(),
+        reason: reason.into(),
+    })
+}
+
+impl<H: Clone> Sfu<H> {
+    pub fn new(config: SfuConfig) -> Self {
+        Sfu {
+            joins_by_source: KeyedLimiter::new(config.joins_per_source, 100_000),
+            joins_by_meeting: KeyedLimiter::new(config.joins_per_meeting, 100_000),
+            config,
+            join_key: None,
+            draining: false,
+            rooms: HashMap::new(),
+            conns: HashMap::new(),
+            tracks: HashMap::new(),
+            next_track: 1,
+            counters: Counters::default(),
+            out: Vec::new(),
+        }
+    }
+
+    /// The control plane's join-token public key, learned at registration.
+    pub fn set_join_key(&mut self, key: Vec<u8>) {
+        self.join_key = Some(key);
+    }
+
+    pub fn set_draining(&mut self, draining: bool) {
+        self.draining = draining;
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Participants in rooms (admitted or waiting).
+    pub fn participants(&self) -> usize {
+        self.conns.values().filter(|c| c.member.is_some()).count()
+    }
+
+    pub fn tracks(&self) -> usize {
+        self.tracks.len()
+    }
+
+    pub fn rooms(&self) -> usize {
+        self.rooms.len()
+    }
+
+    pub fn room(&self, meeting: u64) -> Option<&Room> {
+        self.rooms.get(&meeting)
+    }
+
+    // ---- connections ----
+
+    pub fn connect(&mut self, conn: ConnId, handle: H, source: IpAddr) {
+        self.conns.insert(
+            conn,
+            Conn {
+                handle,
+                source,
+                member: None,
+            },
+        );
+    }
+
+    /// The connection is gone (closed, timed out). A host who vanishes
+    /// without handing over passes the role to the longest-present member,
+    /// so no meeting is left without one.
+    pub fn disconnect(&mut self, conn: ConnId) -> Vec<Output> {
+        if let Some(c) = self.conns.get(&conn) {
+            if let Some((meeting, pid)) = c.member {
+                self.remove_member(meeting, pid, true);
+            }
+        }
+        self.conns.remove(&conn);
+        std::mem::take(&mut self.out)
+    }
+
+    // ---- media ----
+
+    /// Where a datagram from `conn` goes. Only the header is read.
+    pub fn route(&mut self, conn: ConnId, d: &[u8]) -> Result<Arc<[H]>, DropReason> {
+        self.counters.datagrams_in += 1;
+        let r = self.route_inner(conn, d);
+        match &r {
+            Ok(subs) => self.counters.datagrams_out += subs.len() as u64,
+            Err(DropReason::Malformed(_)) => self.counters.dropped_malformed += 1,
+            Err(DropReason::UnknownTrack) => self.counters.dropped_unknown_track += 1,
+            Err(DropReason::NotOwner) => self.counters.dropped_not_owner += 1,
+            Err(DropReason::Disabled) => self.counters.dropped_disabled += 1,
+        }
+        r
+    }
+
+    fn route_inner(&self, conn: ConnId, d: &[u8]) -> Result<Arc<[H]>, DropReason> {
+        let h = MediaHeader::parse(d).map_err(DropReason::Malformed)?;
+        let t = self.tracks.get(&h.track).ok_or(DropReason::UnknownTrack)?;
+        if t.owner_conn != conn {
+            return Err(DropReason::NotOwner);
+        }
+        if !t.enabled {
+            return Err(DropReason::Disabled);
+        }
+        Ok(t.subscribers.clone())
+    }
+
+    // ---- control ----
+
+    /// A control frame that did not decode.
+    pub fn malformed_control(&mut self, conn: ConnId) -> Vec<Output> {
+        self.counters.control_in += 1;
+        self.counters.control_malformed += 1;
+        self.send(conn, refused("unknown", "malformed control message"));
+        std::mem::take(&mut self.out)
+    }
+
+    pub fn control(&mut self, now_ms: u64, conn: ConnId, m: pb::ClientMessage) -> Vec<Output> {
+        self.counters.control_in += 1;
+        let Some(c) = self.conns.get(&conn) else {
+            return Vec::new();
+        };
+        let member = c.member;
+        match (m.msg, member) {
+            (None, _) => {
+                self.counters.control_malformed += 1;
+                self.send(conn, refused("unknown", "unknown or empty control message"));
+            }
+            (Some(In::Join(j)), None) => self.join(now_ms, conn, j),
+            (Some(In::Join(_)), Some(_)) => {
+                self.refuse(conn, "join", "already joined on this connection")
+            }
+            (Some(_), None) => self.refuse(conn, "any", "join first"),
+            (Some(other), Some((meeting, pid))) => self.member_action(meeting, pid, other),
+        }
+        std::mem::take(&mut self.out)
+    }
+
+    /// The meetings the control plane says are placed here. A room whose
+    /// meeting is missing from two updates in a row (ended, or moved) is
+    /// closed; one miss is tolerated because a lagging replica may answer.
+    pub fn sync_assignments(&mut self, meetings: &[u64]) -> Vec<Output> {
+        let assigned: BTreeSet<u64> = meetings.iter().copied().collect();
+        let mut gone = Vec::new();
+        for (id, room) in &mut self.rooms {
+            if assigned.contains(id) {
+                room.missing_from_assignments = 0;
+            } else {
+                room.missing_from_assignments += 1;
+                if room.missing_from_assignments >= 2 {
+                    gone.push(*id);
+                }
+            }
+        }
+        for id in gone {
+            self.close_room(id, "the meeting has ended");
+        }
+        std::mem::take(&mut self.out)
+    }
+
+    fn close_room(&mut self, meeting: u64, reason: &str) {
+        let Some(room) = self.rooms.get(&meeting) else {
+            return;
+        };
+        let members: Vec<(u64, ConnId)> = room.members.iter().map(|(p, m)| (*p, m.conn)).collect();
+        for (pid, conn) in members {
+            self.send(
+                conn,
+                OutMsg::Closed(pb::Closed {
+                    reason: reason.into(),
+                }),
+            );
+            self.out.push(Output::Close(conn, reason.into()));
+            self.remove_member(meeting, pid, false);
+        }
+        self.rooms.remove(&meeting);
+    }
+
+    fn send(&mut self, conn: ConnId, m: OutMsg) {
+        self.out.push(Output::Send(conn, msg(m)));
+    }
+
+    fn refuse(&mut self, conn: ConnId, action: &str, reason: &str) {
+        self.counters.actions_refused += 1;
+        self.send(conn, refused(action, reason));
+    }
+
+    fn refuse_join(&mut self, conn: ConnId, reason: &str) {
+        self.counters.joins_refused += 1;
+        self.send(
+            conn,
+            OutMsg::Closed(pb::Closed {
+                reason: reason.into(),
+            }),
+        );
+        self.out.push(Output::Close(conn, reason.into()));
+    }
+
+    /// Sends to every admitted member of the room, except `except`.
+    fn broadcast(&mut self, meeting: u64, m: OutMsg, except: Option<u64>) {
+        let Some(room) = self.rooms.get(&meeting) else {
+            return;
+        };
+        let targets: Vec<ConnId> = room
+            .admitted()
+            .filter(|(id, _)| Some(**id) != except)
+            .map(|(_, m)| m.conn)
+            .collect();
+        for conn in targets {
+            self.send(conn, m.clone());
+        }
+    }
+
+    fn join(&mut self, now_ms: u64, conn: ConnId, j: pb::MediaJoin) {
+        let source = self.conns[&conn].source;
+        if self.joins_by_source.take(&source, now_ms).is_err()
+            || self.joins_by_meeting.take(&j.meeting_id, now_ms).is_err()
+        {
+            return self.refuse_join(conn, "too many join attempts; retry later");
+        }
+        let Some(key) = &self.join_key else {
+            return self.refuse_join(conn, "node is not registered with the control plane yet");
+        };
+        let claims = match verify_token(
+            key,
+            &j.token,
+            now_ms,
+            Some(j.meeting_id),
+            &self.config.node_id,
+        ) {
+            Ok(c) => c,
+            Err(e) => {
+                let reason = match e {
+                    TokenError::Expired => "join token expired",
+                    TokenError::WrongMeeting { .. } => "join token is for another meeting",
+                    TokenError::WrongNode { .. } => "join token is for another node",
+                    TokenError::Malformed | TokenError::BadSignature => "join token is not valid",
+                };
+                return self.refuse_join(conn, reason);
+            }
+        };
+        let role = claims.role();
+        let pid = claims.participant_id;
+        let meeting = claims.meeting_id;
+        let room = self
+            .rooms
+            .entry(meeting)
+            .or_insert_with(|| Room::new(meeting, claims.settings.unwrap_or_default()));
+        if room.locked {
+            // S3: once locked, nobody else joins — hosts, operators included.
+            return self.refuse_join(conn, "the meeting is locked");
+        }
+        if room.members.contains_key(&pid) {
+            return self.refuse_join(conn, "this join token is already in use");
+        }
+        let admission = room.admission_for(role);
+        let joined_seq = room.next_seq();
+        room.members.insert(
+            pid,
+            room::Member {
+                conn,
+                name: claims.display_name.clone(),
+                role: if role == pb::Role::Host && room.host.is_some() {
+                    // A second holder of the host key joins as a participant.
+                    pb::Role::Participant
+                } else {
+                    role
+                },
+                admission,
+                muted: true, // S4: everyone enters muted
+                can_share_screen: false,
+                joined_seq,
+            },
+        );
+        self.conns.get_mut(&conn).expect("checked").member = Some((meeting, pid));
+        match admission {
+            Admission::Admitted => {
+                let becomes_host = role == pb::Role::Host && self.rooms[&meeting].host.is_none();
+                if becomes_host {
+                    let room = self.rooms.get_mut(&meeting).expect("present");
+                    room.host = Some(pid);
+                    let m = room.members.get_mut(&pid).expect("inserted");
+                    m.can_share_screen = true; // S5: the host may share
+                }
+                self.admit(meeting, pid);
+                if becomes_host {
+                    self.host_arrived(meeting);
+                }
+            }
+            waiting => {
+                self.counters.joins_waiting += 1;
+                let reason = if waiting == Admission::HostAbsent {
+                    "host_absent"
+                } else {
+                    "waiting_room"
+                };
+                self.send(
+                    conn,
+                    OutMsg::Waiting(pb::Waiting {
+                        reason: reason.into(),
+                        participant_id: pid,
+                    }),
+                );
+                if waiting == Admission::WaitingRoom {
+                    self.tell_host_waiting(meeting, pid);
+                }
+            }
+        }
+    }
+
+    fn tell_host_waiting(&mut self, meeting: u64, pid: u64) {
+        let room = &self.rooms[&meeting];
+        if let Some(host_conn) = room.host.and_then(|h| room.members.get(&h)).map(|m| m.conn) {
+            let name = room.members[&pid].name.clone();
+            self.send(
+                host_conn,
+                OutMsg::WaitingParticipant(pb::WaitingParticipant {
+                    participant_id: pid,
+                    display_name: name,
+                }),
+            );
+        }
+    }
+
+    /// The host is in: those held for the host move on, to the waiting room
+    /// or straight in, per the meeting's settings.
+    fn host_arrived(&mut self, meeting: u64) {
+        let room = self.rooms.get_mut(&meeting).expect("present");
+        let held: Vec<u64> = room
+            .members
+            .iter()
+            .filter(|(_, m)| m.admission == Admission::HostAbsent)
+            .map(|(id, _)| *id)
+            .collect();
+        let to_waiting_room = !room.settings.disable_waiting_room;
+        for pid in held {
+            if to_waiting_room {
+                let room = self.rooms.get_mut(&meeting).expect("present");
+                let m = room.members.get_mut(&pid).expect("listed");
+                m.admission = Admission::WaitingRoom;
+                let conn = m.conn;
+                self.send(
+                    conn,
+                    OutMsg::Waiting(pb::Waiting {
+                        reason: "waiting_room".into(),
+                        participant_id: pid,
+                    }),
+                );
+                self.tell_host_waiting(meeting, pid);
+            } else {
+                self.admit(meeting, pid);
+            }
+        }
+    }
+
+    /// Lets a member in: they get the room's state, the others hear of them,
+    /// and they subscribe to every track already there.
+    fn admit(&mut self, meeting: u64, pid: u64) {
+        self.counters.joins_admitted += 1;
+        let room = self.rooms.get_mut(&meeting).expect("present");
+        let m = room.members.get_mut(&pid).expect("member");
+        m.admission = Admission::Admitted;
+        let conn = m.conn;
+        let you = m.info(pid);
+        let participants = room.admitted().map(|(id, m)| m.info(*id)).collect();
+        let tracks: Vec<u32> = room.tracks.iter().copied().collect();
+        let recording = room.recording;
+        let locked = room.locked;
+        let settings = room.settings;
+        let track_infos = tracks
+            .iter()
+            .map(|t| {
+                let t2 = &self.tracks[t];
+                pb::TrackInfo {
+                    track_id: *t,
+                    participant_id: t2.owner,
+                    kind: t2.kind as i32,
+                }
+            })
+            .collect();
+        self.send(
+            conn,
+            OutMsg::Joined(pb::Joined {
+                you: Some(you.clone()),
+                participants,
+                tracks: track_infos,
+                locked,
+                recording: recording.wire() as i32,
+                settings: Some(settings),
+            }),
+        );
+        self.broadcast(meeting, OutMsg::ParticipantJoined(you), Some(pid));
+        for t in tracks {
+            self.subscribe(t, conn);
+        }
+        // S6: a recording cannot go on past someone who has not consented.
+        match recording {
+            Recording::On { requested_by } | Recording::AwaitingConsent { requested_by } => {
+                let room = self.rooms.get_mut(&meeting).expect("present");
+                room.recording = Recording::AwaitingConsent { requested_by };
+                if matches!(recording, Recording::On { .. }) {
+                    let changed = room.recording.changed();
+                    self.broadcast(meeting, changed, None);
+                }
+                self.send(
+                    conn,
+                    OutMsg::ConsentRequested(pb::ConsentRequested { requested_by }),
+                );
+            }
+            _ => {}
+        }
+    }
+
+    fn subscribe(&mut self, track: u32, conn: ConnId) {
+        if let Some(t) = self.tracks.get_mut(&track) {
+            if t.owner_conn != conn && t.subscriber_conns.insert(conn) {
+                self.rebuild_subscribers(track);
+            }
+        }
+    }
+
+    fn unsubscribe(&mut self, track: u32, conn: ConnId) {
+        if let Some(t) = self.tracks.get_mut(&track) {
+            if t.subscriber_conns.remove(&conn) {
+                self.rebuild_subscribers(track);
+            }
+        }
+    }
+
+    fn rebuild_subscribers(&mut self, track: u32) {
+        let t = self.tracks.get_mut(&track).expect("caller checked");
+        t.subscribers = t
+            .subscriber_conns
+            .iter()
+            .filter_map(|c| self.conns.get(c).map(|c| c.handle.clone()))
+            .collect();
+    }
+
+    /// Removes a member and everything they published. `vanished`: the
+    /// connection dropped without a hand-over.
+    fn remove_member(&mut self, meeting: u64, pid: u64, vanished: bool) {
+        let Some(room) = self.rooms.get_mut(&meeting) else {
+            return;
+        };
+        let Some(m) = room.members.remove(&pid) else {
+            return;
+        };
+        room.consents.remove(&pid);
+        let conn = m.conn;
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.member = None;
+        }
+        let owned: Vec<u32> = room
+            .tracks
+            .iter()
+            .copied()
+            .filter(|t| self.tracks.get(t).is_some_and(|t| t.owner == pid))
+            .collect();
+        let others: Vec<u32> = room.tracks.iter().copied().collect();
+        for t in &owned {
+            room.tracks.remove(t);
+        }
+        for t in owned {
+            self.tracks.remove(&t);
+            self.broadcast(meeting, OutMsg::TrackRemoved(pb::TrackRemoved { track_id: t }), None);
+        }
+        for t in others {
+            self.unsubscribe(t, conn);
+        }
+        if m.admission == Admission::Admitted {
+            self.broadcast(
+                meeting,
+                OutMsg::ParticipantLeft(pb::ParticipantLeft {
+                    participant_id: pid,
+                }),
+                None,
+            );
+        }
+        let room = self.rooms.get_mut(&meeting).expect("present");
+        // A recording stops when the person recording leaves.
+        if room.recording.requested_by() == pid {
+            room.recording = Recording::Off;
+            room.consents.clear();
+            let changed = room.recording.changed();
+            self.broadcast(meeting, changed, None);
+        } else if matches!(room.recording, Recording::AwaitingConsent { .. }) && room.all_consented()
+        {
+            self.start_recording(meeting);
+        }
+        let room = self.rooms.get_mut(&meeting).expect("present");
+        if room.host == Some(pid) {
+            room.host = None;
+            if vanished {
+                if let Some(next) = room.longest_present(pid) {
+                    self.make_host(meeting, next);
+                }
+            }
+        }
+        if self.rooms[&meeting].members.is_empty() {
+            self.rooms.remove(&meeting);
+        }
+    }
+
+    fn make_host(&mut self, meeting: u64, pid: u64) {
+        let room = self.rooms.get_mut(&meeting).expect("present");
+        if let Some(old) = room.host.and_then(|h| room.members.get_mut(&h)) {
+            old.role = pb::Role::Participant;
+        }
+        room.host = Some(pid);
+        let m = room.members.get_mut(&pid).expect("member");
+        m.role = pb::Role::Host;
+        m.can_share_screen = true;
+        self.broadcast(
+            meeting,
+            OutMsg::HostChanged(pb::HostChanged {
+                participant_id: pid,
+            }),
+            None,
+        );
+        // Anyone waiting now has a host to admit them.
+        let waiting: Vec<u64> = self.rooms[&meeting]
+            .members
+            .iter()
+            .filter(|(_, m)| m.admission == Admission::WaitingRoom)
+            .map(|(id, _)| *id)
+            .collect();
+        for w in waiting {
+            self.tell_host_waiting(meeting, w);
+        }
+        self.host_arrived(meeting);
+    }
+
+    fn start_recording(&mut self, meeting: u64) {
+        let room = self.rooms.get_mut(&meeting).expect("present");
+        room.recording = Recording::On {
+            requested_by: room.recording.requested_by(),
+        };
+        // S6: everyone is told that recording is on.
+        let changed = room.recording.changed();
+        self.broadcast(meeting, changed, None);
+    }
+
+    fn set_track_enabled(&mut self, meeting: u64, pid: u64) {
+        let room = &self.rooms[&meeting];
+        let m = &room.members[&pid];
+        let (muted, can_share) = (m.muted, m.can_share_screen);
+        for t in room.tracks.iter() {
+            if let Some(t) = self.tracks.get_mut(t) {
+                if t.owner == pid {
+                    t.enabled = match t.kind {
+                        pb::TrackKind::Audio => !muted,
+                        pb::TrackKind::Screen => can_share,
+                        _ => true,
+                    };
+                }
+            }
+        }
+    }
+
+    fn member_action(&mut self, meeting: u64, pid: u64, action: In) {
+        let room = &self.rooms[&meeting];
+        let me = &room.members[&pid];
+        let conn = me.conn;
+        let admitted = me.admission == Admission::Admitted;
+        let is_host = room.is_host(pid);
+        match action {
+            In::Join(_) => unreachable!("handled by the caller"),
+            In::Leave(_) => {
+                // S7: a host must hand over first, unless nobody is left.
+                if is_host && room.longest_present(pid).is_some() {
+                    return self.refuse(conn, "leave", "hand the host role over before leaving");
+                }
+                self.remove_member(meeting, pid, false);
+                self.send(
+                    conn,
+                    OutMsg::Closed(pb::Closed {
+                        reason: "left".into(),
+                    }),
+                );
+                self.out.push(Output::Close(conn, "left".into()));
+            }
+            _ if !admitted => self.refuse(conn, "any", "waiting to be admitted"),
+            In::Publish(p) => {
+                let kind = p.kind();
+                if kind == pb::TrackKind::Unspecified {
+                    return self.refuse(conn, "publish", "unknown track kind");
+                }
+                // S5: screen sharing is for the host, or whom the host grants.
+                if kind == pb::TrackKind::Screen && !me.can_share_screen {
+                    return self.refuse(
+                        conn,
+                        "publish",
+                        "screen sharing is host-only until the host grants it",
+                    );
+                }
+                let owned = room
+                    .tracks
+                    .iter()
+                    .filter(|t| self.tracks.get(t).is_some_and(|t| t.owner == pid))
+                    .count();
+                if owned >= self.config.max_tracks_per_participant {
+                    return self.refuse(conn, "publish", "too many tracks");
+                }
+                let id = self.allocate_track_id();
+                self.tracks.insert(
+                    id,
+                    Track {
+                        meeting,
+                        owner_conn: conn,
+                        owner: pid,
+                        kind,
+                        enabled: true,
+                        subscriber_conns: BTreeSet::new(),
+                        subscribers: Arc::from(Vec::new()),
+                    },
+                );
+                let room = self.rooms.get_mut(&meeting).expect("present");
+                room.tracks.insert(id);
+                let subscribers: Vec<ConnId> = room
+                    .admitted()
+                    .filter(|(p, _)| **p != pid)
+                    .map(|(_, m)| m.conn)
+                    .collect();
+                self.set_track_enabled(meeting, pid);
+                for c in subscribers {
+                    self.subscribe(id, c);
+                }
+                self.broadcast(
+                    meeting,
+                    OutMsg::TrackPublished(pb::TrackInfo {
+                        track_id: id,
+                        participant_id: pid,
+                        kind: kind as i32,
+                    }),
+                    None,
+                );
+            }
+            In::Admit(a) => {
+                if !is_host {
+                    return self.refuse(conn, "admit", "only the host can admit");
+                }
+                match room.members.get(&a.participant_id) {
+                    Some(m) if m.admission == Admission::WaitingRoom => {
+                        self.admit(meeting, a.participant_id)
+                    }
+                    _ => self.refuse(conn, "admit", "nobody waiting with that id"),
+                }
+            }
+            In::SetMuted(s) => {
+                let target = if s.participant_id == 0 {
+                    pid
+                } else {
+                    s.participant_id
+                };
+                if target != pid && !is_host {
+                    return self.refuse(conn, "mute", "only the host can mute others");
+                }
+                if target != pid && !s.muted {
+                    return self.refuse(conn, "mute", "only participants can unmute themselves");
+                }
+                let room = self.rooms.get_mut(&meeting).expect("present");
+                let Some(t) = room.members.get_mut(&target) else {
+                    return self.refuse(conn, "mute", "no such participant");
+                };
+                t.muted = s.muted;
+                self.set_track_enabled(meeting, target);
+                self.broadcast(
+                    meeting,
+                    OutMsg::MuteChanged(pb::MuteChanged {
+                        participant_id: target,
+                        muted: s.muted,
+                    }),
+                    None,
+                );
+            }
+            In::GrantScreenShare(g) => {
+                if !is_host {
+                    return self.refuse(conn, "grant", "only the host can grant screen sharing");
+                }
+                let room = self.rooms.get_mut(&meeting).expect("present");
+                match room.members.get_mut(&g.participant_id) {
+                    Some(m) if g.participant_id != pid => m.can_share_screen = g.granted,
+                    _ => return self.refuse(conn, "grant", "no such participant"),
+                }
+                self.set_track_enabled(meeting, g.participant_id);
+                self.broadcast(
+                    meeting,
+                    OutMsg::ScreenShareChanged(pb::ScreenShareChanged {
+                        participant_id: g.participant_id,
+                        granted: g.granted,
+                    }),
+                    None,
+                );
+            }
+            In::SetLocked(l) => {
+                if !is_host {
+                    return self.refuse(conn, "lock", "only the host can lock the meeting");
+                }
+                self.rooms.get_mut(&meeting).expect("present").locked = l.locked;
+                self.broadcast(
+                    meeting,
+                    OutMsg::LockChanged(pb::LockChanged { locked: l.locked }),
+                    None,
+                );
+            }
+            In::RequestRecording(r) => {
+                if !r.local {
+                    // S6: there is no server-side recording path at all.
+                    return self.refuse(
+                        conn,
+                        "record",
+                        "cloud recording does not exist; only local recording can be requested",
+                    );
+                }
+                if room.recording != Recording::Off {
+                    return self.refuse(conn, "record", "a recording is already under way");
+                }
+                let room = self.rooms.get_mut(&meeting).expect("present");
+                room.consents.clear();
+                if is_host {
+                    room.recording = Recording::AwaitingConsent { requested_by: pid };
+                    self.ask_consent(meeting, pid);
+                } else {
+                    room.recording = Recording::AwaitingHost { requested_by: pid };
+                    let changed = room.recording.changed();
+                    self.broadcast(meeting, changed, None);
+                }
+            }
+            In::ConfirmRecording(c) => {
+                if !is_host {
+                    return self.refuse(conn, "confirm", "only the host can confirm recording");
+                }
+                let Recording::AwaitingHost { requested_by } = room.recording else {
+                    return self.refuse(conn, "confirm", "no recording awaits confirmation");
+                };
+                if c.participant_id != requested_by {
+                    return self.refuse(conn, "confirm", "that participant did not ask to record");
+                }
+                let room = self.rooms.get_mut(&meeting).expect("present");
+                if c.confirm {
+                    room.recording = Recording::AwaitingConsent { requested_by };
+                    self.ask_consent(meeting, requested_by);
+                } else {
+                    room.recording = Recording::Off;
+                    let changed = room.recording.changed();
+                    self.broadcast(meeting, changed, None);
+                }
+            }
+            In::RecordingConsent(c) => {
+                let Recording::AwaitingConsent { .. } = room.recording else {
+                    return self.refuse(conn, "consent", "no recording awaits consent");
+                };
+                let room = self.rooms.get_mut(&meeting).expect("present");
+                if c.consent {
+                    room.consents.insert(pid);
+                    if room.all_consented() {
+                        self.start_recording(meeting);
+                    }
+                } else {
+                    room.recording = Recording::Off;
+                    room.consents.clear();
+                    let changed = room.recording.changed();
+                    self.broadcast(meeting, changed, None);
+                }
+            }
+            In::StopRecording(_) => {
+                if room.recording == Recording::Off {
+                    return self.refuse(conn, "stop", "nothing is being recorded");
+                }
+                if !is_host && room.recording.requested_by() != pid {
+                    return self.refuse(conn, "stop", "only the host or the recorder can stop");
+                }
+                let room = self.rooms.get_mut(&meeting).expect("present");
+                room.recording = Recording::Off;
+                room.consents.clear();
+                let changed = room.recording.changed();
+                self.broadcast(meeting, changed, None);
+            }
+            In::HandOverHost(h) => {
+                if !is_host {
+                    return self.refuse(conn, "hand_over", "only the host can hand over");
+                }
+                match room.members.get(&h.participant_id) {
+                    Some(m) if h.participant_id != pid && m.admission == Admission::Admitted => {
+                        self.make_host(meeting, h.participant_id)
+                    }
+                    _ => self.refuse(conn, "hand_over", "no admitted participant with that id"),
+                }
+            }
+            In::Rename(r) => {
+                // S7: self-rename can be disabled per meeting.
+                if room.settings.disable_self_rename {
+                    return self.refuse(conn, "rename", "self-rename is disabled in this meeting");
+                }
+                if fjord_control_plane::api::validate_display_name("display_name", &r.display_name)
+                    .is_err()
+                {
+                    return self.refuse(conn, "rename", "1 to 64 printable characters");
+                }
+                let room = self.rooms.get_mut(&meeting).expect("present");
+                room.members.get_mut(&pid).expect("member").name = r.display_name.clone();
+                self.broadcast(
+                    meeting,
+                    OutMsg::Renamed(pb::Renamed {
+                        participant_id: pid,
+                        display_name: r.display_name,
+                    }),
+                    None,
+                );
+            }
+            In::Subscribe(s) => {
+                for t in s.track_ids {
+                    if self.tracks.get(&t).is_some_and(|t| t.meeting == meeting) {
+                        if s.unsubscribe {
+                            self.unsubscribe(t, conn);
+                        } else {
+                            self.subscribe(t, conn);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// S6: every admitted participant is asked; the requester agrees by asking.
+    fn ask_consent(&mut self, meeting: u64, requested_by: u64) {
+        let room = self.rooms.get_mut(&meeting).expect("present");
+        room.consents.insert(requested_by);
+        let changed = room.recording.changed();
+        self.broadcast(meeting, changed, None);
+        self.broadcast(
+            meeting,
+            OutMsg::ConsentRequested(pb::ConsentRequested { requested_by }),
+            Some(requested_by),
+        );
+        if self.rooms[&meeting].all_consented() {
+            self.start_recording(meeting);
+        }
+    }
+
+    fn allocate_track_id(&mut self) -> u32 {
+        loop {
+            let id = self.next_track;
+            self.next_track = self.next_track.wrapping_add(1).max(1);
+            if !self.tracks.contains_key(&id) {
+                return id;
+            }
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! One meeting's membership and security policy (S3–S7). Pure bookkeeping:
+//! the [`Sfu`](super::Sfu) calls in here and turns the answers into messages.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use fjord_proto::v1 as pb;
+
+use super::ConnId;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Waiting for the host to arrive (S4).
+    HostAbsent,
+    /// In the waiting room until the host admits them (S3).
+    WaitingRoom,
+    Admitted,
+}
+
+#[derive(Debug, Clone)]
+pub struct Member {
+    pub conn: ConnId,
+    pub name: String,
+    pub role: pb::Role,
+    pub admission: Admission,
+    pub muted: bool,
+    pub can_share_screen: bool,
+    /// Order of arrival, to pick the next host when one disconnects.
+    pub joined_seq: u64,
+}
+
+impl Member {
+    pub fn info(&self, id: u64) -> pb::ParticipantInfo {
+        pb::ParticipantInfo {
+            participant_id: id,
+            display_name: self.name.clone(),
+            role: self.role as i32,
+            muted: self.muted,
+            can_share_screen: self.can_share_screen,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recording {
+    Off,
+    AwaitingHost { requested_by: u64 },
+    AwaitingConsent { requested_by: u64 },
+    On { requested_by: u64 },
+}
+
+impl Recording {
+    pub fn requested_by(&self) -> u64 {
+        match *self {
+            Recording::Off => 0,
+            Recording::AwaitingHost { requested_by }
+            | Recording::AwaitingConsent { requested_by }
+            | Recording::On { requested_by } => requested_by,
+        }
+    }
+
+    pub fn wire(&self) -> pb::RecordingState {
+        match self {
+            Recording::Off => pb::RecordingState::Off,
+            Recording::AwaitingHost { .. } => pb::RecordingState::AwaitingHost,
+            Recording::AwaitingConsent { .. } => pb::RecordingState::AwaitingConsent,
+            Recording::On { .. } => pb::RecordingState::On,
+        }
+    }
+
+    pub fn changed(&self) -> pb::server_message::Msg {
+        pb::server_message::Msg::RecordingChanged(pb::RecordingChanged {
+            state: self.wire() as i32,
+            requested_by: self.requested_by(),
+        })
+    }
+}
+
+#[derive(Debug)]
+pub struct Room {
+    pub meeting_id: u64,
+    pub settings: pb::MeetingSettings,
+    pub host: Option<u64>,
+    pub locked: bool,
+    pub members: BTreeMap<u64, Member>,
+    pub recording: Recording,
+    /// Who has consented to the recording being asked for now.
+    pub consents: BTreeSet<u64>,
+    /// Tracks published in this room.
+    pub tracks: BTreeSet<u32>,
+    next_seq: u64,
+    /// Consecutive control-plane updates that did not list this meeting.
+    pub missing_from_assignments: u32,
+}
+
+impl Room {
+    pub fn new(meeting_id: u64, settings: pb::MeetingSettings) -> Self {
+        Room {
+            meeting_id,
+            settings,
+            host: None,
+            locked: false,
+            members: BTreeMap::new(),
+            recording: Recording::Off,
+            consents: BTreeSet::new(),
+            tracks: BTreeSet::new(),
+            next_seq: 0,
+            missing_from_assignments: 0,
+        }
+    }
+
+    pub fn next_seq(&mut self) -> u64 {
+        self.next_seq += 1;
+        self.next_seq
+    }
+
+    pub fn is_host(&self, pid: u64) -> bool {
+        self.host == Some(pid)
+    }
+
+    pub fn admitted(&self) -> impl Iterator<Item = (&u64, &Member)> {
+        self.members
+            .iter()
+            .filter(|(_, m)| m.admission == Admission::Admitted)
+    }
+
+    /// Where a newcomer with `role` starts (S3, S4).
+    pub fn admission_for(&self, role: pb::Role) -> Admission {
+        if role == pb::Role::Host {
+            return Admission::Admitted;
+        }
+        if self.host.is_none() && !self.settings.allow_join_before_host {
+            return Admission::HostAbsent;
+        }
+        if !self.settings.disable_waiting_room {
+            return Admission::WaitingRoom;
+        }
+        Admission::Admitted
+    }
+
+    /// The admitted member who arrived first, other than `except`.
+    pub fn longest_present(&self, except: u64) -> Option<u64> {
+        self.admitted()
+            .filter(|(id, _)| **id != except)
+            .min_by_key(|(_, m)| m.joined_seq)
+            .map(|(id, _)| *id)
+    }
+
+    /// Whether every admitted member has consented to the recording.
+    pub fn all_consented(&self) -> bool {
+        self.admitted().all(|(id, _)| self.consents.contains(id))
+    }
+}

@@ -1,0 +1,599 @@
+//! The security defaults (S3–S9) and routing rules, one named test each,
+//! against the core directly. `tests/` repeats the important ones through
+//! real QUIC sockets and the real control plane.
+
+use std::net::IpAddr;
+
+use fjord_control_plane::access::{generate_signing_key, TokenSigner, JOIN_TOKEN_TTL_MS};
+use fjord_proto::v1 as pb;
+use pb::client_message::Msg as In;
+use pb::server_message::Msg as OutMsg;
+
+use super::*;
+
+const NODE: &str = "node-a";
+const MEETING: u64 = 42;
+const NOW: u64 = 1_000_000;
+
+struct World {
+    sfu: Sfu<ConnId>,
+    signer: TokenSigner,
+    next_conn: ConnId,
+    /// Everything sent so far, per connection.
+    inbox: HashMap<ConnId, Vec<OutMsg>>,
+    closed: BTreeSet<ConnId>,
+}
+
+impl World {
+    fn new(settings: pb::MeetingSettings) -> (Self, pb::MeetingSettings) {
+        let signer = TokenSigner::from_pkcs8(&generate_signing_key()).unwrap();
+        let mut sfu = Sfu::new(SfuConfig::new(NODE));
+        sfu.set_join_key(signer.public_key());
+        (
+            World {
+                sfu,
+                signer,
+                next_conn: 1,
+                inbox: HashMap::new(),
+                closed: BTreeSet::new(),
+            },
+            settings,
+        )
+    }
+
+    fn default() -> Self {
+        World::new(pb::MeetingSettings::default()).0
+    }
+
+    fn token(&self, pid: u64, role: pb::Role, settings: pb::MeetingSettings) -> Vec<u8> {
+        self.signer.sign(&pb::JoinClaims {
+            meeting_id: MEETING,
+            participant_id: pid,
+            role: role as i32,
+            node_id: NODE.into(),
+            display_name: format!("p{pid}"),
+            issued_at_ms: NOW,
+            expires_at_ms: NOW + JOIN_TOKEN_TTL_MS,
+            settings: Some(settings),
+        })
+    }
+
+    fn apply(&mut self, outs: Vec<Output>) {
+        for o in outs {
+            match o {
+                Output::Send(c, m) => self.inbox.entry(c).or_default().push(m.msg.unwrap()),
+                Output::Close(c, _) => {
+                    self.closed.insert(c);
+                }
+            }
+        }
+    }
+
+    fn connect_from(&mut self, source: [u8; 4]) -> ConnId {
+        let c = self.next_conn;
+        self.next_conn += 1;
+        self.sfu.connect(c, c, IpAddr::from(source));
+        c
+    }
+
+    fn send(&mut self, conn: ConnId, m: In) {
+        let outs = self
+            .sfu
+            .control(NOW, conn, pb::ClientMessage { msg: Some(m) });
+        self.apply(outs);
+    }
+
+    fn join_with(&mut self, pid: u64, role: pb::Role, settings: pb::MeetingSettings) -> ConnId {
+        let c = self.connect_from([127, 0, 0, 1]);
+        let token = self.token(pid, role, settings);
+        self.send(
+            c,
+            In::Join(pb::MediaJoin {
+                token,
+                meeting_id: MEETING,
+            }),
+        );
+        c
+    }
+
+    fn join(&mut self, pid: u64, role: pb::Role) -> ConnId {
+        self.join_with(pid, role, pb::MeetingSettings::default())
+    }
+
+    fn take(&mut self, conn: ConnId) -> Vec<OutMsg> {
+        self.inbox.remove(&conn).unwrap_or_default()
+    }
+
+    fn last_refusal(&mut self, conn: ConnId) -> Option<String> {
+        self.take(conn).into_iter().rev().find_map(|m| match m {
+            OutMsg::Refused(r) => Some(r.reason),
+            _ => None,
+        })
+    }
+
+    fn was_admitted(&mut self, conn: ConnId) -> bool {
+        self.take(conn)
+            .iter()
+            .any(|m| matches!(m, OutMsg::Joined(_)))
+    }
+
+    fn publish(&mut self, conn: ConnId, kind: pb::TrackKind) -> Option<u32> {
+        self.take(conn);
+        self.send(conn, In::Publish(pb::Publish { kind: kind as i32 }));
+        self.take(conn).into_iter().find_map(|m| match m {
+            OutMsg::TrackPublished(t) => Some(t.track_id),
+            _ => None,
+        })
+    }
+
+    fn datagram(track: u32) -> Vec<u8> {
+        let mut b = bytes::BytesMut::new();
+        crate::wire::MediaHeader {
+            flags: 0,
+            frag_index: 0,
+            frag_count: 1,
+            track,
+            seq: 1,
+            timestamp: 0,
+        }
+        .write(&mut b);
+        b.extend_from_slice(b"opaque ciphertext");
+        b.to_vec()
+    }
+
+    fn receivers(&mut self, from: ConnId, track: u32) -> Vec<ConnId> {
+        match self.sfu.route(from, &Self::datagram(track)) {
+            Ok(v) => {
+                let mut v = v.to_vec();
+                v.sort();
+                v
+            }
+            Err(_) => Vec::new(),
+        }
+    }
+}
+
+fn open_meeting() -> pb::MeetingSettings {
+    pb::MeetingSettings {
+        disable_waiting_room: true,
+        allow_join_before_host: true,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn forged_expired_wrong_meeting_and_wrong_node_tokens_are_refused() {
+    let mut w = World::default();
+    let good = pb::JoinClaims {
+        meeting_id: MEETING,
+        participant_id: 1,
+        role: pb::Role::Host as i32,
+        node_id: NODE.into(),
+        display_name: "x".into(),
+        issued_at_ms: NOW,
+        expires_at_ms: NOW + 1000,
+        settings: None,
+    };
+    let forger = TokenSigner::from_pkcs8(&generate_signing_key()).unwrap();
+    let cases: Vec<(Vec<u8>, u64, &str)> = vec![
+        (forger.sign(&good), MEETING, "not valid"),
+        (
+            w.signer.sign(&pb::JoinClaims {
+                expires_at_ms: NOW,
+                ..good.clone()
+            }),
+            MEETING,
+            "expired",
+        ),
+        (w.signer.sign(&good), MEETING + 1, "another meeting"),
+        (
+            w.signer.sign(&pb::JoinClaims {
+                node_id: "node-b".into(),
+                ..good.clone()
+            }),
+            MEETING,
+            "another node",
+        ),
+        (b"random bytes".to_vec(), MEETING, "not valid"),
+    ];
+    for (token, meeting_id, why) in cases {
+        let c = w.connect_from([127, 0, 0, 1]);
+        w.send(c, In::Join(pb::MediaJoin { token, meeting_id }));
+        let msgs = w.take(c);
+        assert!(
+            matches!(&msgs[..], [OutMsg::Closed(cl)] if cl.reason.contains(why)),
+            "{why}: {msgs:?}"
+        );
+        assert!(w.closed.contains(&c));
+    }
+    assert_eq!(w.sfu.counters().joins_refused, 5);
+    assert_eq!(w.sfu.participants(), 0);
+    // The genuine token still works.
+    let c = w.connect_from([127, 0, 0, 1]);
+    let token = w.signer.sign(&good);
+    w.send(
+        c,
+        In::Join(pb::MediaJoin {
+            token,
+            meeting_id: MEETING,
+        }),
+    );
+    assert!(w.was_admitted(c));
+}
+
+#[test]
+fn s3_waiting_room_holds_participants_until_the_host_admits() {
+    let mut w = World::default();
+    let host = w.join(1, pb::Role::Host);
+    assert!(w.was_admitted(host));
+    let p = w.join(2, pb::Role::Participant);
+    let msgs = w.take(p);
+    assert!(
+        matches!(&msgs[..], [OutMsg::Waiting(wt)] if wt.reason == "waiting_room"),
+        "{msgs:?}"
+    );
+    // The host hears who waits.
+    assert!(w
+        .take(host)
+        .iter()
+        .any(|m| matches!(m, OutMsg::WaitingParticipant(wp) if wp.participant_id == 2)));
+    // Waiting participants can neither publish nor receive.
+    let t = w.publish(host, pb::TrackKind::Video).unwrap();
+    assert!(w.receivers(host, t).is_empty());
+    assert!(w.publish(p, pb::TrackKind::Audio).is_none());
+    // Only the host admits.
+    let q = w.join_with(3, pb::Role::Participant, pb::MeetingSettings::default());
+    w.take(q);
+    w.send(q, In::Admit(pb::Admit { participant_id: 2 }));
+    assert!(w.last_refusal(q).is_some());
+    w.send(host, In::Admit(pb::Admit { participant_id: 2 }));
+    assert!(w.was_admitted(p));
+    assert_eq!(w.receivers(host, t), vec![p]);
+}
+
+#[test]
+fn s3_a_locked_meeting_refuses_everyone_including_operators_and_host_key_holders() {
+    let mut w = World::default();
+    let host = w.join(1, pb::Role::Host);
+    w.send(host, In::SetLocked(pb::SetLocked { locked: true }));
+    for (pid, role) in [
+        (2, pb::Role::Participant),
+        (3, pb::Role::Operator),
+        (4, pb::Role::Host),
+    ] {
+        let c = w.join(pid, role);
+        let msgs = w.take(c);
+        assert!(
+            matches!(&msgs[..], [OutMsg::Closed(cl)] if cl.reason.contains("locked")),
+            "{role:?}: {msgs:?}"
+        );
+    }
+    // Unlocked, people can join again.
+    w.send(host, In::SetLocked(pb::SetLocked { locked: false }));
+    let c = w.join(5, pb::Role::Participant);
+    assert!(matches!(&w.take(c)[..], [OutMsg::Waiting(_)]));
+}
+
+#[test]
+fn s4_no_join_before_host_unless_the_meeting_allows_it() {
+    let mut w = World::default();
+    let p = w.join(2, pb::Role::Participant);
+    let msgs = w.take(p);
+    assert!(matches!(&msgs[..], [OutMsg::Waiting(wt)] if wt.reason == "host_absent"));
+    // The host arrives: with the default waiting room, the early comer moves there.
+    let host = w.join(1, pb::Role::Host);
+    assert!(w.was_admitted(host));
+    assert!(matches!(&w.take(p)[..], [OutMsg::Waiting(wt)] if wt.reason == "waiting_room"));
+
+    // A meeting configured to allow it lets people in before the host.
+    let (mut w, open) = World::new(open_meeting());
+    let p = w.join_with(2, pb::Role::Participant, open);
+    assert!(w.was_admitted(p));
+}
+
+#[test]
+fn s4_participants_enter_muted_and_muted_audio_is_not_forwarded() {
+    let (mut w, open) = World::new(open_meeting());
+    let a = w.join_with(1, pb::Role::Participant, open);
+    let b = w.join_with(2, pb::Role::Participant, open);
+    let joined = w.take(a).into_iter().find_map(|m| match m {
+        OutMsg::Joined(j) => Some(j),
+        _ => None,
+    });
+    assert!(joined.unwrap().you.unwrap().muted, "entered unmuted");
+    let audio = w.publish(a, pb::TrackKind::Audio).unwrap();
+    let video = w.publish(a, pb::TrackKind::Video).unwrap();
+    assert!(w.receivers(a, audio).is_empty(), "muted audio forwarded");
+    assert_eq!(w.receivers(a, video), vec![b]);
+    assert_eq!(w.sfu.counters().dropped_disabled, 1);
+    w.send(
+        a,
+        In::SetMuted(pb::SetMuted {
+            participant_id: 0,
+            muted: false,
+        }),
+    );
+    assert_eq!(w.receivers(a, audio), vec![b]);
+    // Nobody unmutes someone else, not even by accident.
+    w.send(
+        b,
+        In::SetMuted(pb::SetMuted {
+            participant_id: 1,
+            muted: true,
+        }),
+    );
+    assert!(w.last_refusal(b).is_some());
+}
+
+#[test]
+fn s5_screen_sharing_is_host_only_until_granted() {
+    let (mut w, open) = World::new(open_meeting());
+    let host = w.join_with(1, pb::Role::Host, open);
+    let p = w.join_with(2, pb::Role::Participant, open);
+    w.take(p);
+    assert!(w.publish(p, pb::TrackKind::Screen).is_none());
+    assert!(w.publish(host, pb::TrackKind::Screen).is_some());
+    w.send(
+        host,
+        In::GrantScreenShare(pb::GrantScreenShare {
+            participant_id: 2,
+            granted: true,
+        }),
+    );
+    let screen = w.publish(p, pb::TrackKind::Screen).unwrap();
+    assert_eq!(w.receivers(p, screen), vec![host]);
+    // Revoking stops the share at once.
+    w.send(
+        host,
+        In::GrantScreenShare(pb::GrantScreenShare {
+            participant_id: 2,
+            granted: false,
+        }),
+    );
+    assert!(w.receivers(p, screen).is_empty());
+}
+
+fn recording_states(msgs: &[OutMsg]) -> Vec<pb::RecordingState> {
+    msgs.iter()
+        .filter_map(|m| match m {
+            OutMsg::RecordingChanged(r) => Some(r.state()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn s6_recording_needs_host_confirmation_and_everyones_consent_and_everyone_is_told() {
+    let (mut w, open) = World::new(open_meeting());
+    let host = w.join_with(1, pb::Role::Host, open);
+    let a = w.join_with(2, pb::Role::Participant, open);
+    let b = w.join_with(3, pb::Role::Participant, open);
+    for c in [host, a, b] {
+        w.take(c);
+    }
+    w.send(a, In::RequestRecording(pb::RequestRecording { local: true }));
+    assert_eq!(
+        w.sfu.room(MEETING).unwrap().recording,
+        Recording::AwaitingHost { requested_by: 2 }
+    );
+    // Consent before the host confirmed counts for nothing.
+    w.send(b, In::RecordingConsent(pb::RecordingConsent { consent: true }));
+    assert!(w.last_refusal(b).is_some());
+    w.send(
+        host,
+        In::ConfirmRecording(pb::ConfirmRecording {
+            participant_id: 2,
+            confirm: true,
+        }),
+    );
+    assert!(w
+        .take(b)
+        .iter()
+        .any(|m| matches!(m, OutMsg::ConsentRequested(_))));
+    w.send(host, In::RecordingConsent(pb::RecordingConsent { consent: true }));
+    assert!(matches!(
+        w.sfu.room(MEETING).unwrap().recording,
+        Recording::AwaitingConsent { .. }
+    ));
+    w.take(host);
+    w.send(b, In::RecordingConsent(pb::RecordingConsent { consent: true }));
+    // Everyone, recorder included, is told that recording is on.
+    for c in [host, a, b] {
+        assert!(
+            recording_states(&w.take(c)).contains(&pb::RecordingState::On),
+            "conn {c} not told"
+        );
+    }
+    // A newcomer must consent too: the recording pauses until they do.
+    let late = w.join_with(4, pb::Role::Participant, open);
+    assert!(w
+        .take(late)
+        .iter()
+        .any(|m| matches!(m, OutMsg::ConsentRequested(_))));
+    assert!(matches!(
+        w.sfu.room(MEETING).unwrap().recording,
+        Recording::AwaitingConsent { .. }
+    ));
+    w.send(
+        late,
+        In::RecordingConsent(pb::RecordingConsent { consent: false }),
+    );
+    assert_eq!(w.sfu.room(MEETING).unwrap().recording, Recording::Off);
+}
+
+#[test]
+fn s6_there_is_no_server_side_recording() {
+    let (mut w, open) = World::new(open_meeting());
+    let host = w.join_with(1, pb::Role::Host, open);
+    w.take(host);
+    w.send(
+        host,
+        In::RequestRecording(pb::RequestRecording { local: false }),
+    );
+    assert!(w.last_refusal(host).unwrap().contains("cloud recording"));
+    assert_eq!(w.sfu.room(MEETING).unwrap().recording, Recording::Off);
+}
+
+#[test]
+fn s7_a_leaving_host_must_hand_over() {
+    let (mut w, open) = World::new(open_meeting());
+    let host = w.join_with(1, pb::Role::Host, open);
+    let p = w.join_with(2, pb::Role::Participant, open);
+    w.take(host);
+    w.send(host, In::Leave(pb::Leave {}));
+    assert!(w.last_refusal(host).unwrap().contains("hand"));
+    assert!(!w.closed.contains(&host));
+    w.send(
+        host,
+        In::HandOverHost(pb::HandOverHost { participant_id: 2 }),
+    );
+    assert!(w
+        .take(p)
+        .iter()
+        .any(|m| matches!(m, OutMsg::HostChanged(h) if h.participant_id == 2)));
+    w.send(host, In::Leave(pb::Leave {}));
+    assert!(w.closed.contains(&host));
+    assert_eq!(w.sfu.room(MEETING).unwrap().host, Some(2));
+}
+
+#[test]
+fn s7_a_vanished_host_passes_the_role_on() {
+    let (mut w, open) = World::new(open_meeting());
+    let host = w.join_with(1, pb::Role::Host, open);
+    let _p = w.join_with(2, pb::Role::Participant, open);
+    let outs = w.sfu.disconnect(host);
+    w.apply(outs);
+    assert_eq!(w.sfu.room(MEETING).unwrap().host, Some(2));
+}
+
+#[test]
+fn s7_self_rename_can_be_disabled() {
+    let (mut w, open) = World::new(open_meeting());
+    let a = w.join_with(1, pb::Role::Participant, open);
+    w.take(a);
+    w.send(
+        a,
+        In::Rename(pb::Rename {
+            display_name: "new name".into(),
+        }),
+    );
+    assert!(w.last_refusal(a).is_none());
+    let locked_names = pb::MeetingSettings {
+        disable_self_rename: true,
+        ..open
+    };
+    let (mut w, _) = World::new(locked_names);
+    let a = w.join_with(1, pb::Role::Participant, locked_names);
+    w.take(a);
+    w.send(
+        a,
+        In::Rename(pb::Rename {
+            display_name: "someone else".into(),
+        }),
+    );
+    assert!(w.last_refusal(a).unwrap().contains("disabled"));
+    assert_eq!(w.sfu.room(MEETING).unwrap().members[&1].name, "p1");
+}
+
+#[test]
+fn s9_a_join_flood_from_one_source_is_rate_limited() {
+    let mut w = World::default();
+    let burst = SfuConfig::new(NODE).joins_per_source.burst as u64;
+    let mut refused = 0;
+    for pid in 1..=burst + 20 {
+        let c = w.connect_from([127, 0, 0, 9]);
+        let token = w.token(pid, pb::Role::Participant, Default::default());
+        w.send(
+            c,
+            In::Join(pb::MediaJoin {
+                token,
+                meeting_id: MEETING,
+            }),
+        );
+        if w.take(c)
+            .iter()
+            .any(|m| matches!(m, OutMsg::Closed(cl) if cl.reason.contains("too many")))
+        {
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 20);
+    // Another source is not affected.
+    let c = w.connect_from([127, 0, 0, 10]);
+    let token = w.token(1000, pb::Role::Host, Default::default());
+    w.send(
+        c,
+        In::Join(pb::MediaJoin {
+            token,
+            meeting_id: MEETING,
+        }),
+    );
+    assert!(w.was_admitted(c));
+}
+
+#[test]
+fn every_admitted_participant_gets_every_other_track_and_leavers_are_unsubscribed() {
+    let (mut w, open) = World::new(open_meeting());
+    let conns: Vec<ConnId> = (1..=3)
+        .map(|p| w.join_with(p, pb::Role::Participant, open))
+        .collect();
+    let tracks: Vec<u32> = conns
+        .iter()
+        .map(|c| w.publish(*c, pb::TrackKind::Video).unwrap())
+        .collect();
+    for (i, (c, t)) in conns.iter().zip(&tracks).enumerate() {
+        let mut expected: Vec<ConnId> = conns.clone();
+        expected.remove(i);
+        assert_eq!(w.receivers(*c, *t), expected);
+    }
+    // Someone else's track id cannot be used to inject media.
+    assert!(w.receivers(conns[0], tracks[1]).is_empty());
+    assert_eq!(w.sfu.counters().dropped_not_owner, 1);
+    let outs = w.sfu.disconnect(conns[2]);
+    w.apply(outs);
+    assert_eq!(w.receivers(conns[0], tracks[0]), vec![conns[1]]);
+    assert!(w.receivers(conns[2], tracks[2]).is_empty());
+}
+
+#[test]
+fn malformed_datagrams_and_control_messages_are_dropped_and_counted() {
+    let (mut w, open) = World::new(open_meeting());
+    let a = w.join_with(1, pb::Role::Participant, open);
+    let _b = w.join_with(2, pb::Role::Participant, open);
+    let t = w.publish(a, pb::TrackKind::Video).unwrap();
+    for d in [&b""[..], &b"short"[..], &[0x20; 40][..], &[0x10, 0, 3, 2, 0, 0, 0, 1][..]] {
+        assert!(matches!(
+            w.sfu.route(a, d),
+            Err(DropReason::Malformed(_))
+        ));
+    }
+    assert!(matches!(
+        w.sfu.route(a, &World::datagram(9999)),
+        Err(DropReason::UnknownTrack)
+    ));
+    let outs = w.sfu.control(NOW, a, pb::ClientMessage { msg: None });
+    w.apply(outs);
+    let outs = w.sfu.malformed_control(a);
+    w.apply(outs);
+    let c = w.sfu.counters().clone();
+    assert_eq!(c.dropped_malformed, 4);
+    assert_eq!(c.dropped_unknown_track, 1);
+    assert_eq!(c.control_malformed, 2);
+    // And it still forwards.
+    assert_eq!(w.receivers(a, t).len(), 1);
+}
+
+#[test]
+fn an_ended_meeting_closes_its_room_after_two_missing_assignments() {
+    let (mut w, open) = World::new(open_meeting());
+    let a = w.join_with(1, pb::Role::Participant, open);
+    let outs = w.sfu.sync_assignments(&[MEETING]);
+    w.apply(outs);
+    let outs = w.sfu.sync_assignments(&[]);
+    w.apply(outs);
+    assert!(!w.closed.contains(&a), "one stale answer must not end a meeting");
+    let outs = w.sfu.sync_assignments(&[]);
+    w.apply(outs);
+    assert!(w.closed.contains(&a));
+    assert_eq!(w.sfu.rooms(), 0);
+}
