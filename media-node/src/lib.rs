@@ -11,4 +11,5 @@
 pub mod client;
 pub mod node;
 pub mod sfu;
+pub mod tls;
 pub mod wire;

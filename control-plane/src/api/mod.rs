@@ -19,6 +19,7 @@ pub use meeting::{JoinLimits, MeetingApi};
 pub use node::NodeApi;
 pub use validate::address as validate_address;
 pub use validate::display_name as validate_display_name;
+pub use validate::name as validate_name;
 pub use validate::{
     MAX_CAPACITY, MAX_DURATION_MS, MAX_PARTICIPANTS, MAX_REQUEST_ID_LEN, MAX_SCHEDULE_AHEAD_MS,
 };

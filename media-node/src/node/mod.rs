@@ -1,0 +1,454 @@
+//! The media node process: a quinn endpoint around the [`Sfu`] core, and the
+//! node's session with the control plane.
+//!
+//! Per participant connection there are three tasks: the control reader
+//! (length-prefixed protobuf in, core outputs dispatched), the writer (the
+//! only one touching the control send stream) and the datagram loop (route
+//! through the core, then `send_datagram` to each subscriber outside the lock).
+
+mod load;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use prost::Message;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use fjord_control_plane::client::{run_node_session, Client, ClientConfig, NodeEvent, NodeRegistration};
+use fjord_proto::v1 as pb;
+
+use crate::sfu::{ConnId, Counters, Output, Sfu, SfuConfig};
+use crate::tls;
+use crate::wire::{self, FrameError};
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+#[derive(Debug, Clone)]
+pub struct MediaNodeConfig {
+    pub id: String,
+    pub region: String,
+    pub listen: SocketAddr,
+    /// Address participants use; defaults to the bound listen address.
+    pub advertise: Option<String>,
+    /// Participants this node carries at once.
+    pub capacity: u32,
+    pub control_plane: Vec<String>,
+    /// How long a shutdown waits for meetings to finish before closing them.
+    pub drain_timeout: Duration,
+    /// How long to wait for the first registration with the control plane.
+    pub register_timeout: Duration,
+    pub sfu: SfuConfig,
+}
+
+impl MediaNodeConfig {
+    pub fn new(id: &str, region: &str, listen: SocketAddr, control_plane: Vec<String>) -> Self {
+        MediaNodeConfig {
+            id: id.into(),
+            region: region.into(),
+            listen,
+            advertise: None,
+            capacity: 500,
+            control_plane,
+            drain_timeout: Duration::from_secs(4 * 3600),
+            register_timeout: Duration::from_secs(30),
+            sfu: SfuConfig::new(id),
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), NodeError> {
+        let bad = |s: String| Err(NodeError::Config(s));
+        if fjord_control_plane::api::validate_name("id", &self.id).is_err() {
+            return bad(format!("bad node id {:?}: 1-63 of a-z A-Z 0-9 - _ .", self.id));
+        }
+        if fjord_control_plane::api::validate_name("region", &self.region).is_err() {
+            return bad(format!("bad region {:?}", self.region));
+        }
+        if self.capacity == 0 || self.capacity > fjord_control_plane::api::MAX_CAPACITY {
+            return bad(format!(
+                "capacity must be 1..={}",
+                fjord_control_plane::api::MAX_CAPACITY
+            ));
+        }
+        if self.control_plane.is_empty() {
+            return bad("at least one control-plane endpoint is needed".into());
+        }
+        if let Some(a) = &self.advertise {
+            if fjord_control_plane::api::validate_address("advertise", a).is_err() {
+                return bad(format!("bad advertise address {a:?}"));
+            }
+        }
+        if self.sfu.node_id != self.id {
+            return bad("sfu node id must equal the node id".into());
+        }
+        self.sfu.validate().map_err(NodeError::Config)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("binding {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error("control plane: {0}")]
+    ControlPlane(String),
+}
+
+#[derive(Clone)]
+pub struct ConnHandle(quinn::Connection);
+
+enum WriterCmd {
+    Frame(Vec<u8>),
+    Close(String),
+}
+
+/// Control messages queued for one participant before it counts as stuck.
+const WRITER_QUEUE: usize = 1024;
+
+struct Shared {
+    sfu: Mutex<Sfu<ConnHandle>>,
+    writers: Mutex<HashMap<ConnId, mpsc::Sender<WriterCmd>>>,
+    /// Set on shutdown: no new rooms are opened here.
+    shutting_down: std::sync::atomic::AtomicBool,
+    send_errors: AtomicU64,
+}
+
+impl Shared {
+    fn dispatch(&self, outs: Vec<Output>) {
+        if outs.is_empty() {
+            return;
+        }
+        let writers = self.writers.lock().expect("writers lock");
+        for o in outs {
+            let (conn, cmd) = match o {
+                Output::Send(c, m) => (c, WriterCmd::Frame(wire::frame(&m))),
+                Output::Close(c, reason) => (c, WriterCmd::Close(reason)),
+            };
+            if let Some(w) = writers.get(&conn) {
+                if w.try_send(cmd).is_err() {
+                    // A participant that does not read its control stream
+                    // does not get to hold memory here.
+                    let _ = w.try_send(WriterCmd::Close("control stream backed up".into()));
+                }
+            }
+        }
+    }
+}
+
+pub struct MediaNodeHandle {
+    shared: Arc<Shared>,
+    endpoint: quinn::Endpoint,
+    local_addr: SocketAddr,
+    client: Arc<Client>,
+    id: String,
+    drain_timeout: Duration,
+    stop_tx: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// Starts the node: binds the QUIC endpoint, registers with the control
+/// plane (waiting for the first registration) and starts serving.
+pub async fn start(config: MediaNodeConfig) -> Result<MediaNodeHandle, NodeError> {
+    config.validate()?;
+    let identity = tls::node_identity()?;
+    let endpoint = quinn::Endpoint::server(identity.server_config, config.listen).map_err(|e| {
+        NodeError::Bind {
+            addr: config.listen,
+            source: e,
+        }
+    })?;
+    let local_addr = endpoint.local_addr().map_err(|e| NodeError::Bind {
+        addr: config.listen,
+        source: e,
+    })?;
+    let shared = Arc::new(Shared {
+        sfu: Mutex::new(Sfu::new(config.sfu.clone())),
+        writers: Mutex::new(HashMap::new()),
+        shutting_down: Default::default(),
+        send_errors: AtomicU64::new(0),
+    });
+    let client = Arc::new(
+        Client::new(&config.control_plane, ClientConfig::default())
+            .map_err(|e| NodeError::Config(e.to_string()))?,
+    );
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+
+    // Load sampling: metrics every second, and what heartbeats report.
+    let load = Arc::new(Mutex::new(pb::HeartbeatRequest::default()));
+    tasks.push(tokio::spawn(load::sample(
+        shared.clone(),
+        load.clone(),
+        stop_rx.clone(),
+    )));
+
+    // The control-plane session.
+    let (registered_tx, mut registered_rx) = watch::channel(false);
+    let reg = NodeRegistration {
+        id: config.id.clone(),
+        region: config.region.clone(),
+        address: config
+            .advertise
+            .clone()
+            .unwrap_or_else(|| local_addr.to_string()),
+        capacity: config.capacity,
+        certificate: identity.certificate,
+    };
+    {
+        let shared = shared.clone();
+        let client = client.clone();
+        let stop = stop_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            let on_event = |e: NodeEvent| match e {
+                NodeEvent::Registered(r) => {
+                    shared
+                        .sfu
+                        .lock()
+                        .expect("sfu lock")
+                        .set_join_key(r.join_public_key);
+                    let _ = registered_tx.send(true);
+                }
+                NodeEvent::Beat(b) => {
+                    let outs = {
+                        let mut sfu = shared.sfu.lock().expect("sfu lock");
+                        sfu.set_draining(b.state() == pb::NodeState::Draining);
+                        sfu.sync_assignments(&b.meetings)
+                    };
+                    shared.dispatch(outs);
+                }
+            };
+            let beat = || load.lock().expect("load lock").clone();
+            if let Err(e) = run_node_session(&client, reg, beat, on_event, stop).await {
+                tracing::error!(error = %e, "control-plane session ended");
+            }
+        }));
+    }
+    match tokio::time::timeout(config.register_timeout, registered_rx.wait_for(|r| *r)).await {
+        Ok(Ok(_)) => {}
+        _ => {
+            let _ = stop_tx.send(true);
+            return Err(NodeError::ControlPlane(format!(
+                "could not register within {:?}",
+                config.register_timeout
+            )));
+        }
+    }
+
+    tasks.push(tokio::spawn(accept_loop(
+        endpoint.clone(),
+        shared.clone(),
+        stop_rx.clone(),
+    )));
+    tracing::info!(id = %config.id, region = %config.region, addr = %local_addr, "media node serving");
+    Ok(MediaNodeHandle {
+        shared,
+        endpoint,
+        local_addr,
+        client,
+        id: config.id,
+        drain_timeout: config.drain_timeout,
+        stop_tx,
+        tasks,
+    })
+}
+
+async fn accept_loop(endpoint: quinn::Endpoint, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let next_id = AtomicU64::new(1);
+    loop {
+        let incoming = tokio::select! {
+            i = endpoint.accept() => match i { Some(i) => i, None => return },
+            _ = stop.changed() => return,
+        };
+        let id = next_id.fetch_add(1, Ordering::Relaxed);
+        tokio::spawn(serve_connection(shared.clone(), incoming, id));
+    }
+}
+
+async fn serve_connection(shared: Arc<Shared>, incoming: quinn::Incoming, id: ConnId) {
+    let conn = match incoming.await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::debug!(error = %e, "handshake failed");
+            metrics::counter!("fjord_media_handshakes_failed_total").increment(1);
+            return;
+        }
+    };
+    let (send, mut recv) = match tokio::time::timeout(Duration::from_secs(5), conn.accept_bi()).await
+    {
+        Ok(Ok(s)) => s,
+        _ => {
+            conn.close(1u32.into(), b"no control stream");
+            return;
+        }
+    };
+    let (tx, rx) = mpsc::channel(WRITER_QUEUE);
+    shared.writers.lock().expect("writers lock").insert(id, tx);
+    shared.sfu.lock().expect("sfu lock").connect(
+        id,
+        ConnHandle(conn.clone()),
+        conn.remote_address().ip(),
+    );
+    let writer = tokio::spawn(write_control(send, rx, conn.clone()));
+    let datagrams = tokio::spawn(forward_datagrams(shared.clone(), conn.clone(), id));
+
+    loop {
+        match wire::read_frame(&mut recv).await {
+            Ok(Some(bytes)) => {
+                let outs = match pb::ClientMessage::decode(bytes.as_slice()) {
+                    Ok(m) => {
+                        let mut sfu = shared.sfu.lock().expect("sfu lock");
+                        let refuse_new_room = shared.shutting_down.load(Ordering::Relaxed)
+                            && matches!(&m.msg, Some(pb::client_message::Msg::Join(j)) if sfu.room(j.meeting_id).is_none());
+                        if refuse_new_room {
+                            vec![
+                                Output::Send(
+                                    id,
+                                    pb::ServerMessage {
+                                        msg: Some(pb::server_message::Msg::Closed(pb::Closed {
+                                            reason: "node is shutting down; join again to be placed elsewhere".into(),
+                                        })),
+                                    },
+                                ),
+                                Output::Close(id, "shutting down".into()),
+                            ]
+                        } else {
+                            sfu.control(now_ms(), id, m)
+                        }
+                    }
+                    Err(_) => shared.sfu.lock().expect("sfu lock").malformed_control(id),
+                };
+                shared.dispatch(outs);
+            }
+            Ok(None) => break,
+            Err(FrameError::TooLong(n)) => {
+                // The stream cannot be resynchronised after a bad length.
+                let outs = shared.sfu.lock().expect("sfu lock").malformed_control(id);
+                shared.dispatch(outs);
+                tracing::debug!(conn = id, len = n, "oversized control frame; closing");
+                conn.close(2u32.into(), b"control message too large");
+                break;
+            }
+            Err(_) => break,
+        }
+    }
+    let outs = shared.sfu.lock().expect("sfu lock").disconnect(id);
+    shared.dispatch(outs);
+    shared.writers.lock().expect("writers lock").remove(&id);
+    datagrams.abort();
+    let _ = writer.await;
+}
+
+async fn write_control(
+    mut send: quinn::SendStream,
+    mut rx: mpsc::Receiver<WriterCmd>,
+    conn: quinn::Connection,
+) {
+    while let Some(cmd) = rx.recv().await {
+        match cmd {
+            WriterCmd::Frame(f) => {
+                if send.write_all(&f).await.is_err() {
+                    break;
+                }
+            }
+            WriterCmd::Close(reason) => {
+                let _ = send.finish();
+                // Give the final frames a moment to leave before closing.
+                let _ = tokio::time::timeout(Duration::from_millis(500), send.stopped()).await;
+                conn.close(0u32.into(), reason.as_bytes());
+                break;
+            }
+        }
+    }
+}
+
+async fn forward_datagrams(shared: Arc<Shared>, conn: quinn::Connection, id: ConnId) {
+    while let Ok(d) = conn.read_datagram().await {
+        let routed = shared.sfu.lock().expect("sfu lock").route(id, &d);
+        if let Ok(subscribers) = routed {
+            for s in subscribers.iter() {
+                if s.0.send_datagram(Bytes::clone(&d)).is_err() {
+                    shared.send_errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+}
+
+impl MediaNodeHandle {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn counters(&self) -> Counters {
+        self.shared.sfu.lock().expect("sfu lock").counters().clone()
+    }
+
+    pub fn participants(&self) -> usize {
+        self.shared.sfu.lock().expect("sfu lock").participants()
+    }
+
+    /// The orderly shutdown behind SIGTERM: ask the control plane to place
+    /// nothing new here, open no new rooms, let running meetings finish
+    /// (up to the drain timeout), then stop.
+    pub async fn drain_and_stop(self) {
+        self.shared.shutting_down.store(true, Ordering::Relaxed);
+        let id = self.id.clone();
+        let drained = self
+            .client
+            .call(|ch| {
+                let id = id.clone();
+                async move {
+                    pb::node_service_client::NodeServiceClient::new(ch)
+                        .drain_node(pb::DrainNodeRequest { id, undo: false })
+                        .await
+                }
+            })
+            .await;
+        if let Err(e) = drained {
+            tracing::warn!(error = %e, "could not mark this node draining; stopping anyway");
+        }
+        let deadline = Instant::now() + self.drain_timeout;
+        let mut last_log = Instant::now();
+        loop {
+            let n = self.participants();
+            if n == 0 {
+                break;
+            }
+            if Instant::now() >= deadline {
+                tracing::warn!(participants = n, "drain timeout reached; closing remaining meetings");
+                break;
+            }
+            if last_log.elapsed() >= Duration::from_secs(10) {
+                tracing::info!(participants = n, "draining: waiting for meetings to finish");
+                last_log = Instant::now();
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        self.stop().await;
+    }
+
+    /// Stops at once: closes every connection.
+    pub async fn stop(self) {
+        let _ = self.stop_tx.send(true);
+        self.endpoint.close(0u32.into(), b"node stopping");
+        for t in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
+    }
+}
