@@ -1,6 +1,6 @@
-//! `fjord dev`: the whole control plane on one machine, with sample data,
-//! for trying Fjord out. Three replicas run in this process, each a full
-//! replica with its own gRPC port and Raft log on disk.
+//! `fjord dev`: the whole system on one machine, with sample data, for
+//! trying Fjord out. Three control-plane replicas (each with its own gRPC
+//! port and Raft log on disk) and two media nodes run in this process.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -11,7 +11,8 @@ use anyhow::Context;
 use clap::Args;
 use tonic::Code;
 
-use fjord_control_plane::client::{run_node_session, Client, ClientConfig, NodeRegistration};
+use fjord_control_plane::client::{request_id, Client, ClientConfig};
+use fjord_media_node::node::{self as media_node, MediaNodeConfig};
 use fjord_control_plane::server::{self, ReplicaConfig};
 use fjord_proto::v1 as pb;
 
@@ -26,7 +27,7 @@ pub struct DevArgs {
     /// Serve Prometheus metrics on this address.
     #[arg(long, default_value = "127.0.0.1:9100")]
     metrics_listen: SocketAddr,
-    /// Do not start the simulated node agents.
+    /// Do not start the media nodes.
     #[arg(long)]
     no_nodes: bool,
 }
@@ -40,12 +41,10 @@ const INSTITUTIONS: &[(&str, &str, Option<&str>, u32)] = &[
     ("cern", "eu", None, 1000),
 ];
 
-/// Node agents that register and heartbeat exactly as a media node does, so
-/// placement has somewhere to put meetings. They carry no media.
+/// Media nodes: QUIC on these UDP ports.
 const NODES: &[(&str, &str, &str, u32)] = &[
     ("nordic-1", "nordic", "127.0.0.1:7201", 500),
-    ("nordic-2", "nordic", "127.0.0.1:7202", 500),
-    ("eu-1", "eu", "127.0.0.1:7203", 1000),
+    ("eu-1", "eu", "127.0.0.1:7202", 1000),
 ];
 
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
@@ -85,28 +84,41 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         }
     }
 
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut agents = Vec::new();
+    let mut nodes = Vec::new();
     if !args.no_nodes {
         for (id, region, address, capacity) in NODES {
-            let reg = NodeRegistration {
-                id: id.to_string(),
-                region: region.to_string(),
-                address: address.to_string(),
-                capacity: *capacity,
-                certificate: Vec::new(),
-            };
-            let client = Client::new(&endpoints, ClientConfig::default())?;
-            let stop = stop_rx.clone();
-            agents.push(tokio::spawn(async move {
-                let beat = || pb::HeartbeatRequest::default();
-                if let Err(e) = run_node_session(&client, reg, beat, |_| {}, stop).await {
-                    tracing::error!(error = %e, "node agent stopped");
-                }
-            }));
+            let mut c = MediaNodeConfig::new(
+                id,
+                region,
+                address.parse().context("node address")?,
+                endpoints.clone(),
+            );
+            c.capacity = *capacity;
+            nodes.push(media_node::start(c).await?);
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    // A sample meeting to join right away.
+    let sample = if args.no_nodes {
+        None
+    } else {
+        match client
+            .schedule_meeting(pb::ScheduleMeetingRequest {
+                institution: "uio".into(),
+                participants: 10,
+                duration_ms: 8 * 3_600_000,
+                request_id: request_id(),
+                ..Default::default()
+            })
+            .await
+        {
+            Ok(r) => Some(r),
+            Err(s) => {
+                tracing::warn!(status = %s, "could not schedule the sample meeting");
+                None
+            }
+        }
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
 
     let eps = endpoints.join(",");
     println!("Fjord dev cluster is up.");
@@ -118,7 +130,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     println!("  data:                 {}", data_dir.display());
     println!("  institutions:         uio (nordic), sikt (eu, home nordic), cern (eu)");
     if !args.no_nodes {
-        println!("  node agents:          nordic-1, nordic-2 (nordic), eu-1 (eu)");
+        println!("  media nodes (QUIC):   nordic-1 127.0.0.1:7201 (nordic), eu-1 127.0.0.1:7202 (eu)");
     }
     println!();
     println!("Try:");
@@ -126,12 +138,19 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     println!("  fjord ctl --endpoints {eps} node list");
     println!("  fjord ctl --endpoints {eps} meeting schedule --institution uio --participants 40");
     println!("  fjord ctl --endpoints {eps} meeting explain 1");
+    if let Some(m) = &sample {
+        let id = m.meeting.as_ref().map(|m| m.id).unwrap_or_default();
+        println!();
+        println!("Sample meeting {id} (uio) is open. Join as host, then as participants:");
+        println!("  fjord join --endpoints {eps} --meeting {id} --host-key {}", m.host_key);
+        println!("  fjord join --endpoints {eps} --link '{}'", m.join_link);
+        println!("Or load it: fjord loadgen --endpoints {eps} --institution uio --meetings 2 --participants 5 --duration-s 10");
+    }
     println!("Stop with Ctrl-C.");
 
     super::shutdown_signal().await;
-    let _ = stop_tx.send(true);
-    for a in agents {
-        let _ = a.await;
+    for n in nodes {
+        n.stop().await;
     }
     for h in handles {
         h.shutdown().await;

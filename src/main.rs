@@ -3,6 +3,7 @@
 
 mod ctl;
 mod dev;
+mod media;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -41,8 +42,14 @@ enum Command {
     ControlPlane(ControlPlaneArgs),
     /// Operator and institution commands over gRPC.
     Ctl(ctl::CtlArgs),
-    /// Run a whole cluster on this machine: 3 control-plane replicas and sample data.
+    /// Run a whole cluster on this machine: 3 control-plane replicas, media nodes and sample data.
     Dev(dev::DevArgs),
+    /// Run one media node (QUIC selective forwarding unit).
+    MediaNode(media::MediaNodeArgs),
+    /// Join a meeting as a participant: sends synthetic audio/video, prints what arrives.
+    Join(media::JoinArgs),
+    /// Schedule meetings, join many participants, report loss, latency and join times.
+    Loadgen(media::LoadgenArgs),
 }
 
 #[derive(clap::Args)]
@@ -165,13 +172,41 @@ fn main() -> ExitCode {
         }
         Command::Dev(args) => {
             init_logging(cli.log_format);
-            match runtime.block_on(dev::run(args)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("error: {e:#}");
-                    ExitCode::from(1)
-                }
+            exit(runtime.block_on(dev::run(args)))
+        }
+        Command::MediaNode(args) => {
+            init_logging(cli.log_format);
+            if let Err(e) = args.config().validate() {
+                eprintln!("error: invalid configuration: {e}");
+                return ExitCode::from(2);
             }
+            exit(runtime.block_on(media::run_node(args)))
+        }
+        Command::Join(args) => {
+            init_logging(cli.log_format);
+            exit(runtime.block_on(media::run_join(args)))
+        }
+        Command::Loadgen(args) => {
+            init_logging(cli.log_format);
+            exit(runtime.block_on(media::run_loadgen(args)))
+        }
+    }
+}
+
+/// Exit code for a finished role: 0, or 3 when the control plane refused
+/// or was unreachable, else 1.
+fn exit(r: anyhow::Result<()>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            let refused = e.chain().any(|c| {
+                c.downcast_ref::<fjord_media_node::client::ClientError>()
+                    .is_some_and(|c| matches!(c, fjord_media_node::client::ClientError::Refused(_)))
+                    || c.downcast_ref::<fjord_media_node::node::NodeError>()
+                        .is_some_and(|n| matches!(n, fjord_media_node::node::NodeError::ControlPlane(_)))
+            });
+            ExitCode::from(if refused { 3 } else { 1 })
         }
     }
 }

@@ -1,0 +1,211 @@
+//! `fjord media-node`, `fjord join` and `fjord loadgen`.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Args;
+
+use fjord_control_plane::client::{Client, ClientConfig};
+use fjord_media_node::client::{loadgen, JoinRequest, Participant};
+use fjord_media_node::node::{self, MediaNodeConfig};
+
+#[derive(Args)]
+pub struct MediaNodeArgs {
+    /// Region this node serves (e.g. nordic, eu).
+    #[arg(long)]
+    region: String,
+    /// QUIC (UDP) address participants connect to.
+    #[arg(long, default_value = "127.0.0.1:7201")]
+    listen: SocketAddr,
+    /// Control-plane replicas, comma-separated HOST:PORT.
+    #[arg(long, value_delimiter = ',', required = true)]
+    control_plane: Vec<String>,
+    /// Node id (default: REGION-PORT).
+    #[arg(long)]
+    id: Option<String>,
+    /// Address participants are told to use (default: --listen).
+    #[arg(long)]
+    advertise: Option<String>,
+    /// Participants this node carries at once.
+    #[arg(long, default_value_t = 500)]
+    capacity: u32,
+    /// On SIGTERM, wait at most this long for meetings to finish (e.g. 4h, 30m).
+    #[arg(long, default_value = "4h", value_parser = humantime::parse_duration)]
+    drain_timeout: Duration,
+    /// Serve Prometheus metrics on this address.
+    #[arg(long)]
+    metrics_listen: Option<SocketAddr>,
+}
+
+impl MediaNodeArgs {
+    pub fn config(&self) -> MediaNodeConfig {
+        let id = self
+            .id
+            .clone()
+            .unwrap_or_else(|| format!("{}-{}", self.region, self.listen.port()));
+        let mut c = MediaNodeConfig::new(&id, &self.region, self.listen, self.control_plane.clone());
+        c.advertise = self.advertise.clone();
+        c.capacity = self.capacity;
+        c.drain_timeout = self.drain_timeout;
+        c
+    }
+}
+
+/// Runs a media node until SIGTERM/Ctrl-C, then drains: no new meetings,
+/// running ones finish, then exit 0.
+pub async fn run_node(args: MediaNodeArgs) -> anyhow::Result<()> {
+    if let Some(addr) = args.metrics_listen {
+        super::install_metrics(addr)?;
+    }
+    let handle = node::start(args.config()).await?;
+    println!("media node listening on {}", handle.local_addr());
+    super::shutdown_signal().await;
+    tracing::info!("signal received: draining, waiting for meetings to finish");
+    handle.drain_and_stop().await;
+    tracing::info!("drained; exiting");
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct JoinArgs {
+    /// Control-plane replicas, comma-separated HOST:PORT.
+    #[arg(long, value_delimiter = ',', required = true)]
+    endpoints: Vec<String>,
+    /// Meeting id (or give --link).
+    #[arg(long, required_unless_present = "link")]
+    meeting: Option<u64>,
+    /// Meeting passcode.
+    #[arg(long)]
+    passcode: Option<String>,
+    /// Join as host with the meeting's host key; admits waiting participants.
+    #[arg(long)]
+    host_key: Option<String>,
+    /// The room-system PIN instead of a passcode.
+    #[arg(long)]
+    pin: Option<String>,
+    /// A join link (fjord://join/ID?passcode=P).
+    #[arg(long, conflicts_with_all = ["meeting", "passcode"])]
+    link: Option<String>,
+    /// Name shown to others.
+    #[arg(long, default_value = "fjord join")]
+    name: String,
+    /// Leave after this many seconds (default: until Ctrl-C).
+    #[arg(long)]
+    duration_s: Option<u64>,
+    /// Print the final statistics as JSON.
+    #[arg(short = 'o', long, value_parser = ["text", "json"], default_value = "text")]
+    output: String,
+}
+
+pub async fn run_join(args: JoinArgs) -> anyhow::Result<()> {
+    let mut req = match &args.link {
+        Some(l) => JoinRequest::from_link(l).context("bad join link")?,
+        None => JoinRequest {
+            meeting_id: args.meeting.unwrap_or_default(),
+            passcode: args.passcode.clone().unwrap_or_default(),
+            ..Default::default()
+        },
+    };
+    if let Some(k) = &args.host_key {
+        req.passcode.clear();
+        req.host_key = k.clone();
+        req.auto_admit = true;
+    }
+    if let Some(p) = &args.pin {
+        req.passcode.clear();
+        req.pin = p.clone();
+    }
+    req.display_name = args.name.clone();
+    let cp = Client::new(&args.endpoints, ClientConfig::default())?;
+    let started = Instant::now();
+    let mut p = Participant::join(&cp, &req).await?;
+    eprintln!(
+        "joined meeting {} on node {} ({}) as {:?} in {} ms",
+        req.meeting_id,
+        p.node_id,
+        p.node_address,
+        p.role,
+        started.elapsed().as_millis()
+    );
+    if !p.is_admitted() {
+        eprintln!("waiting to be admitted ...");
+        p.wait_admitted(Duration::from_secs(3600)).await?;
+        eprintln!("admitted");
+    }
+    let senders = p.start_media().await?;
+    let until = args.duration_s.map(|s| Instant::now() + Duration::from_secs(s));
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let ctrl_c = super::shutdown_signal();
+    tokio::pin!(ctrl_c);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = &mut ctrl_c => break,
+        }
+        let s = p.stats.snapshot();
+        eprintln!(
+            "sent {:>7}  received {:>8}  lost {:>5}  latency p50 {:.2} ms p99 {:.2} ms  jitter {:.2} ms  tracks {}",
+            s.sent, s.received, s.lost, s.latency_p50_ms, s.latency_p99_ms, s.jitter_ms, s.tracks
+        );
+        if until.is_some_and(|u| Instant::now() >= u) {
+            break;
+        }
+    }
+    for s in senders {
+        s.abort();
+    }
+    let s = p.stats.snapshot();
+    if args.output == "json" {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+    }
+    p.leave().await;
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct LoadgenArgs {
+    /// Control-plane replicas, comma-separated HOST:PORT.
+    #[arg(long, value_delimiter = ',', required = true)]
+    endpoints: Vec<String>,
+    /// Institution the meetings are scheduled for.
+    #[arg(long)]
+    institution: String,
+    #[arg(long, default_value_t = 1)]
+    meetings: u32,
+    /// Participants per meeting (one of them the host).
+    #[arg(long, default_value_t = 3)]
+    participants: u32,
+    #[arg(long, default_value_t = 10)]
+    duration_s: u64,
+    #[arg(short = 'o', long, value_parser = ["text", "json"], default_value = "text")]
+    output: String,
+}
+
+pub async fn run_loadgen(args: LoadgenArgs) -> anyhow::Result<()> {
+    let config = loadgen::LoadgenConfig {
+        institution: args.institution.clone(),
+        meetings: args.meetings,
+        participants: args.participants,
+        duration: Duration::from_secs(args.duration_s),
+    };
+    config.validate().map_err(|e| anyhow::anyhow!(e))?;
+    let cp = Client::new(&args.endpoints, ClientConfig::default())?;
+    let r = loadgen::run(&cp, &config, |line| eprintln!("{line}")).await?;
+    if args.output == "json" {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        println!("meetings            {}", r.meetings);
+        println!("participants        {}", r.participants);
+        println!("duration            {:.1} s", r.duration_s);
+        println!("packets sent        {}", r.packets_sent);
+        println!("packets received    {} of {} expected", r.packets_received, r.packets_expected);
+        println!("loss                {:.3} %", r.loss_ratio * 100.0);
+        println!("corrupted           {}", r.corrupted);
+        println!("latency p50 / p99   {:.2} / {:.2} ms", r.latency_p50_ms, r.latency_p99_ms);
+        println!("jitter (mean)       {:.2} ms", r.jitter_ms_mean);
+        println!("join p50 / p99      {:.1} / {:.1} ms", r.join_p50_ms, r.join_p99_ms);
+        println!("first media p50/p99 {:.1} / {:.1} ms", r.first_media_p50_ms, r.first_media_p99_ms);
+    }
+    Ok(())
+}
