@@ -347,6 +347,34 @@ impl Participant {
         })
     }
 
+    /// Sends `len`-byte datagrams on `track` as fast as the connection's
+    /// congestion control allows, for `duration`; returns how many went out.
+    /// For forwarding benchmarks.
+    pub async fn send_flood(&self, track: u32, len: usize, duration: Duration) -> u64 {
+        let mut b = bytes::BytesMut::with_capacity(len.max(wire::HEADER_LEN));
+        let mut header = wire::MediaHeader {
+            flags: 0,
+            frag_index: 0,
+            frag_count: 1,
+            track,
+            seq: 0,
+            timestamp: 0,
+        };
+        let deadline = Instant::now() + duration;
+        let mut sent = 0u64;
+        while Instant::now() < deadline {
+            b.clear();
+            header.write(&mut b);
+            b.resize(len.max(wire::HEADER_LEN), 0xab);
+            header.seq = header.seq.wrapping_add(1);
+            if self.conn.send_datagram_wait(b.split().freeze()).await.is_err() {
+                break;
+            }
+            sent += 1;
+        }
+        sent
+    }
+
     /// Sends raw bytes as one datagram (for tests of malformed input).
     pub fn send_raw_datagram(&self, d: Bytes) -> bool {
         self.conn.send_datagram(d).is_ok()
