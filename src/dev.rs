@@ -12,8 +12,8 @@ use clap::Args;
 use tonic::Code;
 
 use fjord_control_plane::client::{request_id, Client, ClientConfig};
-use fjord_media_node::node::{self as media_node, MediaNodeConfig};
 use fjord_control_plane::server::{self, ReplicaConfig};
+use fjord_media_node::node::{self as media_node, MediaNodeConfig};
 use fjord_proto::v1 as pb;
 
 #[derive(Args)]
@@ -130,7 +130,9 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     println!("  data:                 {}", data_dir.display());
     println!("  institutions:         uio (nordic), sikt (eu, home nordic), cern (eu)");
     if !args.no_nodes {
-        println!("  media nodes (QUIC):   nordic-1 127.0.0.1:7201 (nordic), eu-1 127.0.0.1:7202 (eu)");
+        println!(
+            "  media nodes (QUIC):   nordic-1 127.0.0.1:7201 (nordic), eu-1 127.0.0.1:7202 (eu)"
+        );
     }
     println!();
     println!("Try:");
@@ -142,7 +144,10 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         let id = m.meeting.as_ref().map(|m| m.id).unwrap_or_default();
         println!();
         println!("Sample meeting {id} (uio) is open. Join as host, then as participants:");
-        println!("  fjord join --endpoints {eps} --meeting {id} --host-key {}", m.host_key);
+        println!(
+            "  fjord join --endpoints {eps} --meeting {id} --host-key {}",
+            m.host_key
+        );
         println!("  fjord join --endpoints {eps} --link '{}'", m.join_link);
         println!("Or load it: fjord loadgen --endpoints {eps} --institution uio --meetings 2 --participants 5 --duration-s 10");
     }

@@ -204,7 +204,9 @@ fn exit(r: anyhow::Result<()>) -> ExitCode {
                 c.downcast_ref::<fjord_media_node::client::ClientError>()
                     .is_some_and(|c| matches!(c, fjord_media_node::client::ClientError::Refused(_)))
                     || c.downcast_ref::<fjord_media_node::node::NodeError>()
-                        .is_some_and(|n| matches!(n, fjord_media_node::node::NodeError::ControlPlane(_)))
+                        .is_some_and(|n| {
+                            matches!(n, fjord_media_node::node::NodeError::ControlPlane(_))
+                        })
             });
             ExitCode::from(if refused { 3 } else { 1 })
         }

@@ -44,7 +44,8 @@ impl MediaNodeArgs {
             .id
             .clone()
             .unwrap_or_else(|| format!("{}-{}", self.region, self.listen.port()));
-        let mut c = MediaNodeConfig::new(&id, &self.region, self.listen, self.control_plane.clone());
+        let mut c =
+            MediaNodeConfig::new(&id, &self.region, self.listen, self.control_plane.clone());
         c.advertise = self.advertise.clone();
         c.capacity = self.capacity;
         c.drain_timeout = self.drain_timeout;
@@ -134,7 +135,9 @@ pub async fn run_join(args: JoinArgs) -> anyhow::Result<()> {
         eprintln!("admitted");
     }
     let senders = p.start_media().await?;
-    let until = args.duration_s.map(|s| Instant::now() + Duration::from_secs(s));
+    let until = args
+        .duration_s
+        .map(|s| Instant::now() + Duration::from_secs(s));
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let ctrl_c = super::shutdown_signal();
     tokio::pin!(ctrl_c);
@@ -199,13 +202,25 @@ pub async fn run_loadgen(args: LoadgenArgs) -> anyhow::Result<()> {
         println!("participants        {}", r.participants);
         println!("duration            {:.1} s", r.duration_s);
         println!("packets sent        {}", r.packets_sent);
-        println!("packets received    {} of {} expected", r.packets_received, r.packets_expected);
+        println!(
+            "packets received    {} of {} expected",
+            r.packets_received, r.packets_expected
+        );
         println!("loss                {:.3} %", r.loss_ratio * 100.0);
         println!("corrupted           {}", r.corrupted);
-        println!("latency p50 / p99   {:.2} / {:.2} ms", r.latency_p50_ms, r.latency_p99_ms);
+        println!(
+            "latency p50 / p99   {:.2} / {:.2} ms",
+            r.latency_p50_ms, r.latency_p99_ms
+        );
         println!("jitter (mean)       {:.2} ms", r.jitter_ms_mean);
-        println!("join p50 / p99      {:.1} / {:.1} ms", r.join_p50_ms, r.join_p99_ms);
-        println!("first media p50/p99 {:.1} / {:.1} ms", r.first_media_p50_ms, r.first_media_p99_ms);
+        println!(
+            "join p50 / p99      {:.1} / {:.1} ms",
+            r.join_p50_ms, r.join_p99_ms
+        );
+        println!(
+            "first media p50/p99 {:.1} / {:.1} ms",
+            r.first_media_p50_ms, r.first_media_p99_ms
+        );
     }
     Ok(())
 }

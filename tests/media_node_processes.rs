@@ -40,15 +40,25 @@ async fn drained_node_takes_no_new_meeting_and_sigterm_waits_for_running_meeting
             .args(["--peers", &format!("1={cp_addr}")])
             .arg("--data-dir")
             .arg(dir.path().join("r1"))
-            .args(["--election-timeout-min-ms", "200", "--election-timeout-max-ms", "400"])
+            .args([
+                "--election-timeout-min-ms",
+                "200",
+                "--election-timeout-max-ms",
+                "400",
+            ])
             .args(["--raft-heartbeat-interval-ms", "50"])
-            .args(["--node-heartbeat-interval-ms", "200", "--node-lease-ms", "3000"])
+            .args([
+                "--node-heartbeat-interval-ms",
+                "200",
+                "--node-lease-ms",
+                "3000",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap(),
     );
-    let cp = Client::new(&[cp_addr.clone()], ClientConfig::default()).unwrap();
+    let cp = Client::new(std::slice::from_ref(&cp_addr), ClientConfig::default()).unwrap();
     cp.create_institution(pb::CreateInstitutionRequest {
         name: "uni".into(),
         residency: "nordic".into(),
@@ -108,16 +118,27 @@ async fn drained_node_takes_no_new_meeting_and_sigterm_waits_for_running_meeting
         .args(["ctl", "--endpoints", &cp_addr, "node", "drain", "n1"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let refused = schedule().await.unwrap_err();
     assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
 
     // SIGTERM: the node keeps serving the running meeting ...
     let pid = node.0.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
     let before = b.stats.snapshot().received;
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert!(node.0.try_wait().unwrap().is_none(), "exited with a meeting running");
+    assert!(
+        node.0.try_wait().unwrap().is_none(),
+        "exited with a meeting running"
+    );
     assert!(
         b.stats.snapshot().received > before + 100,
         "media stopped while draining"
@@ -131,7 +152,10 @@ async fn drained_node_takes_no_new_meeting_and_sigterm_waits_for_running_meeting
         if let Some(s) = node.0.try_wait().unwrap() {
             break s;
         }
-        assert!(Instant::now() < deadline, "node did not exit after the meeting ended");
+        assert!(
+            Instant::now() < deadline,
+            "node did not exit after the meeting ended"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert!(status.success(), "exit status {status:?}");

@@ -132,7 +132,9 @@ impl ReplicaConfig {
                 "snapshot_every_entries must be at least 10",
             ));
         }
-        self.join_limits.validate().map_err(ConfigError::JoinLimits)?;
+        self.join_limits
+            .validate()
+            .map_err(ConfigError::JoinLimits)?;
         if self.request_timeout_ms < self.election_timeout_max_ms {
             return Err(ConfigError::Timing(
                 "request timeout must outlast an election",

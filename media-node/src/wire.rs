@@ -97,7 +97,8 @@ impl MediaHeader {
     /// Only the track id, for the forwarding fast path (after `parse` has
     /// been called on the same bytes, or where the caller checked length).
     pub fn track_of(d: &[u8]) -> Option<u32> {
-        d.get(4..8).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        d.get(4..8)
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
     }
 }
 

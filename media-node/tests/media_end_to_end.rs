@@ -93,7 +93,11 @@ async fn three_participants_receive_each_others_audio_and_video_unchanged() {
         assert_eq!(s.corrupted, 0, "participant {i}: payload bytes changed");
         assert_eq!(s.malformed, 0);
         // ~2 s of 2 x (50 audio + ~200 video) datagrams per second.
-        assert!(s.received > 500, "participant {i} received only {}", s.received);
+        assert!(
+            s.received > 500,
+            "participant {i} received only {}",
+            s.received
+        );
         assert!(s.lost * 100 <= s.received, "participant {i}: {s:?}");
     }
     let c = stack.nodes["nordic-1"].counters();
@@ -132,7 +136,10 @@ async fn s1_s9_wrong_passcode_and_unknown_meeting_look_the_same_and_guessing_is_
     let wrong = attempt(id, "0000000000000000000a").await.unwrap();
     let unknown = attempt(id + 1000, &m.passcode).await.unwrap();
     assert_eq!(wrong.0, Code::PermissionDenied);
-    assert_eq!(wrong, unknown, "an unknown meeting must look like a wrong passcode");
+    assert_eq!(
+        wrong, unknown,
+        "an unknown meeting must look like a wrong passcode"
+    );
     // Keep guessing: the per-meeting failure budget (10) runs out and the
     // meeting takes no attempts for a while, right passcode included.
     let mut limited = false;
@@ -187,7 +194,10 @@ async fn s2_pin_is_revealed_five_minutes_before_start_and_only_opens_its_own_mee
     let early = pin(later_id, later.host_key.clone()).await.unwrap_err();
     assert_eq!(early.code(), Code::FailedPrecondition, "{early:?}");
     assert_eq!(
-        pin(soon_id, later.host_key.clone()).await.unwrap_err().code(),
+        pin(soon_id, later.host_key.clone())
+            .await
+            .unwrap_err()
+            .code(),
         Code::PermissionDenied,
         "another meeting's host key revealed the PIN"
     );
@@ -268,7 +278,11 @@ async fn s3_s4_waiting_room_and_muted_entry_over_real_sockets() {
     let audio = early.publish(pb::TrackKind::Audio).await.unwrap();
     let sender = early.send_stream(audio, client::StreamProfile::audio());
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(host.stats.snapshot().received, 0, "muted audio was forwarded");
+    assert_eq!(
+        host.stats.snapshot().received,
+        0,
+        "muted audio was forwarded"
+    );
     early
         .send(In::SetMuted(pb::SetMuted {
             participant_id: 0,
@@ -316,10 +330,12 @@ async fn a_token_for_one_node_is_refused_by_another() {
     stack.add_node("nordic-2", "nordic", 100).await;
     let other = &stack.nodes["nordic-2"];
     // Connect to nordic-2 with nordic-1's token.
-    let (_ep, conn, mut send, mut recv) =
-        client::connect(other.local_addr(), &node_certificate(&stack, "nordic-2").await)
-            .await
-            .unwrap();
+    let (_ep, conn, mut send, mut recv) = client::connect(
+        other.local_addr(),
+        &node_certificate(&stack, "nordic-2").await,
+    )
+    .await
+    .unwrap();
     send.write_all(&wire::frame(&pb::ClientMessage {
         msg: Some(In::Join(pb::MediaJoin {
             token: token.token,
@@ -386,7 +402,9 @@ async fn malformed_datagrams_and_control_messages_are_dropped_counted_and_the_no
         Bytes::from_static(b""),
         Bytes::from_static(b"\x10\x00"),
         Bytes::from(vec![0x70; 64]),
-        Bytes::from(vec![0x10, 0, 4, 2, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 2]),
+        Bytes::from(vec![
+            0x10, 0, 4, 2, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 2,
+        ]),
     ];
     let mut state = 0x1234_5678u32;
     for _ in 0..50 {
@@ -439,7 +457,10 @@ async fn malformed_datagrams_and_control_messages_are_dropped_counted_and_the_no
     }
     send.write_all(&(u32::MAX).to_be_bytes()).await.unwrap();
     let closed = tokio::time::timeout(Duration::from_secs(5), conn.closed()).await;
-    assert!(closed.is_ok(), "oversized frame did not close the connection");
+    assert!(
+        closed.is_ok(),
+        "oversized frame did not close the connection"
+    );
 
     wait_until("drops to be counted", Duration::from_secs(5), || {
         let c = node.counters();

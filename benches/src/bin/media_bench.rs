@@ -74,7 +74,7 @@ async fn stack() -> anyhow::Result<Stack> {
         l,
     )
     .await?;
-    let cp = Client::new(&[addr.clone()], ClientConfig::default())?;
+    let cp = Client::new(std::slice::from_ref(&addr), ClientConfig::default())?;
     cp.create_institution(pb::CreateInstitutionRequest {
         name: "bench".into(),
         residency: "eu".into(),
@@ -167,7 +167,12 @@ async fn quinn_point_to_point(seconds: u64, len: usize) -> anyhow::Result<f64> {
     let server = quinn::Endpoint::server(id.server_config, "127.0.0.1:0".parse()?)?;
     let addr: SocketAddr = server.local_addr()?;
     let counter = tokio::spawn(async move {
-        let conn = server.accept().await.expect("incoming").await.expect("handshake");
+        let conn = server
+            .accept()
+            .await
+            .expect("incoming")
+            .await
+            .expect("handshake");
         let mut n = 0u64;
         let mut first: Option<Instant> = None;
         let mut last = Instant::now();
@@ -211,7 +216,11 @@ async fn forward(seconds: u64, participants: u32, len: usize) -> anyhow::Result<
         .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let elapsed = t.elapsed().as_secs_f64();
-    let received: u64 = receivers.iter().map(|r| r.stats.snapshot().received).sum::<u64>() - before;
+    let received: u64 = receivers
+        .iter()
+        .map(|r| r.stats.snapshot().received)
+        .sum::<u64>()
+        - before;
     let node_after = s.node.counters();
     let forwarded_out = node_after.datagrams_out - node_before.datagrams_out;
     let forwarded_pps = received as f64 / elapsed;

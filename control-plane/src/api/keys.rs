@@ -40,8 +40,9 @@ impl SigningKeys {
                         other => unreachable!("init_join_key answered {other:?}"),
                     },
                 };
-                let signer = TokenSigner::from_pkcs8(&pkcs8)
-                    .map_err(|_| ApiError::Internal("stored join key is not a valid Ed25519 key"))?;
+                let signer = TokenSigner::from_pkcs8(&pkcs8).map_err(|_| {
+                    ApiError::Internal("stored join key is not a valid Ed25519 key")
+                })?;
                 Ok(Arc::new(signer))
             })
             .await

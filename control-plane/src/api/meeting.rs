@@ -177,14 +177,22 @@ impl MeetingApi {
         r: pb::JoinMeetingRequest,
     ) -> Result<pb::JoinMeetingResponse, ApiError> {
         validate::id("meeting_id", r.meeting_id)?;
-        let given = [!r.passcode.is_empty(), !r.pin.is_empty(), !r.host_key.is_empty()];
+        let given = [
+            !r.passcode.is_empty(),
+            !r.pin.is_empty(),
+            !r.host_key.is_empty(),
+        ];
         if given.iter().filter(|g| **g).count() != 1 {
             return Err(ApiError::invalid(
                 "passcode",
                 "give exactly one of passcode, pin or host_key",
             ));
         }
-        for (field, v) in [("passcode", &r.passcode), ("pin", &r.pin), ("host_key", &r.host_key)] {
+        for (field, v) in [
+            ("passcode", &r.passcode),
+            ("pin", &r.pin),
+            ("host_key", &r.host_key),
+        ] {
             if v.len() > 64 {
                 return Err(ApiError::invalid(field, "longer than 64 characters"));
             }
@@ -205,7 +213,8 @@ impl MeetingApi {
             Err(crate::raft::ClusterError::State(_)) => None,
             Err(e) => return Err(e.into()),
         };
-        let Some((meeting, role)) = meeting.and_then(|m| credential_role(&m, &r, now).map(|role| (m, role)))
+        let Some((meeting, role)) =
+            meeting.and_then(|m| credential_role(&m, &r, now).map(|role| (m, role)))
         else {
             self.guards
                 .lock()
@@ -224,8 +233,14 @@ impl MeetingApi {
         };
         let (address, certificate) = self
             .replica
-            .local_state(|s| s.nodes.get(&node_id).map(|n| (n.address.clone(), n.certificate.clone())))
-            .ok_or(ApiError::Unavailable("the meeting's node is unknown here; retry".into()))?;
+            .local_state(|s| {
+                s.nodes
+                    .get(&node_id)
+                    .map(|n| (n.address.clone(), n.certificate.clone()))
+            })
+            .ok_or(ApiError::Unavailable(
+                "the meeting's node is unknown here; retry".into(),
+            ))?;
         let signer = self.keys.signer().await?;
         let participant_id = access::random_u64().max(1);
         let expires_at_ms = now + JOIN_TOKEN_TTL_MS;
@@ -251,10 +266,16 @@ impl MeetingApi {
         })
     }
 
-    async fn pin(&self, r: pb::GetMeetingPinRequest) -> Result<pb::GetMeetingPinResponse, ApiError> {
+    async fn pin(
+        &self,
+        r: pb::GetMeetingPinRequest,
+    ) -> Result<pb::GetMeetingPinResponse, ApiError> {
         validate::id("id", r.id)?;
         if r.host_key.is_empty() || r.host_key.len() > 64 {
-            return Err(ApiError::invalid("host_key", "must be the meeting's host key"));
+            return Err(ApiError::invalid(
+                "host_key",
+                "must be the meeting's host key",
+            ));
         }
         let m = match self.replica.read(Query::Meeting { id: r.id }).await {
             Ok(QueryOutput::Meeting(m)) => m,
@@ -262,7 +283,8 @@ impl MeetingApi {
             Err(crate::raft::ClusterError::State(_)) => return Err(ApiError::Denied),
             Err(e) => return Err(e.into()),
         };
-        if !access::secrets_equal(&m.access.host_key, &r.host_key) || m.state == MeetingState::Ended {
+        if !access::secrets_equal(&m.access.host_key, &r.host_key) || m.state == MeetingState::Ended
+        {
             return Err(ApiError::Denied);
         }
         let reveal_at = m.start_ms.saturating_sub(PIN_REVEAL_BEFORE_START_MS);
@@ -321,7 +343,8 @@ fn credential_role(m: &Meeting, r: &pb::JoinMeetingRequest, now: u64) -> Option<
     }
     if !r.pin.is_empty() {
         let open = now >= m.start_ms.saturating_sub(PIN_REVEAL_BEFORE_START_MS);
-        return (open && access::secrets_equal(&m.access.pin, &r.pin)).then_some(pb::Role::Participant);
+        return (open && access::secrets_equal(&m.access.pin, &r.pin))
+            .then_some(pb::Role::Participant);
     }
     access::secrets_equal(&m.access.passcode, &r.passcode).then_some(pb::Role::Participant)
 }

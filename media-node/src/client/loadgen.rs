@@ -143,7 +143,10 @@ pub async fn run(
     while started.elapsed() < config.duration {
         tokio::time::sleep(Duration::from_millis(250)).await;
         if started.elapsed() >= next_report {
-            let received: u64 = everyone.iter().map(|(_, p)| p.stats.snapshot().received).sum();
+            let received: u64 = everyone
+                .iter()
+                .map(|(_, p)| p.stats.snapshot().received)
+                .sum();
             progress(&format!(
                 "{:>4.0} s: {received} datagrams received",
                 started.elapsed().as_secs_f64()
@@ -160,7 +163,8 @@ pub async fn run(
 
     let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid");
     let mut first_media = Histogram::<u64>::new(3).expect("valid");
-    let (mut sent, mut received, mut expected, mut corrupted, mut jitter) = (0u64, 0u64, 0u64, 0u64, 0f64);
+    let (mut sent, mut received, mut expected, mut corrupted, mut jitter) =
+        (0u64, 0u64, 0u64, 0u64, 0f64);
     for (_, p) in &everyone {
         let s = p.stats.snapshot();
         sent += s.sent;
@@ -169,7 +173,9 @@ pub async fn run(
         jitter += s.jitter_ms;
         // Everyone else in the meeting should have received each datagram.
         expected += s.sent * u64::from(config.participants - 1);
-        latency.add(p.stats.latency_histogram()).expect("same bounds");
+        latency
+            .add(p.stats.latency_histogram())
+            .expect("same bounds");
         if let Some(ms) = s.first_media_ms {
             let _ = first_media.record((ms * 1000.0) as u64);
         }

@@ -79,7 +79,9 @@ impl StreamSender {
         StreamSender {
             track,
             profile,
-            max_payload: max_datagram.saturating_sub(HEADER_LEN).max(PAYLOAD_PREFIX + 1),
+            max_payload: max_datagram
+                .saturating_sub(HEADER_LEN)
+                .max(PAYLOAD_PREFIX + 1),
             frame_no: 0,
             seq: 0,
             clock_rate: 90_000,

@@ -135,8 +135,15 @@ pub async fn request_token(
 pub async fn connect(
     address: SocketAddr,
     certificate: &[u8],
-) -> Result<(quinn::Endpoint, quinn::Connection, quinn::SendStream, quinn::RecvStream), ClientError>
-{
+) -> Result<
+    (
+        quinn::Endpoint,
+        quinn::Connection,
+        quinn::SendStream,
+        quinn::RecvStream,
+    ),
+    ClientError,
+> {
     let bind: SocketAddr = if address.is_ipv6() {
         "[::]:0".parse().expect("literal")
     } else {
@@ -367,7 +374,12 @@ impl Participant {
             header.write(&mut b);
             b.resize(len.max(wire::HEADER_LEN), 0xab);
             header.seq = header.seq.wrapping_add(1);
-            if self.conn.send_datagram_wait(b.split().freeze()).await.is_err() {
+            if self
+                .conn
+                .send_datagram_wait(b.split().freeze())
+                .await
+                .is_err()
+            {
                 break;
             }
             sent += 1;

@@ -40,7 +40,12 @@ pub(super) async fn sample(
         }
         let (counters, participants, tracks, rooms) = {
             let sfu = shared.sfu.lock().expect("sfu lock");
-            (sfu.counters().clone(), sfu.participants(), sfu.tracks(), sfu.rooms())
+            (
+                sfu.counters().clone(),
+                sfu.participants(),
+                sfu.tracks(),
+                sfu.rooms(),
+            )
         };
         let now = Instant::now();
         let secs = now.duration_since(last.0).as_secs_f64().max(1e-3);
@@ -84,7 +89,8 @@ pub(super) async fn sample(
             ("not_owner", c.dropped_not_owner),
             ("disabled", c.dropped_disabled),
         ] {
-            metrics::counter!("fjord_media_datagrams_dropped_total", "reason" => reason).absolute(v);
+            metrics::counter!("fjord_media_datagrams_dropped_total", "reason" => reason)
+                .absolute(v);
         }
         metrics::counter!("fjord_media_control_malformed_total").absolute(c.control_malformed);
     }

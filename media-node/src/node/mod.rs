@@ -19,7 +19,9 @@ use prost::Message;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use fjord_control_plane::client::{run_node_session, Client, ClientConfig, NodeEvent, NodeRegistration};
+use fjord_control_plane::client::{
+    run_node_session, Client, ClientConfig, NodeEvent, NodeRegistration,
+};
 use fjord_proto::v1 as pb;
 
 use crate::sfu::{ConnId, Counters, Output, Sfu, SfuConfig};
@@ -68,7 +70,10 @@ impl MediaNodeConfig {
     pub fn validate(&self) -> Result<(), NodeError> {
         let bad = |s: String| Err(NodeError::Config(s));
         if fjord_control_plane::api::validate_name("id", &self.id).is_err() {
-            return bad(format!("bad node id {:?}: 1-63 of a-z A-Z 0-9 - _ .", self.id));
+            return bad(format!(
+                "bad node id {:?}: 1-63 of a-z A-Z 0-9 - _ .",
+                self.id
+            ));
         }
         if fjord_control_plane::api::validate_name("region", &self.region).is_err() {
             return bad(format!("bad region {:?}", self.region));
@@ -267,7 +272,11 @@ pub async fn start(config: MediaNodeConfig) -> Result<MediaNodeHandle, NodeError
     })
 }
 
-async fn accept_loop(endpoint: quinn::Endpoint, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+async fn accept_loop(
+    endpoint: quinn::Endpoint,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) {
     let next_id = AtomicU64::new(1);
     loop {
         let incoming = tokio::select! {
@@ -288,14 +297,14 @@ async fn serve_connection(shared: Arc<Shared>, incoming: quinn::Incoming, id: Co
             return;
         }
     };
-    let (send, mut recv) = match tokio::time::timeout(Duration::from_secs(5), conn.accept_bi()).await
-    {
-        Ok(Ok(s)) => s,
-        _ => {
-            conn.close(1u32.into(), b"no control stream");
-            return;
-        }
-    };
+    let (send, mut recv) =
+        match tokio::time::timeout(Duration::from_secs(5), conn.accept_bi()).await {
+            Ok(Ok(s)) => s,
+            _ => {
+                conn.close(1u32.into(), b"no control stream");
+                return;
+            }
+        };
     let (tx, rx) = mpsc::channel(WRITER_QUEUE);
     shared.writers.lock().expect("writers lock").insert(id, tx);
     shared.sfu.lock().expect("sfu lock").connect(
@@ -430,7 +439,10 @@ impl MediaNodeHandle {
                 break;
             }
             if Instant::now() >= deadline {
-                tracing::warn!(participants = n, "drain timeout reached; closing remaining meetings");
+                tracing::warn!(
+                    participants = n,
+                    "drain timeout reached; closing remaining meetings"
+                );
                 break;
             }
             if last_log.elapsed() >= Duration::from_secs(10) {

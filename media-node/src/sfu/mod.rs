@@ -614,7 +614,11 @@ impl<H: Clone> Sfu<H> {
         }
         for t in owned {
             self.tracks.remove(&t);
-            self.broadcast(meeting, OutMsg::TrackRemoved(pb::TrackRemoved { track_id: t }), None);
+            self.broadcast(
+                meeting,
+                OutMsg::TrackRemoved(pb::TrackRemoved { track_id: t }),
+                None,
+            );
         }
         for t in others {
             self.unsubscribe(t, conn);
@@ -635,7 +639,8 @@ impl<H: Clone> Sfu<H> {
             room.consents.clear();
             let changed = room.recording.changed();
             self.broadcast(meeting, changed, None);
-        } else if matches!(room.recording, Recording::AwaitingConsent { .. }) && room.all_consented()
+        } else if matches!(room.recording, Recording::AwaitingConsent { .. })
+            && room.all_consented()
         {
             self.start_recording(meeting);
         }

@@ -371,13 +371,19 @@ fn s6_recording_needs_host_confirmation_and_everyones_consent_and_everyone_is_to
     for c in [host, a, b] {
         w.take(c);
     }
-    w.send(a, In::RequestRecording(pb::RequestRecording { local: true }));
+    w.send(
+        a,
+        In::RequestRecording(pb::RequestRecording { local: true }),
+    );
     assert_eq!(
         w.sfu.room(MEETING).unwrap().recording,
         Recording::AwaitingHost { requested_by: 2 }
     );
     // Consent before the host confirmed counts for nothing.
-    w.send(b, In::RecordingConsent(pb::RecordingConsent { consent: true }));
+    w.send(
+        b,
+        In::RecordingConsent(pb::RecordingConsent { consent: true }),
+    );
     assert!(w.last_refusal(b).is_some());
     w.send(
         host,
@@ -390,13 +396,19 @@ fn s6_recording_needs_host_confirmation_and_everyones_consent_and_everyone_is_to
         .take(b)
         .iter()
         .any(|m| matches!(m, OutMsg::ConsentRequested(_))));
-    w.send(host, In::RecordingConsent(pb::RecordingConsent { consent: true }));
+    w.send(
+        host,
+        In::RecordingConsent(pb::RecordingConsent { consent: true }),
+    );
     assert!(matches!(
         w.sfu.room(MEETING).unwrap().recording,
         Recording::AwaitingConsent { .. }
     ));
     w.take(host);
-    w.send(b, In::RecordingConsent(pb::RecordingConsent { consent: true }));
+    w.send(
+        b,
+        In::RecordingConsent(pb::RecordingConsent { consent: true }),
+    );
     // Everyone, recorder included, is told that recording is on.
     for c in [host, a, b] {
         assert!(
@@ -561,11 +573,13 @@ fn malformed_datagrams_and_control_messages_are_dropped_and_counted() {
     let a = w.join_with(1, pb::Role::Participant, open);
     let _b = w.join_with(2, pb::Role::Participant, open);
     let t = w.publish(a, pb::TrackKind::Video).unwrap();
-    for d in [&b""[..], &b"short"[..], &[0x20; 40][..], &[0x10, 0, 3, 2, 0, 0, 0, 1][..]] {
-        assert!(matches!(
-            w.sfu.route(a, d),
-            Err(DropReason::Malformed(_))
-        ));
+    for d in [
+        &b""[..],
+        &b"short"[..],
+        &[0x20; 40][..],
+        &[0x10, 0, 3, 2, 0, 0, 0, 1][..],
+    ] {
+        assert!(matches!(w.sfu.route(a, d), Err(DropReason::Malformed(_))));
     }
     assert!(matches!(
         w.sfu.route(a, &World::datagram(9999)),
@@ -591,7 +605,10 @@ fn an_ended_meeting_closes_its_room_after_two_missing_assignments() {
     w.apply(outs);
     let outs = w.sfu.sync_assignments(&[]);
     w.apply(outs);
-    assert!(!w.closed.contains(&a), "one stale answer must not end a meeting");
+    assert!(
+        !w.closed.contains(&a),
+        "one stale answer must not end a meeting"
+    );
     let outs = w.sfu.sync_assignments(&[]);
     w.apply(outs);
     assert!(w.closed.contains(&a));
