@@ -93,13 +93,6 @@ impl MediaHeader {
         }
         Ok(header)
     }
-
-    /// Only the track id, for the forwarding fast path (after `parse` has
-    /// been called on the same bytes, or where the caller checked length).
-    pub fn track_of(d: &[u8]) -> Option<u32> {
-        d.get(4..8)
-            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-    }
 }
 
 /// Errors reading a control stream.
@@ -160,7 +153,6 @@ mod tests {
         h.write(&mut b);
         b.extend_from_slice(b"payload");
         assert_eq!(MediaHeader::parse(&b), Ok(h));
-        assert_eq!(MediaHeader::track_of(&b), Some(0xdead_beef));
         assert_eq!(MediaHeader::parse(&b[..15]), Err(WireError::Truncated));
         let mut bad = b.clone();
         bad[0] = 0x20;

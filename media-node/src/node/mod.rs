@@ -128,8 +128,6 @@ const WRITER_QUEUE: usize = 1024;
 struct Shared {
     sfu: Mutex<Sfu<ConnHandle>>,
     writers: Mutex<HashMap<ConnId, mpsc::Sender<WriterCmd>>>,
-    /// Set on shutdown: no new rooms are opened here.
-    shutting_down: std::sync::atomic::AtomicBool,
     send_errors: AtomicU64,
 }
 
@@ -184,7 +182,6 @@ pub async fn start(config: MediaNodeConfig) -> Result<MediaNodeHandle, NodeError
     let shared = Arc::new(Shared {
         sfu: Mutex::new(Sfu::new(config.sfu.clone())),
         writers: Mutex::new(HashMap::new()),
-        shutting_down: Default::default(),
         send_errors: AtomicU64::new(0),
     });
     let client = Arc::new(
@@ -229,11 +226,11 @@ pub async fn start(config: MediaNodeConfig) -> Result<MediaNodeHandle, NodeError
                     let _ = registered_tx.send(true);
                 }
                 NodeEvent::Beat(b) => {
-                    let outs = {
-                        let mut sfu = shared.sfu.lock().expect("sfu lock");
-                        sfu.set_draining(b.state() == pb::NodeState::Draining);
-                        sfu.sync_assignments(&b.meetings)
-                    };
+                    let outs = shared
+                        .sfu
+                        .lock()
+                        .expect("sfu lock")
+                        .sync_assignments(&b.meetings);
                     shared.dispatch(outs);
                 }
             };
@@ -319,26 +316,11 @@ async fn serve_connection(shared: Arc<Shared>, incoming: quinn::Incoming, id: Co
         match wire::read_frame(&mut recv).await {
             Ok(Some(bytes)) => {
                 let outs = match pb::ClientMessage::decode(bytes.as_slice()) {
-                    Ok(m) => {
-                        let mut sfu = shared.sfu.lock().expect("sfu lock");
-                        let refuse_new_room = shared.shutting_down.load(Ordering::Relaxed)
-                            && matches!(&m.msg, Some(pb::client_message::Msg::Join(j)) if sfu.room(j.meeting_id).is_none());
-                        if refuse_new_room {
-                            vec![
-                                Output::Send(
-                                    id,
-                                    pb::ServerMessage {
-                                        msg: Some(pb::server_message::Msg::Closed(pb::Closed {
-                                            reason: "node is shutting down; join again to be placed elsewhere".into(),
-                                        })),
-                                    },
-                                ),
-                                Output::Close(id, "shutting down".into()),
-                            ]
-                        } else {
-                            sfu.control(now_ms(), id, m)
-                        }
-                    }
+                    Ok(m) => shared
+                        .sfu
+                        .lock()
+                        .expect("sfu lock")
+                        .control(now_ms(), id, m),
                     Err(_) => shared.sfu.lock().expect("sfu lock").malformed_control(id),
                 };
                 shared.dispatch(outs);
@@ -415,7 +397,7 @@ impl MediaNodeHandle {
     /// nothing new here, open no new rooms, let running meetings finish
     /// (up to the drain timeout), then stop.
     pub async fn drain_and_stop(self) {
-        self.shared.shutting_down.store(true, Ordering::Relaxed);
+        self.shared.sfu.lock().expect("sfu lock").shut_down();
         let id = self.id.clone();
         let drained = self
             .client

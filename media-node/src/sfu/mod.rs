@@ -130,7 +130,8 @@ struct Track<H> {
 pub struct Sfu<H> {
     config: SfuConfig,
     join_key: Option<Vec<u8>>,
-    draining: bool,
+    /// The node is shutting down: running meetings go on, no room opens.
+    shutting_down: bool,
     rooms: HashMap<u64, Room>,
     conns: HashMap<ConnId, Conn<H>>,
     tracks: HashMap<u32, Track<H>>,
@@ -159,7 +160,7 @@ impl<H: Clone> Sfu<H> {
             joins_by_meeting: KeyedLimiter::new(config.joins_per_meeting, 100_000),
             config,
             join_key: None,
-            draining: false,
+            shutting_down: false,
             rooms: HashMap::new(),
             conns: HashMap::new(),
             tracks: HashMap::new(),
@@ -174,12 +175,10 @@ impl<H: Clone> Sfu<H> {
         self.join_key = Some(key);
     }
 
-    pub fn set_draining(&mut self, draining: bool) {
-        self.draining = draining;
-    }
-
-    pub fn is_draining(&self) -> bool {
-        self.draining
+    /// From now on only rooms already open take joins; participants of
+    /// other meetings are told to join again and be placed elsewhere.
+    pub fn shut_down(&mut self) {
+        self.shutting_down = true;
     }
 
     pub fn counters(&self) -> &Counters {
@@ -394,6 +393,12 @@ impl<H: Clone> Sfu<H> {
         let role = claims.role();
         let pid = claims.participant_id;
         let meeting = claims.meeting_id;
+        if self.shutting_down && !self.rooms.contains_key(&meeting) {
+            return self.refuse_join(
+                conn,
+                "node is shutting down; join again to be placed elsewhere",
+            );
+        }
         let room = self
             .rooms
             .entry(meeting)

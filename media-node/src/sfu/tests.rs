@@ -614,3 +614,35 @@ fn an_ended_meeting_closes_its_room_after_two_missing_assignments() {
     assert!(w.closed.contains(&a));
     assert_eq!(w.sfu.rooms(), 0);
 }
+
+#[test]
+fn a_node_shutting_down_keeps_open_rooms_and_opens_no_new_one() {
+    let (mut w, open) = World::new(open_meeting());
+    let a = w.join_with(1, pb::Role::Participant, open);
+    assert!(w.was_admitted(a));
+    w.sfu.shut_down();
+    // The running meeting still takes joins ...
+    let b = w.join_with(2, pb::Role::Participant, open);
+    assert!(w.was_admitted(b));
+    // ... another meeting does not open here.
+    let c = w.connect_from([127, 0, 0, 1]);
+    let token = w.signer.sign(&pb::JoinClaims {
+        meeting_id: MEETING + 1,
+        participant_id: 3,
+        role: pb::Role::Host as i32,
+        node_id: NODE.into(),
+        display_name: "x".into(),
+        issued_at_ms: NOW,
+        expires_at_ms: NOW + 1000,
+        settings: None,
+    });
+    w.send(
+        c,
+        In::Join(pb::MediaJoin {
+            token,
+            meeting_id: MEETING + 1,
+        }),
+    );
+    assert!(matches!(&w.take(c)[..], [OutMsg::Closed(cl)] if cl.reason.contains("shutting down")));
+    assert_eq!(w.sfu.rooms(), 1);
+}
