@@ -97,8 +97,15 @@ enum NodeCmd {
     List,
     /// Show one media node.
     Get { id: String },
-    /// Stop placing new meetings on a node; running meetings stay.
-    Drain { id: String },
+    /// Stop placing new meetings on a node; running meetings stay, or
+    /// with --evacuate move now (participants switch over to the new node).
+    Drain {
+        id: String,
+        /// Also move the node's meetings to other allowed nodes now; those
+        /// with nowhere to go stay and finish here.
+        #[arg(long)]
+        evacuate: bool,
+    },
     /// Let a drained node take new meetings again.
     Undrain { id: String },
 }
@@ -152,6 +159,15 @@ enum MeetingCmd {
     },
     /// End a meeting and release its reservation.
     End { id: u64 },
+    /// Move a running meeting off a node; participants switch over to the
+    /// new node without leaving the meeting.
+    Move {
+        id: u64,
+        /// The node to move it off (needed when the meeting spans several);
+        /// default: its primary node.
+        #[arg(long)]
+        from: Option<String>,
+    },
     /// Every placement decision for a meeting: nodes considered, rejected and why, the choice.
     Explain { id: u64 },
 }
@@ -240,7 +256,8 @@ fn meeting_json(m: &pb::Meeting) -> Value {
     json!({"id": m.id, "institution": m.institution, "participants": m.participants,
            "start_ms": m.start_ms, "end_ms": m.end_ms, "state": meeting_state(m.state),
            "node": m.node_id, "created_at_ms": m.created_at_ms, "ended_at_ms": m.ended_at_ms,
-           "placements": m.placements})
+           "placements": m.placements,
+           "shares": m.shares.iter().map(|s| json!({"node": s.node_id, "participants": s.participants})).collect::<Vec<_>>()})
 }
 
 fn decision_json(d: &pb::Decision) -> Value {
@@ -257,6 +274,7 @@ fn decision_json(d: &pb::Decision) -> Value {
         "rejection_counts": d.rejection_counts.iter().map(|r| (r.reason.clone(), json!(r.count))).collect::<serde_json::Map<_, _>>(),
         "chosen": if d.chosen_node.is_empty() { Value::Null } else { json!(d.chosen_node) },
         "chosen_score_permille": d.chosen_score_permille,
+        "shares": d.shares.iter().map(|s| json!({"node": s.node_id, "region": s.region, "participants": s.participants})).collect::<Vec<_>>(),
         "refusal": if d.refusal.is_empty() { Value::Null } else { json!(d.refusal) },
     })
 }
@@ -271,9 +289,15 @@ fn meeting_line(m: &pb::Meeting) -> String {
         fmt_time(m.end_ms),
         meeting_state(m.state),
         if m.node_id.is_empty() {
-            "-"
+            "-".to_string()
+        } else if m.shares.len() > 1 {
+            m.shares
+                .iter()
+                .map(|s| format!("{}({})", s.node_id, s.participants))
+                .collect::<Vec<_>>()
+                .join(",")
         } else {
-            &m.node_id
+            m.node_id.clone()
         }
     )
 }
@@ -326,6 +350,17 @@ fn decision_text(d: &pb::Decision) -> String {
     }
     if d.chosen_node.is_empty() {
         s += &format!("  REFUSED: {}\n", d.refusal);
+    } else if !d.shares.is_empty() {
+        s += &format!(
+            "  cascaded over {} nodes (no single node had room):\n",
+            d.shares.len()
+        );
+        for sh in &d.shares {
+            s += &format!(
+                "    {:<16} ({}): {} participants\n",
+                sh.node_id, sh.region, sh.participants
+            );
+        }
     } else {
         s += &format!(
             "  chose {} (score {}‰)\n",
@@ -572,25 +607,45 @@ async fn node(client: &Client, c: NodeCmd) -> Result<(Value, String), Failure> {
                 .into_inner();
             Ok(one(&r.node.unwrap_or_default()))
         }
-        NodeCmd::Drain { id } => drain(client, id, false).await.map(|n| one(&n)),
-        NodeCmd::Undrain { id } => drain(client, id, true).await.map(|n| one(&n)),
+        NodeCmd::Drain { id, evacuate } => {
+            let r = drain(client, id, false, evacuate).await?;
+            let (mut json, mut text) = one(&r.node.unwrap_or_default());
+            if evacuate {
+                json["moved"] = json!(r.moved);
+                json["kept"] = json!(r.kept);
+                text += &format!(
+                    "moved {} meeting(s) {:?}; {} with nowhere to go stay until they end {:?}\n",
+                    r.moved.len(),
+                    r.moved,
+                    r.kept.len(),
+                    r.kept
+                );
+            }
+            Ok((json, text))
+        }
+        NodeCmd::Undrain { id } => drain(client, id, true, false)
+            .await
+            .map(|r| one(&r.node.unwrap_or_default())),
     }
 }
 
-async fn drain(client: &Client, id: String, undo: bool) -> Result<pb::MediaNode, Failure> {
+async fn drain(
+    client: &Client,
+    id: String,
+    undo: bool,
+    evacuate: bool,
+) -> Result<pb::DrainNodeResponse, Failure> {
     Ok(client
         .call(|ch| {
             let id = id.clone();
             async move {
                 NodeServiceClient::new(ch)
-                    .drain_node(pb::DrainNodeRequest { id, undo })
+                    .drain_node(pb::DrainNodeRequest { id, undo, evacuate })
                     .await
             }
         })
         .await?
-        .into_inner()
-        .node
-        .unwrap_or_default())
+        .into_inner())
 }
 
 async fn meeting(client: &Client, c: MeetingCmd) -> Result<(Value, String), Failure> {
@@ -712,6 +767,24 @@ async fn meeting(client: &Client, c: MeetingCmd) -> Result<(Value, String), Fail
                 meeting_json(&m),
                 format!("{MEETING_HEADER}{}", meeting_line(&m)),
             ))
+        }
+        MeetingCmd::Move { id, from } => {
+            let r = client
+                .call(|ch| {
+                    let from_node_id = from.clone().unwrap_or_default();
+                    async move {
+                        MeetingServiceClient::new(ch)
+                            .move_meeting(pb::MoveMeetingRequest { id, from_node_id })
+                            .await
+                    }
+                })
+                .await?
+                .into_inner();
+            let m = r.meeting.unwrap_or_default();
+            let d = r.decision.unwrap_or_default();
+            let json = json!({"meeting": meeting_json(&m), "decision": decision_json(&d)});
+            let text = format!("{MEETING_HEADER}{}{}", meeting_line(&m), decision_text(&d));
+            Ok((json, text))
         }
         MeetingCmd::Explain { id } => {
             let r = client

@@ -33,6 +33,7 @@ fn cluster(n: usize) -> Vec<Node> {
                     "nordic".into()
                 },
                 address: "127.0.0.1:7201".into(),
+                index: i as u32 + 1,
                 capacity: 1000,
                 state: match i % 10 {
                     0 => NodeState::Draining,
@@ -71,6 +72,7 @@ fn bench(c: &mut Criterion) {
                             home_region: "nordic",
                             strategy,
                             trigger: Trigger::Scheduled,
+                            exclude: None,
                         };
                         place(&req, nodes, &mut rng)
                     })

@@ -64,8 +64,8 @@ impl Default for ReplicaConfig {
             election_timeout_min_ms: 500,
             election_timeout_max_ms: 1000,
             snapshot_every_entries: 5000,
-            node_heartbeat_interval_ms: 1000,
-            node_lease_ms: 5000,
+            node_heartbeat_interval_ms: 500,
+            node_lease_ms: 1500,
             placement: Strategy::LeastLoaded,
             request_timeout_ms: 10_000,
             join_limits: JoinLimits::default(),
@@ -266,6 +266,9 @@ pub async fn start_with_listener(
             replica.clone(),
             keys,
             config.join_limits,
+            // Normal age of a committed heartbeat is up to a commit interval
+            // (a third of the lease) plus one beat; more means overdue.
+            (lease / 3 + heartbeat).as_millis() as u64 + 250,
         )))
         .add_service(ClusterServiceServer::new(ClusterApi::new(replica.clone())));
     let server = tokio::spawn(async move {

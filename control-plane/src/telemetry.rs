@@ -13,7 +13,12 @@ pub fn command_applied(cmd: &Command, resp: &Response) {
     metrics::counter!("fjord_commands_applied_total", "command" => cmd.kind(), "outcome" => outcome)
         .increment(1);
     match resp {
-        Ok(Output::Scheduled { decision, .. }) => placement(&decision.outcome),
+        Ok(Output::Scheduled { decision, .. }) | Ok(Output::Moved { decision, .. }) => {
+            placement(&decision.outcome)
+        }
+        Ok(Output::Evacuated { moved, .. }) => {
+            metrics::counter!("fjord_meetings_evacuated_total").increment(moved.len() as u64);
+        }
         Err(StateError::NoCapacity { decision, .. }) => placement(&decision.outcome),
         Ok(Output::NodesDown { nodes, replaced }) if !nodes.is_empty() => {
             metrics::counter!("fjord_nodes_lease_expired_total").increment(nodes.len() as u64);
@@ -26,6 +31,7 @@ pub fn command_applied(cmd: &Command, resp: &Response) {
 fn placement(o: &Outcome) {
     let outcome = match o {
         Outcome::Placed { .. } => "placed",
+        Outcome::Cascaded { .. } => "cascaded",
         Outcome::Refused { .. } => "refused",
     };
     metrics::counter!("fjord_placements_total", "outcome" => outcome).increment(1);

@@ -163,6 +163,7 @@ async fn every_api_refuses_bad_input_and_changes_nothing() {
             .drain_node(pb::DrainNodeRequest {
                 id: "ghost".into(),
                 undo: false,
+                evacuate: true,
             })
             .await,
         Code::NotFound,

@@ -124,7 +124,7 @@ async fn s1_s9_wrong_passcode_and_unknown_meeting_look_the_same_and_guessing_is_
         };
         let cp = &cp;
         async move {
-            client::request_token(cp, &req, Duration::ZERO)
+            client::request_token(cp, &req, Duration::ZERO, None)
                 .await
                 .err()
                 .map(|e| match e {
@@ -215,6 +215,7 @@ async fn s2_pin_is_revealed_five_minutes_before_start_and_only_opens_its_own_mee
                     ..Default::default()
                 },
                 Duration::ZERO,
+                None,
             )
             .await
         }
@@ -324,6 +325,7 @@ async fn a_token_for_one_node_is_refused_by_another() {
             ..Default::default()
         },
         Duration::from_secs(5),
+        None,
     )
     .await
     .unwrap();
@@ -370,6 +372,7 @@ async fn node_certificate(stack: &Stack, node: &str) -> Vec<u8> {
                     ..Default::default()
                 },
                 Duration::from_secs(5),
+                None,
             )
             .await
             .unwrap();

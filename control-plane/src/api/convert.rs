@@ -37,6 +37,7 @@ pub fn node(n: &NodeView) -> pb::MediaNode {
         reserved_now: n.reserved_now,
         meetings: n.meetings,
         registered_at_ms: n.registered_at_ms,
+        index: n.index,
     }
 }
 
@@ -52,11 +53,20 @@ pub fn meeting(m: &Meeting) -> pb::Meeting {
             MeetingState::Unplaced => pb::MeetingState::Unplaced,
             MeetingState::Ended => pb::MeetingState::Ended,
         } as i32,
-        node_id: m.node.clone().unwrap_or_default(),
+        node_id: m.node().unwrap_or_default().to_string(),
         created_at_ms: m.created_at_ms,
         ended_at_ms: m.ended_at_ms.unwrap_or(0),
         placements: m.decisions.len() as u32,
         settings: Some(settings(&m.access.settings)),
+        shares: m
+            .shares
+            .iter()
+            .map(|s| pb::Share {
+                node_id: s.node.clone(),
+                region: String::new(),
+                participants: s.participants,
+            })
+            .collect(),
     }
 }
 
@@ -86,12 +96,21 @@ pub fn decision(d: &Decision) -> pb::Decision {
             score_permille,
             ..
         } => (node.clone(), *score_permille, String::new()),
+        Outcome::Cascaded { shares } => (
+            shares.first().map(|s| s.node.clone()).unwrap_or_default(),
+            0,
+            String::new(),
+        ),
         Outcome::Refused { refusal } => (String::new(), 0, refusal.to_string()),
     };
     pb::Decision {
         at_ms: d.at_ms,
         trigger: match &d.trigger {
-            crate::placement::Trigger::NodeDown { node } => format!("node_down:{node}"),
+            crate::placement::Trigger::NodeDown { node }
+            | crate::placement::Trigger::Move { node }
+            | crate::placement::Trigger::Evacuate { node } => {
+                format!("{}:{node}", d.trigger.as_str())
+            }
             t => t.as_str().to_string(),
         },
         strategy: match d.strategy {
@@ -134,6 +153,17 @@ pub fn decision(d: &Decision) -> pb::Decision {
         refusal,
         allowed_regions: d.allowed_regions.clone(),
         home_region: d.home_region.clone(),
+        shares: match &d.outcome {
+            Outcome::Cascaded { shares } => shares
+                .iter()
+                .map(|s| pb::Share {
+                    node_id: s.node.clone(),
+                    region: s.region.clone(),
+                    participants: s.participants,
+                })
+                .collect(),
+            Outcome::Placed { .. } | Outcome::Refused { .. } => Vec::new(),
+        },
     }
 }
 

@@ -1,3 +1,4 @@
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
@@ -10,7 +11,7 @@ use super::{convert, finish, validate, ApiError, SigningKeys};
 use crate::access::{self, JOIN_TOKEN_TTL_MS, PIN_REVEAL_BEFORE_START_MS};
 use crate::raft::{now_ms, Replica};
 use crate::ratelimit::{KeyedLimiter, Rate};
-use crate::state::{Command, Meeting, MeetingState, Output, Query, QueryOutput};
+use crate::state::{Command, Meeting, MeetingState, Output, Query, QueryOutput, Share};
 
 /// Limits on join attempts, kept by each replica for the calls it receives.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -98,6 +99,43 @@ pub struct MeetingApi {
     replica: Arc<Replica>,
     keys: Arc<SigningKeys>,
     guards: Mutex<JoinGuards>,
+    /// Tokens issued per meeting by this replica: spreads a cascaded
+    /// meeting's joiners over its shares in proportion to their size.
+    issued: Mutex<HashMap<u64, u64>>,
+    /// A node whose last committed heartbeat is older than this is overdue
+    /// (a client reporting it unreachable is believed).
+    node_overdue_ms: u64,
+}
+
+/// Which share a joiner goes to. The `k`-th joiner takes the share its
+/// position falls in when the meeting's seats are laid out share after
+/// share, so shares fill in proportion to their size. A share on the
+/// node the client could not reach is skipped when there is another;
+/// when it is the only one, `None` while that node is `overdue`.
+pub fn pick_share<'a>(
+    shares: &'a [Share],
+    k: u64,
+    unreachable: Option<&str>,
+    overdue: bool,
+) -> Option<&'a Share> {
+    let usable: Vec<&Share> = shares
+        .iter()
+        .filter(|s| Some(s.node.as_str()) != unreachable)
+        .collect();
+    let usable = match (usable.is_empty(), overdue) {
+        (false, _) => usable,
+        (true, true) => return None,
+        (true, false) => shares.iter().collect(),
+    };
+    let total: u64 = usable.iter().map(|s| u64::from(s.participants)).sum();
+    let mut pos = k % total.max(1);
+    for s in &usable {
+        if pos < u64::from(s.participants) {
+            return Some(s);
+        }
+        pos -= u64::from(s.participants);
+    }
+    usable.first().copied()
 }
 
 /// The join link a passcode rides in.
@@ -106,11 +144,42 @@ pub fn join_link(id: u64, passcode: &str) -> String {
 }
 
 impl MeetingApi {
-    pub fn new(replica: Arc<Replica>, keys: Arc<SigningKeys>, limits: JoinLimits) -> Self {
+    pub fn new(
+        replica: Arc<Replica>,
+        keys: Arc<SigningKeys>,
+        limits: JoinLimits,
+        node_overdue_ms: u64,
+    ) -> Self {
         MeetingApi {
             replica,
             keys,
             guards: Mutex::new(JoinGuards::new(&limits)),
+            issued: Mutex::new(HashMap::new()),
+            node_overdue_ms,
+        }
+    }
+
+    async fn move_meeting(
+        &self,
+        r: pb::MoveMeetingRequest,
+    ) -> Result<pb::MoveMeetingResponse, ApiError> {
+        validate::id("id", r.id)?;
+        if !r.from_node_id.is_empty() {
+            validate::name("from_node_id", &r.from_node_id)?;
+        }
+        let out = self
+            .replica
+            .write(Command::MoveMeeting {
+                id: r.id,
+                from: Some(r.from_node_id).filter(|s| !s.is_empty()),
+            })
+            .await?;
+        match out {
+            Output::Moved { meeting, decision } => Ok(pb::MoveMeetingResponse {
+                meeting: Some(convert::meeting(&meeting)),
+                decision: Some(convert::decision(&decision)),
+            }),
+            other => unreachable!("move answered {other:?}"),
         }
     }
 
@@ -198,6 +267,9 @@ impl MeetingApi {
             }
         }
         validate::display_name("display_name", &r.display_name)?;
+        if !r.unreachable_node_id.is_empty() {
+            validate::name("unreachable_node_id", &r.unreachable_node_id)?;
+        }
         let now = now_ms();
         self.guards
             .lock()
@@ -223,14 +295,31 @@ impl MeetingApi {
             metrics::counter!("fjord_join_denied_total").increment(1);
             return Err(ApiError::Denied);
         };
-        let node_id = match (meeting.state, &meeting.node) {
-            (MeetingState::Placed, Some(n)) => n.clone(),
-            _ => {
-                return Err(ApiError::Unavailable(
-                    "the meeting has no media node right now; retry shortly".into(),
-                ))
-            }
+        let unplaced = || {
+            ApiError::Unavailable("the meeting has no media node right now; retry shortly".into())
         };
+        if meeting.state != MeetingState::Placed {
+            return Err(unplaced());
+        }
+        let unreachable = Some(r.unreachable_node_id.as_str()).filter(|s| !s.is_empty());
+        let overdue = unreachable.is_some_and(|id| {
+            self.replica
+                .local_state(|s| s.nodes.get(id).map(|n| n.last_heartbeat_ms))
+                .is_none_or(|beat| now.saturating_sub(beat) > self.node_overdue_ms)
+        });
+        let k = {
+            let mut issued = self.issued.lock().expect("issued lock poisoned");
+            if issued.len() > 100_000 {
+                issued.clear(); // only a spreading hint; forget rather than grow
+            }
+            let n = issued.entry(meeting.id).or_default();
+            *n += 1;
+            *n - 1
+        };
+        let node_id = pick_share(&meeting.shares, k, unreachable, overdue)
+            .ok_or_else(unplaced)?
+            .node
+            .clone();
         let (address, certificate) = self
             .replica
             .local_state(|s| {
@@ -360,6 +449,13 @@ impl MeetingService for MeetingApi {
             .map(|a| a.ip())
             .unwrap_or(IpAddr::from([0, 0, 0, 0]));
         finish("join_meeting", self.join(source, req.into_inner()).await).map(Response::new)
+    }
+
+    async fn move_meeting(
+        &self,
+        req: Request<pb::MoveMeetingRequest>,
+    ) -> Result<Response<pb::MoveMeetingResponse>, Status> {
+        finish("move_meeting", self.move_meeting(req.into_inner()).await).map(Response::new)
     }
 
     async fn get_meeting_pin(

@@ -84,7 +84,11 @@ impl ApiError {
                     | StateError::WindowInPast { .. } => Code::InvalidArgument,
                     StateError::NodeRegionChange { .. }
                     | StateError::CapacityBelowReservations { .. }
-                    | StateError::MeetingEnded { .. } => Code::FailedPrecondition,
+                    | StateError::MeetingEnded { .. }
+                    | StateError::NameTheShare { .. }
+                    | StateError::MeetingUnplaced { .. }
+                    | StateError::NotOnNode { .. } => Code::FailedPrecondition,
+                    StateError::TooManyNodes { .. } => Code::ResourceExhausted,
                     StateError::NoCapacity { .. } => Code::ResourceExhausted,
                 },
                 ClusterError::Unavailable { .. } | ClusterError::NotLeader { .. } => {

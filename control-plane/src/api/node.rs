@@ -11,8 +11,9 @@ use fjord_proto::v1 as pb;
 use fjord_proto::v1::node_service_server::NodeService;
 
 use super::{convert, finish, validate, ApiError, SigningKeys};
-use crate::raft::Replica;
-use crate::state::{Command, NodeState, Output, Query, QueryOutput};
+use crate::access::JOIN_TOKEN_TTL_MS;
+use crate::raft::{now_ms, Replica};
+use crate::state::{ClusterState, Command, MeetingState, NodeState, Output, Query, QueryOutput};
 
 pub struct NodeApi {
     replica: Arc<Replica>,
@@ -89,11 +90,19 @@ impl NodeApi {
             .write(Command::SetNodeDraining {
                 id: r.id,
                 draining: !r.undo,
+                evacuate: r.evacuate && !r.undo,
             })
             .await?;
         match out {
             Output::Node(n) => Ok(pb::DrainNodeResponse {
                 node: Some(convert::node(&n)),
+                moved: Vec::new(),
+                kept: Vec::new(),
+            }),
+            Output::Evacuated { node, moved, kept } => Ok(pb::DrainNodeResponse {
+                node: Some(convert::node(&node)),
+                moved,
+                kept,
             }),
             other => unreachable!("drain answered {other:?}"),
         }
@@ -122,12 +131,16 @@ impl NodeApi {
 /// One heartbeat: validate, commit a summary when due, answer the node's state.
 async fn beat(
     replica: &Replica,
+    keys: &SigningKeys,
     hb: pb::HeartbeatRequest,
     last: &mut Option<(Instant, u32)>,
     commit_interval: Duration,
 ) -> Result<pb::HeartbeatResponse, ApiError> {
     validate::name("node_id", &hb.node_id)?;
     validate::range_u32("cpu_permille", hb.cpu_permille, 0, 1000)?;
+    if hb.rooms.len() > 100_000 {
+        return Err(ApiError::invalid("rooms", "more than 100000 rooms"));
+    }
     let due = match last {
         None => true,
         Some((at, participants)) => {
@@ -151,16 +164,73 @@ async fn beat(
             .local_state(|s| s.nodes.get(&hb.node_id).map(|n| n.state))
             .unwrap_or(NodeState::Ready)
     };
-    let meetings = replica.local_state(|s| {
-        s.nodes
-            .get(&hb.node_id)
-            .map(|n| n.reservations.keys().copied().collect())
-            .unwrap_or_default()
+    let mut answer = replica.local_state(|s| placement_for(s, &hb.node_id, &hb.rooms));
+    answer.state = convert::node_state(state) as i32;
+    let now = now_ms();
+    answer.link_token = keys.signer().await?.sign(&pb::JoinClaims {
+        meeting_id: 0,
+        participant_id: 0,
+        role: pb::Role::Node as i32,
+        node_id: hb.node_id.clone(),
+        display_name: String::new(),
+        issued_at_ms: now,
+        expires_at_ms: now + JOIN_TOKEN_TTL_MS,
+        settings: None,
     });
-    Ok(pb::HeartbeatResponse {
-        state: convert::node_state(state) as i32,
-        meetings,
-    })
+    Ok(answer)
+}
+
+/// What a node carries: its meetings, the peers each is cascaded with,
+/// how to reach those peers, and which of its open rooms moved away.
+fn placement_for(s: &ClusterState, node_id: &str, rooms: &[u64]) -> pb::HeartbeatResponse {
+    let Some(node) = s.nodes.get(node_id) else {
+        return pb::HeartbeatResponse::default();
+    };
+    let mut peers = std::collections::BTreeSet::new();
+    let assignments: Vec<pb::MeetingAssignment> = node
+        .reservations
+        .keys()
+        .map(|id| {
+            let peer_node_ids: Vec<String> = s.meetings.get(id).map_or(Vec::new(), |m| {
+                m.shares
+                    .iter()
+                    .filter(|sh| sh.node != node_id)
+                    .map(|sh| sh.node.clone())
+                    .collect()
+            });
+            peers.extend(peer_node_ids.iter().cloned());
+            pb::MeetingAssignment {
+                meeting_id: *id,
+                peer_node_ids,
+            }
+        })
+        .collect();
+    let moved = rooms
+        .iter()
+        .copied()
+        .filter(|id| !node.reservations.contains_key(id))
+        .filter(|id| {
+            s.meetings
+                .get(id)
+                .is_some_and(|m| m.state != MeetingState::Ended)
+        })
+        .collect();
+    pb::HeartbeatResponse {
+        state: 0,
+        meetings: node.reservations.keys().copied().collect(),
+        assignments,
+        peers: peers
+            .iter()
+            .filter_map(|p| s.nodes.get(p))
+            .map(|p| pb::PeerNode {
+                id: p.id.clone(),
+                address: p.address.clone(),
+                certificate: p.certificate.clone(),
+            })
+            .collect(),
+        moved,
+        link_token: Vec::new(),
+    }
 }
 
 type HeartbeatStream = Pin<Box<dyn Stream<Item = Result<pb::HeartbeatResponse, Status>> + Send>>;
@@ -183,6 +253,7 @@ impl NodeService for NodeApi {
         let mut inbound = req.into_inner();
         let (tx, rx) = mpsc::channel(4);
         let replica = self.replica.clone();
+        let keys = self.keys.clone();
         let commit_interval = self.commit_interval();
         tokio::spawn(async move {
             let mut last = None;
@@ -190,7 +261,7 @@ impl NodeService for NodeApi {
                 let Ok(hb) = msg else { break };
                 let r = finish(
                     "heartbeat",
-                    beat(&replica, hb, &mut last, commit_interval).await,
+                    beat(&replica, &keys, hb, &mut last, commit_interval).await,
                 );
                 let stop = r.is_err();
                 if tx.send(r).await.is_err() || stop {

@@ -8,7 +8,9 @@
 //!
 //! Hard filters run first — residency, node state, free capacity over the
 //! meeting's whole window after existing reservations — then the survivors are
-//! scored. The engine never reads a clock or a socket: `now` and the random
+//! scored. A meeting no single node has room for is cascaded (M4): split
+//! into shares over several allowed nodes, home region first and largest
+//! free capacity first, so it spans as few nodes as it can. The engine never reads a clock or a socket: `now` and the random
 //! seed come in, so every replica that runs it on the same state gets the same
 //! answer. That is what lets the replicated state machine run placement inside
 //! `apply`.
@@ -28,6 +30,9 @@ use crate::state::{Node, NodeState};
 pub const MAX_LISTED_REJECTIONS: usize = 32;
 /// How many of the best candidates a decision lists.
 pub const MAX_LISTED_CANDIDATES: usize = 5;
+/// Most nodes one meeting may span. Every pair of them is linked, so the
+/// links of one meeting grow with the square of this.
+pub const MAX_CASCADE_NODES: usize = 32;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -73,6 +78,14 @@ pub enum Trigger {
     },
     /// The meeting was unplaced and a node became available again.
     Retry,
+    /// An operator moved the meeting off `node` (`meeting move`).
+    Move {
+        node: String,
+    },
+    /// `node` was drained with evacuation.
+    Evacuate {
+        node: String,
+    },
 }
 
 impl Trigger {
@@ -81,6 +94,8 @@ impl Trigger {
             Trigger::Scheduled => "scheduled",
             Trigger::NodeDown { .. } => "node_down",
             Trigger::Retry => "retry",
+            Trigger::Move { .. } => "move",
+            Trigger::Evacuate { .. } => "evacuate",
         }
     }
 }
@@ -92,6 +107,8 @@ pub enum RejectReason {
     Draining,
     Down,
     InsufficientCapacity,
+    /// The node the meeting is being moved off.
+    MovingOff,
 }
 
 impl RejectReason {
@@ -101,6 +118,7 @@ impl RejectReason {
             RejectReason::Draining => "draining",
             RejectReason::Down => "down",
             RejectReason::InsufficientCapacity => "insufficient_capacity",
+            RejectReason::MovingOff => "moving_off",
         }
     }
 }
@@ -130,7 +148,8 @@ pub enum Refusal {
     NoNodeInResidency,
     /// Nodes exist in the allowed regions but none is ready.
     NoReadyNode,
-    /// Ready nodes exist but none has room over the whole window.
+    /// Ready nodes exist but not even all of them together (up to
+    /// [`MAX_CASCADE_NODES`]) have room over the whole window.
     NoCapacity { needed: u32, largest_free: u32 },
 }
 
@@ -149,8 +168,8 @@ impl std::fmt::Display for Refusal {
                 largest_free,
             } => write!(
                 f,
-                "no ready media node in the allowed regions has room for {needed} participants \
-                 over the whole window (largest free: {largest_free})"
+                "the ready media nodes in the allowed regions have no room for {needed} \
+                 participants over the whole window, even cascaded (largest free: {largest_free} on one node)"
             ),
         }
     }
@@ -165,9 +184,21 @@ pub enum Outcome {
         region: String,
         score_permille: u32,
     },
+    /// No single node had room: the meeting spans these nodes.
+    Cascaded {
+        shares: Vec<ShareChoice>,
+    },
     Refused {
         refusal: Refusal,
     },
+}
+
+/// One node's part of a cascaded placement.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShareChoice {
+    pub node: String,
+    pub region: String,
+    pub participants: u32,
 }
 
 /// A placement and everything needed to explain it.
@@ -186,18 +217,35 @@ pub struct Decision {
 }
 
 impl Decision {
+    /// The chosen node, or the first of a cascade.
     pub fn chosen(&self) -> Option<&str> {
         match &self.outcome {
             Outcome::Placed { node, .. } => Some(node),
+            Outcome::Cascaded { shares } => shares.first().map(|s| s.node.as_str()),
             Outcome::Refused { .. } => None,
         }
     }
 
-    /// The chosen node's region at decision time.
-    pub fn chosen_region(&self) -> Option<&str> {
+    /// Every chosen node with its region at decision time and the
+    /// participants it takes; empty when refused.
+    pub fn shares(&self, participants: u32) -> Vec<ShareChoice> {
         match &self.outcome {
-            Outcome::Placed { region, .. } => Some(region),
-            Outcome::Refused { .. } => None,
+            Outcome::Placed { node, region, .. } => vec![ShareChoice {
+                node: node.clone(),
+                region: region.clone(),
+                participants,
+            }],
+            Outcome::Cascaded { shares } => shares.clone(),
+            Outcome::Refused { .. } => Vec::new(),
+        }
+    }
+
+    /// Regions of every chosen node at decision time.
+    pub fn chosen_regions(&self) -> Vec<&str> {
+        match &self.outcome {
+            Outcome::Placed { region, .. } => vec![region],
+            Outcome::Cascaded { shares } => shares.iter().map(|s| s.region.as_str()).collect(),
+            Outcome::Refused { .. } => Vec::new(),
         }
     }
 }
@@ -216,6 +264,8 @@ pub struct PlacementRequest<'a> {
     pub home_region: &'a str,
     pub strategy: Strategy,
     pub trigger: Trigger,
+    /// A node that must not be chosen (the one a meeting is moving off).
+    pub exclude: Option<&'a str>,
 }
 
 /// Runs the filters and the scoring over `nodes` and returns the decision.
@@ -231,6 +281,9 @@ pub fn place<'n>(
     let mut in_residency = 0u32;
     let mut ready_in_residency = 0u32;
     let mut largest_free = 0u32;
+    // Ready allowed nodes with some room but not enough for the whole
+    // meeting: the material for a cascade.
+    let mut partial: Vec<(u32, &Node)> = Vec::new();
 
     let mut reject = |node: &Node, reason: RejectReason, free: Option<u32>| {
         *rejection_counts.entry(reason).or_default() += 1;
@@ -251,6 +304,10 @@ pub fn place<'n>(
             continue;
         }
         in_residency += 1;
+        if req.exclude == Some(node.id.as_str()) {
+            reject(node, RejectReason::MovingOff, None);
+            continue;
+        }
         match node.state {
             NodeState::Draining => {
                 reject(node, RejectReason::Draining, None);
@@ -268,6 +325,9 @@ pub fn place<'n>(
         largest_free = largest_free.max(free);
         if free < req.participants {
             reject(node, RejectReason::InsufficientCapacity, Some(free));
+            if free > 0 {
+                partial.push((free, node));
+            }
             continue;
         }
         let after = u64::from(used) + u64::from(req.participants);
@@ -313,13 +373,31 @@ pub fn place<'n>(
     feasible.sort_by(|a, b| rank(a).cmp(&rank(b)).then_with(|| a.node.cmp(&b.node)));
     feasible.truncate(MAX_LISTED_CANDIDATES);
 
-    let outcome = match chosen {
-        Some(c) => Outcome::Placed {
+    let cascade = if chosen.is_none() {
+        plan_cascade(req, partial)
+    } else {
+        None
+    };
+    if let Some(shares) = &cascade {
+        // The cascade's nodes were rejected only for holding less than the
+        // whole meeting; they are the answer now, not rejections.
+        for s in shares {
+            if let Some(n) = rejection_counts.get_mut(&RejectReason::InsufficientCapacity) {
+                *n -= 1;
+            }
+            rejections.retain(|r| r.node != s.node);
+        }
+        rejection_counts.retain(|_, n| *n > 0);
+    }
+
+    let outcome = match (chosen, cascade) {
+        (Some(c), _) => Outcome::Placed {
             node: c.node,
             region: c.region,
             score_permille: c.score_permille,
         },
-        None => Outcome::Refused {
+        (None, Some(shares)) => Outcome::Cascaded { shares },
+        (None, None) => Outcome::Refused {
             refusal: if in_residency == 0 {
                 Refusal::NoNodeInResidency
             } else if ready_in_residency == 0 {
@@ -345,6 +423,37 @@ pub fn place<'n>(
         rejection_counts,
         outcome,
     }
+}
+
+/// Splits a meeting over the partly free nodes: home region first, then
+/// the most free capacity, then node id (a total order, so every replica
+/// plans the same cascade). None when they cannot hold it together.
+fn plan_cascade(
+    req: &PlacementRequest<'_>,
+    mut partial: Vec<(u32, &Node)>,
+) -> Option<Vec<ShareChoice>> {
+    partial.sort_by(|(fa, a), (fb, b)| {
+        (a.region != req.home_region, std::cmp::Reverse(*fa), &a.id).cmp(&(
+            b.region != req.home_region,
+            std::cmp::Reverse(*fb),
+            &b.id,
+        ))
+    });
+    let mut left = req.participants;
+    let mut shares = Vec::new();
+    for (free, node) in partial.into_iter().take(MAX_CASCADE_NODES) {
+        if left == 0 {
+            break;
+        }
+        let take = free.min(left);
+        left -= take;
+        shares.push(ShareChoice {
+            node: node.id.clone(),
+            region: node.region.clone(),
+            participants: take,
+        });
+    }
+    (left == 0 && shares.len() > 1).then_some(shares)
 }
 
 #[cfg(test)]

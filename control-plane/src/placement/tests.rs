@@ -12,6 +12,7 @@ fn node(id: &str, region: &str, capacity: u32) -> Node {
         load_participants: 0,
         registered_at_ms: 0,
         certificate: Vec::new(),
+        index: 0,
         reservations: Default::default(),
     }
 }
@@ -34,6 +35,7 @@ fn request<'a>(
         home_region: home,
         strategy: Strategy::LeastLoaded,
         trigger: Trigger::Scheduled,
+        exclude: None,
     }
 }
 
@@ -274,4 +276,108 @@ fn decisions_stay_small_on_large_clusters() {
     assert_eq!(d.considered, 5000);
     assert_eq!(d.rejections.len(), MAX_LISTED_REJECTIONS);
     assert_eq!(d.rejection_counts[&RejectReason::OutsideResidency], 5000);
+}
+
+#[test]
+fn a_meeting_no_node_can_hold_cascades_over_the_fewest_largest_nodes() {
+    let mut a = node("a", "nordic", 100);
+    a.reservations.insert(
+        9,
+        Reservation {
+            start_ms: 0,
+            end_ms: 5000,
+            participants: 60,
+        },
+    );
+    let nodes = [
+        a,
+        node("b", "nordic", 100),
+        node("c", "nordic", 100),
+        node("d", "nordic", 100),
+        node("e", "eu", 500),
+    ];
+    let allowed = regions(&["nordic"]);
+    let d = place(
+        &request(&allowed, "nordic", 250),
+        &nodes,
+        &mut SplitMix64::new(1),
+    );
+    let shares = d.shares(250);
+    let got: Vec<(&str, u32)> = shares
+        .iter()
+        .map(|s| (s.node.as_str(), s.participants))
+        .collect();
+    // Three whole nodes hold 300 > 250; the partly used one is not needed.
+    assert_eq!(got, vec![("b", 100), ("c", 100), ("d", 50)]);
+    assert!(matches!(d.outcome, Outcome::Cascaded { .. }));
+    assert_eq!(d.chosen(), Some("b"));
+    // The eu node could hold it alone but is outside the residency.
+    assert!(d
+        .rejections
+        .iter()
+        .any(|r| r.node == "e" && r.reason == RejectReason::OutsideResidency));
+    // The cascade's nodes are not listed as rejected.
+    assert!(!d
+        .rejections
+        .iter()
+        .any(|r| ["b", "c", "d"].contains(&r.node.as_str())));
+}
+
+#[test]
+fn a_cascade_fills_the_home_region_before_overflowing() {
+    let nodes = [
+        node("eu-1", "eu", 100),
+        node("no-1", "nordic", 60),
+        node("no-2", "nordic", 50),
+    ];
+    let allowed = regions(&["eu", "nordic"]);
+    let d = place(
+        &request(&allowed, "nordic", 150),
+        &nodes,
+        &mut SplitMix64::new(1),
+    );
+    let got: Vec<(String, u32)> = d
+        .shares(150)
+        .into_iter()
+        .map(|s| (s.node, s.participants))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("no-1".to_string(), 60),
+            ("no-2".to_string(), 50),
+            ("eu-1".to_string(), 40)
+        ]
+    );
+}
+
+#[test]
+fn too_large_for_all_allowed_nodes_together_is_refused() {
+    let nodes = [node("a", "nordic", 100), node("b", "nordic", 100)];
+    let allowed = regions(&["nordic"]);
+    let d = place(
+        &request(&allowed, "nordic", 201),
+        &nodes,
+        &mut SplitMix64::new(1),
+    );
+    assert_eq!(
+        d.outcome,
+        Outcome::Refused {
+            refusal: Refusal::NoCapacity {
+                needed: 201,
+                largest_free: 100
+            }
+        }
+    );
+}
+
+#[test]
+fn the_node_a_meeting_moves_off_is_never_chosen() {
+    let nodes = [node("a", "nordic", 1000), node("b", "nordic", 100)];
+    let allowed = regions(&["nordic"]);
+    let mut r = request(&allowed, "nordic", 10);
+    r.exclude = Some("a");
+    let d = place(&r, &nodes, &mut SplitMix64::new(1));
+    assert_eq!(d.chosen(), Some("b"));
+    assert_eq!(d.rejections[0].reason, RejectReason::MovingOff);
 }

@@ -39,6 +39,14 @@ pub enum StateError {
     TooManyParticipants { requested: u32, max: u32 },
     #[error("the meeting window ends in the past ({end_ms} ms since the epoch)")]
     WindowInPast { end_ms: u64 },
+    #[error("meeting {id} spans several nodes; name the node to move it off")]
+    NameTheShare { id: u64 },
+    #[error("meeting {id} has no node right now")]
+    MeetingUnplaced { id: u64 },
+    #[error("meeting {id} has no share on node {node:?}")]
+    NotOnNode { id: u64, node: String },
+    #[error("the cluster already has the most media nodes it can index ({max})")]
+    TooManyNodes { max: u32 },
     #[error("placement refused: {refusal}")]
     NoCapacity {
         refusal: Refusal,
@@ -61,6 +69,10 @@ impl StateError {
             StateError::TooManyParticipants { .. } => "too_many_participants",
             StateError::WindowInPast { .. } => "window_in_past",
             StateError::NoCapacity { .. } => "no_capacity",
+            StateError::NameTheShare { .. } => "name_the_share",
+            StateError::MeetingUnplaced { .. } => "meeting_unplaced",
+            StateError::NotOnNode { .. } => "not_on_node",
+            StateError::TooManyNodes { .. } => "too_many_nodes",
         }
     }
 }

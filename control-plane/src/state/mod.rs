@@ -26,6 +26,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::placement::{self, Decision, Outcome, PlacementRequest, SplitMix64, Strategy, Trigger};
 
+/// Node indexes run 1..=this: media nodes keep 12 bits of every track id
+/// for the index (see `Node::index`).
+pub const MAX_NODE_INDEX: u32 = 4095;
+
 /// Default reservation window when a schedule names no duration.
 pub const DEFAULT_MEETING_DURATION_MS: u64 = 60 * 60 * 1000;
 /// How long the answers to recent writes are kept for retried duplicates.
@@ -74,6 +78,17 @@ pub enum Command {
     SetNodeDraining {
         id: String,
         draining: bool,
+        /// With `draining`: move the node's meetings (running and
+        /// scheduled) to other allowed nodes now; those with nowhere to go
+        /// stay and finish here.
+        #[serde(default)]
+        evacuate: bool,
+    },
+    /// Moves a meeting's share off `from` (default: its primary node) to
+    /// other allowed nodes; refused, changing nothing, when none has room.
+    MoveMeeting {
+        id: u64,
+        from: Option<String>,
     },
     /// Marks down every node whose last heartbeat is older than `lease_ms`
     /// and re-places its meetings.
@@ -110,6 +125,7 @@ impl Command {
             Command::ExpireLeases { .. } => "expire_leases",
             Command::ScheduleMeeting { .. } => "schedule_meeting",
             Command::EndMeeting { .. } => "end_meeting",
+            Command::MoveMeeting { .. } => "move_meeting",
             Command::InitJoinKey { .. } => "init_join_key",
         }
     }
@@ -131,6 +147,17 @@ pub enum Output {
     Scheduled {
         meeting: Meeting,
         decision: Decision,
+    },
+    /// A meeting's share moved (`MoveMeeting`).
+    Moved {
+        meeting: Meeting,
+        decision: Decision,
+    },
+    /// A node drained with evacuation: what moved and what stays.
+    Evacuated {
+        node: NodeView,
+        moved: Vec<u64>,
+        kept: Vec<u64>,
     },
     /// The join-token signing key in force (PKCS#8).
     JoinKey(Vec<u8>),
@@ -191,6 +218,9 @@ pub struct ClusterState {
     /// Ed25519 key (PKCS#8) that signs join tokens; created once per cluster.
     #[serde(default)]
     pub join_key: Option<Vec<u8>>,
+    /// Last node index handed out.
+    #[serde(default)]
+    pub last_node_index: u32,
 }
 
 impl Default for ClusterState {
@@ -218,6 +248,7 @@ impl Default for ClusterState {
             recent_ops: BTreeMap::new(),
             recent_ops_by_time: BTreeSet::new(),
             join_key: None,
+            last_node_index: 0,
         }
     }
 }
@@ -277,7 +308,11 @@ impl ClusterState {
             Command::Heartbeat { id, participants } => {
                 self.heartbeat(id, *participants, req, &mut rng)
             }
-            Command::SetNodeDraining { id, draining } => {
+            Command::SetNodeDraining {
+                id,
+                draining,
+                evacuate,
+            } => {
                 let node = self
                     .nodes
                     .get_mut(id)
@@ -292,7 +327,13 @@ impl ClusterState {
                 if !*draining && !was_down {
                     self.retry_unplaced(req, &mut rng);
                 }
+                if *draining && *evacuate {
+                    return Ok(self.evacuate(id, req, &mut rng));
+                }
                 Ok(Output::Node(self.node_view(id, req.now_ms)))
+            }
+            Command::MoveMeeting { id, from } => {
+                self.move_meeting(*id, from.as_deref(), req, &mut rng)
             }
             Command::ExpireLeases { lease_ms } => Ok(self.expire_leases(*lease_ms, req, &mut rng)),
             Command::ScheduleMeeting {
@@ -401,6 +442,7 @@ impl ClusterState {
             reserved_now: n.reserved_at(now_ms),
             meetings: n.reservations.len() as u32,
             registered_at_ms: n.registered_at_ms,
+            index: n.index,
         }
     }
 
@@ -474,6 +516,11 @@ impl ClusterState {
                 });
             }
             came_up = node.state == NodeState::Down;
+            if node.index == 0 && self.last_node_index < MAX_NODE_INDEX {
+                // Registered before nodes had indexes.
+                self.last_node_index += 1;
+                node.index = self.last_node_index;
+            }
             node.region = region.to_string();
             node.address = address.to_string();
             node.capacity = capacity;
@@ -483,9 +530,16 @@ impl ClusterState {
                 node.state = NodeState::Ready;
             }
         } else {
+            if self.last_node_index >= MAX_NODE_INDEX {
+                return Err(StateError::TooManyNodes {
+                    max: MAX_NODE_INDEX,
+                });
+            }
+            self.last_node_index += 1;
             self.nodes.insert(
                 id.to_string(),
                 Node {
+                    index: self.last_node_index,
                     id: id.to_string(),
                     region: region.to_string(),
                     address: address.to_string(),
@@ -546,8 +600,8 @@ impl ClusterState {
         orphans.sort();
         let mut replaced = Vec::new();
         for (meeting_id, node) in orphans {
-            self.release(meeting_id);
-            if self.try_place(meeting_id, Trigger::NodeDown { node }, req, rng) {
+            let trigger = Trigger::NodeDown { node: node.clone() };
+            if self.replace_share(meeting_id, &node, trigger, req, rng) {
                 replaced.push(meeting_id);
             }
         }
@@ -606,19 +660,18 @@ impl ClusterState {
                 home_region: &inst.home_region,
                 strategy: req.strategy,
                 trigger: Trigger::Scheduled,
+                exclude: None,
             },
             self.nodes.values(),
             rng,
         );
-        let node = match &decision.outcome {
-            Outcome::Placed { node, .. } => node.clone(),
-            Outcome::Refused { refusal } => {
-                return Err(StateError::NoCapacity {
-                    refusal: refusal.clone(),
-                    decision: Box::new(decision),
-                })
-            }
-        };
+        if let Outcome::Refused { refusal } = &decision.outcome {
+            return Err(StateError::NoCapacity {
+                refusal: refusal.clone(),
+                decision: Box::new(decision),
+            });
+        }
+        let shares = shares_of(&decision, participants);
         let id = self.next_meeting_id;
         self.next_meeting_id += 1;
         let meeting = Meeting {
@@ -628,7 +681,7 @@ impl ClusterState {
             start_ms,
             end_ms,
             state: MeetingState::Placed,
-            node: Some(node),
+            shares,
             created_at_ms: req.now_ms,
             ended_at_ms: None,
             request_id: request_id.map(str::to_string),
@@ -687,7 +740,7 @@ impl ClusterState {
         let m = self.meetings.get_mut(&id).expect("caller checked");
         self.open_by_end.remove(&(m.end_ms, id));
         m.state = MeetingState::Ended;
-        m.node = None;
+        m.shares.clear();
         m.ended_at_ms = Some(at_ms);
         self.ended_by_time.insert((at_ms, id));
     }
@@ -701,12 +754,42 @@ impl ClusterState {
         req: &Request,
         rng: &mut SplitMix64,
     ) -> bool {
+        let participants = self.meetings[&id].participants;
+        let decision = self.decide(id, participants, trigger, None, req, rng);
+        let shares = shares_of(&decision, participants);
+        let m = self.meetings.get_mut(&id).expect("looked up above");
+        m.decisions.push(decision);
+        if shares.is_empty() {
+            m.shares.clear();
+            m.state = MeetingState::Unplaced;
+            self.unplaced.insert(id);
+            false
+        } else {
+            m.shares = shares;
+            m.state = MeetingState::Placed;
+            self.unplaced.remove(&id);
+            self.reserve(id);
+            true
+        }
+    }
+
+    /// Runs placement for `participants` of meeting `id` against the nodes
+    /// as they stand (the meeting's other shares keep their reservations).
+    fn decide(
+        &self,
+        id: u64,
+        participants: u32,
+        trigger: Trigger,
+        exclude: Option<&str>,
+        req: &Request,
+        rng: &mut SplitMix64,
+    ) -> Decision {
         let m = &self.meetings[&id];
         let inst = &self.institutions[&m.institution];
         let allowed = self.allowed_regions(&inst.residency);
-        let decision = placement::place(
+        placement::place(
             &PlacementRequest {
-                participants: m.participants,
+                participants,
                 start_ms: m.start_ms.max(req.now_ms),
                 end_ms: m.end_ms,
                 now_ms: req.now_ms,
@@ -714,27 +797,125 @@ impl ClusterState {
                 home_region: &inst.home_region,
                 strategy: req.strategy,
                 trigger,
+                exclude,
             },
             self.nodes.values(),
             rng,
-        );
-        let chosen = decision.chosen().map(str::to_string);
-        let m = self.meetings.get_mut(&id).expect("looked up above");
+        )
+    }
+
+    /// Re-places the share of meeting `id` held by `node` (which is down,
+    /// or being evacuated). The other shares stay where they are; the new
+    /// share(s) merge into them when placement picks one of their nodes.
+    /// When nothing has room the share is dropped: a meeting left with no
+    /// share waits in `unplaced`, one with others runs on smaller. Returns
+    /// whether the share found a new home.
+    fn replace_share(
+        &mut self,
+        id: u64,
+        node: &str,
+        trigger: Trigger,
+        req: &Request,
+        rng: &mut SplitMix64,
+    ) -> bool {
+        let Some(share) = self.meetings[&id].share_on(node).cloned() else {
+            return false;
+        };
+        let decision = self.decide(id, share.participants, trigger, None, req, rng);
+        self.apply_share_decision(id, node, decision)
+    }
+
+    /// Swaps the share on `node` for what `decision` chose.
+    fn apply_share_decision(&mut self, id: u64, node: &str, decision: Decision) -> bool {
+        let participants = self.meetings[&id]
+            .share_on(node)
+            .map_or(0, |s| s.participants);
+        let new = shares_of(&decision, participants);
+        self.release(id);
+        let m = self.meetings.get_mut(&id).expect("caller checked");
         m.decisions.push(decision);
-        match chosen {
-            Some(node) => {
-                m.node = Some(node);
-                m.state = MeetingState::Placed;
-                self.unplaced.remove(&id);
-                self.reserve(id);
-                true
+        m.shares.retain(|s| s.node != node);
+        for s in &new {
+            match m.shares.iter_mut().find(|o| o.node == s.node) {
+                Some(o) => o.participants += s.participants,
+                None => m.shares.push(s.clone()),
             }
-            None => {
-                m.node = None;
-                m.state = MeetingState::Unplaced;
-                self.unplaced.insert(id);
-                false
+        }
+        if m.shares.is_empty() {
+            m.state = MeetingState::Unplaced;
+            self.unplaced.insert(id);
+        } else {
+            self.reserve(id);
+        }
+        !new.is_empty()
+    }
+
+    fn move_meeting(
+        &mut self,
+        id: u64,
+        from: Option<&str>,
+        req: &Request,
+        rng: &mut SplitMix64,
+    ) -> Response {
+        let m = self
+            .meetings
+            .get(&id)
+            .ok_or(StateError::UnknownMeeting { id })?;
+        if m.state == MeetingState::Ended {
+            return Err(StateError::MeetingEnded { id });
+        }
+        let from = match from {
+            Some(f) => f.to_string(),
+            None if m.is_cascaded() => return Err(StateError::NameTheShare { id }),
+            None => m
+                .node()
+                .ok_or(StateError::MeetingUnplaced { id })?
+                .to_string(),
+        };
+        let Some(share) = m.share_on(&from) else {
+            return Err(StateError::NotOnNode { id, node: from });
+        };
+        let trigger = Trigger::Move { node: from.clone() };
+        let decision = self.decide(id, share.participants, trigger, Some(&from), req, rng);
+        if let Outcome::Refused { refusal } = &decision.outcome {
+            return Err(StateError::NoCapacity {
+                refusal: refusal.clone(),
+                decision: Box::new(decision),
+            });
+        }
+        self.apply_share_decision(id, &from, decision);
+        let meeting = self.meetings[&id].clone();
+        let decision = meeting.decisions.last().expect("just pushed").clone();
+        Ok(Output::Moved { meeting, decision })
+    }
+
+    /// Moves every meeting share off a node that was just set draining.
+    fn evacuate(&mut self, node: &str, req: &Request, rng: &mut SplitMix64) -> Output {
+        let ids: Vec<u64> = self.nodes[node].reservations.keys().copied().collect();
+        let (mut moved, mut kept) = (Vec::new(), Vec::new());
+        for id in ids {
+            let share = self.meetings[&id]
+                .share_on(node)
+                .cloned()
+                .expect("reserved");
+            let trigger = Trigger::Evacuate {
+                node: node.to_string(),
+            };
+            let decision = self.decide(id, share.participants, trigger, None, req, rng);
+            if matches!(decision.outcome, Outcome::Refused { .. }) {
+                // Nowhere to go: it finishes here, as a plain drain allows.
+                let m = self.meetings.get_mut(&id).expect("listed");
+                m.decisions.push(decision);
+                kept.push(id);
+            } else {
+                self.apply_share_decision(id, node, decision);
+                moved.push(id);
             }
+        }
+        Output::Evacuated {
+            node: self.node_view(node, req.now_ms),
+            moved,
+            kept,
         }
     }
 
@@ -745,29 +926,31 @@ impl ClusterState {
         }
     }
 
-    /// Records the meeting's reservation on its node.
+    /// Records the meeting's reservation on each node holding a share.
     fn reserve(&mut self, id: u64) {
         let m = &self.meetings[&id];
-        let node = m.node.as_ref().expect("placed meeting has a node");
-        self.nodes
-            .get_mut(node)
-            .expect("placement chose an existing node")
-            .reservations
-            .insert(
-                id,
-                Reservation {
-                    start_ms: m.start_ms,
-                    end_ms: m.end_ms,
-                    participants: m.participants,
-                },
-            );
+        for share in &m.shares {
+            self.nodes
+                .get_mut(&share.node)
+                .expect("placement chose an existing node")
+                .reservations
+                .insert(
+                    id,
+                    Reservation {
+                        start_ms: m.start_ms,
+                        end_ms: m.end_ms,
+                        participants: share.participants,
+                    },
+                );
+        }
     }
 
-    /// Drops the meeting's reservation from whatever node holds it.
+    /// Drops the meeting's reservations from every node holding a share.
     fn release(&mut self, id: u64) {
-        let m = &self.meetings[&id];
-        if let Some(node) = m.node.as_ref().and_then(|n| self.nodes.get_mut(n)) {
-            node.reservations.remove(&id);
+        for share in &self.meetings[&id].shares {
+            if let Some(node) = self.nodes.get_mut(&share.node) {
+                node.reservations.remove(&id);
+            }
         }
     }
 
@@ -780,33 +963,46 @@ impl ClusterState {
                 .get(&m.institution)
                 .ok_or_else(|| format!("meeting {} of unknown institution", m.id))?;
             let allowed = self.allowed_regions(&inst.residency);
-            match (&m.state, &m.node) {
-                (MeetingState::Placed, Some(node_id)) => {
-                    let node = self
-                        .nodes
-                        .get(node_id)
-                        .ok_or_else(|| format!("meeting {} on unknown node {node_id}", m.id))?;
-                    if !allowed.contains(&node.region) {
-                        return Err(format!(
-                            "meeting {} of {} (residency {}) placed on {} in {}",
-                            m.id, inst.name, inst.residency, node.id, node.region
-                        ));
-                    }
-                    if !node.reservations.contains_key(&m.id) {
-                        return Err(format!(
-                            "meeting {} has no reservation on {}",
-                            m.id, node.id
-                        ));
-                    }
-                }
-                (MeetingState::Placed, None) => {
+            match (m.state, m.shares.is_empty()) {
+                (MeetingState::Placed, false) => {}
+                (MeetingState::Placed, true) => {
                     return Err(format!("placed meeting {} has no node", m.id))
                 }
-                (_, Some(_)) => return Err(format!("meeting {} not placed but has a node", m.id)),
+                (_, false) => return Err(format!("meeting {} not placed but has a node", m.id)),
                 _ => {}
             }
+            let mut seen = BTreeSet::new();
+            let mut total = 0u32;
+            for share in &m.shares {
+                let node = self
+                    .nodes
+                    .get(&share.node)
+                    .ok_or_else(|| format!("meeting {} on unknown node {}", m.id, share.node))?;
+                if !allowed.contains(&node.region) {
+                    return Err(format!(
+                        "meeting {} of {} (residency {}) placed on {} in {}",
+                        m.id, inst.name, inst.residency, node.id, node.region
+                    ));
+                }
+                if !node.reservations.contains_key(&m.id) {
+                    return Err(format!(
+                        "meeting {} has no reservation on {}",
+                        m.id, node.id
+                    ));
+                }
+                if !seen.insert(&share.node) || share.participants == 0 {
+                    return Err(format!("meeting {} has a bad share {share:?}", m.id));
+                }
+                total += share.participants;
+            }
+            if total > m.participants {
+                return Err(format!(
+                    "meeting {} shares hold {total} of {} participants",
+                    m.id, m.participants
+                ));
+            }
             for d in &m.decisions {
-                if let Some(region) = d.chosen_region() {
+                for region in d.chosen_regions() {
                     if !allowed.contains(region) {
                         return Err(format!(
                             "decision for {} chose {:?} in {region}",
@@ -823,7 +1019,7 @@ impl ClusterState {
                     .meetings
                     .get(id)
                     .ok_or_else(|| format!("{} reserves for missing meeting {id}", node.id))?;
-                if m.node.as_deref() != Some(node.id.as_str()) || r.participants != m.participants {
+                if m.share_on(&node.id).map(|s| s.participants) != Some(r.participants) {
                     return Err(format!("{} holds a stale reservation for {id}", node.id));
                 }
             }
@@ -837,6 +1033,18 @@ impl ClusterState {
         }
         Ok(())
     }
+}
+
+/// The shares a decision assigns, in the meeting's form.
+fn shares_of(decision: &Decision, participants: u32) -> Vec<Share> {
+    decision
+        .shares(participants)
+        .into_iter()
+        .map(|s| Share {
+            node: s.node,
+            participants: s.participants,
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -62,6 +62,11 @@ pub struct Node {
     /// The node's QUIC certificate (DER), handed to joining participants.
     #[serde(default)]
     pub certificate: Vec<u8>,
+    /// Cluster-unique small number, fixed at first registration. Media
+    /// nodes put it in the top bits of the track ids they allocate, so the
+    /// tracks of a meeting cascaded over several nodes never collide.
+    #[serde(default)]
+    pub index: u32,
     /// Reservations by meeting id.
     pub reservations: BTreeMap<u64, Reservation>,
 }
@@ -124,6 +129,7 @@ pub struct NodeView {
     pub reserved_now: u32,
     pub meetings: u32,
     pub registered_at_ms: u64,
+    pub index: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -152,7 +158,10 @@ pub struct Meeting {
     pub start_ms: u64,
     pub end_ms: u64,
     pub state: MeetingState,
-    pub node: Option<String>,
+    /// The nodes carrying the meeting and how many participants each holds:
+    /// one share normally, several when the meeting cascades (M4). The
+    /// first share is the meeting's primary node. Empty unless placed.
+    pub shares: Vec<Share>,
     pub created_at_ms: u64,
     pub ended_at_ms: Option<u64>,
     pub request_id: Option<String>,
@@ -160,6 +169,28 @@ pub struct Meeting {
     pub decisions: Vec<Decision>,
     #[serde(default)]
     pub access: MeetingAccess,
+}
+
+/// One node's part of a meeting.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Share {
+    pub node: String,
+    pub participants: u32,
+}
+
+impl Meeting {
+    /// The primary node (first share), if placed.
+    pub fn node(&self) -> Option<&str> {
+        self.shares.first().map(|s| s.node.as_str())
+    }
+
+    pub fn share_on(&self, node: &str) -> Option<&Share> {
+        self.shares.iter().find(|s| s.node == node)
+    }
+
+    pub fn is_cascaded(&self) -> bool {
+        self.shares.len() > 1
+    }
 }
 
 /// Per-meeting security settings; `Default` is the secure choice for each.

@@ -115,7 +115,7 @@ fn nordic_meetings_never_overflow_to_eu_nodes() {
     let Output::Scheduled { meeting, .. } = out else {
         panic!()
     };
-    assert_eq!(meeting.node.as_deref(), Some("eu-1"));
+    assert_eq!(meeting.node(), Some("eu-1"));
 }
 
 #[test]
@@ -176,7 +176,7 @@ fn lease_expiry_replaces_meetings_inside_residency() {
     else {
         panic!()
     };
-    let first = meeting.node.clone().unwrap();
+    let first = meeting.node().unwrap().to_string();
     // Everyone but the first node keeps beating.
     for n in ["no-1", "no-2", "eu-1"].iter().filter(|n| **n != first) {
         s.apply(&req(
@@ -200,8 +200,8 @@ fn lease_expiry_replaces_meetings_inside_residency() {
     );
     let m = &s.meetings[&1];
     assert_eq!(s.nodes[&first].state, NodeState::Down);
-    assert_ne!(m.node.as_deref(), Some(first.as_str()));
-    assert_eq!(s.nodes[m.node.as_ref().unwrap()].region, "nordic");
+    assert_ne!(m.node(), Some(first.as_str()));
+    assert_eq!(s.nodes[m.node().unwrap()].region, "nordic");
     assert_eq!(m.decisions.len(), 2);
     assert_eq!(m.decisions[1].trigger, Trigger::NodeDown { node: first });
     s.check_invariants().unwrap();
@@ -227,7 +227,7 @@ fn unplaced_meetings_wait_for_a_node_and_retry() {
         "eu-1 is outside uio's residency"
     );
     s.apply(&req(700, register("no-3", "nordic", 100))).unwrap();
-    assert_eq!(s.meetings[&1].node.as_deref(), Some("no-3"));
+    assert_eq!(s.meetings[&1].node(), Some("no-3"));
     assert_eq!(
         s.meetings[&1].decisions.last().unwrap().trigger,
         Trigger::Retry
@@ -244,20 +244,222 @@ fn drained_nodes_keep_meetings_but_take_no_new_ones() {
         Command::SetNodeDraining {
             id: "no-1".into(),
             draining: true,
+            evacuate: false,
         },
     ))
     .unwrap();
-    assert_eq!(s.meetings[&1].node.as_deref(), Some("no-1"));
+    assert_eq!(s.meetings[&1].node(), Some("no-1"));
     assert!(s.apply(&req(4, schedule("uio", 10, None, None))).is_err());
     s.apply(&req(
         5,
         Command::SetNodeDraining {
             id: "no-1".into(),
             draining: false,
+            evacuate: false,
         },
     ))
     .unwrap();
     assert!(s.apply(&req(6, schedule("uio", 10, None, None))).is_ok());
+}
+
+fn nordic_trio() -> ClusterState {
+    let mut s = setup();
+    for n in ["no-2", "no-3", "no-4"] {
+        s.apply(&req(2, register(n, "nordic", 100))).unwrap();
+    }
+    s
+}
+
+fn shares(s: &ClusterState, id: u64) -> Vec<(String, u32)> {
+    s.meetings[&id]
+        .shares
+        .iter()
+        .map(|sh| (sh.node.clone(), sh.participants))
+        .collect()
+}
+
+#[test]
+fn a_meeting_too_large_for_one_node_spans_several_with_reservations_on_each() {
+    let mut s = nordic_trio();
+    let out = s.apply(&req(3, schedule("uio", 250, None, None))).unwrap();
+    let Output::Scheduled { meeting, decision } = out else {
+        panic!("{out:?}")
+    };
+    assert!(matches!(decision.outcome, Outcome::Cascaded { .. }));
+    assert_eq!(meeting.shares.len(), 3);
+    assert_eq!(
+        meeting.shares.iter().map(|s| s.participants).sum::<u32>(),
+        250
+    );
+    for sh in &meeting.shares {
+        assert_eq!(s.nodes[&sh.node].region, "nordic");
+        assert_eq!(
+            s.nodes[&sh.node].reservations[&1].participants,
+            sh.participants
+        );
+    }
+    s.check_invariants().unwrap();
+    // Node indexes are unique and fixed.
+    let idx: BTreeSet<u32> = s.nodes.values().map(|n| n.index).collect();
+    assert_eq!(idx.len(), s.nodes.len());
+    assert!(!idx.contains(&0));
+}
+
+#[test]
+fn a_lost_share_is_replaced_and_the_rest_of_the_cascade_stays() {
+    let mut s = nordic_trio();
+    s.apply(&req(3, schedule("uio", 250, None, None))).unwrap();
+    let before = shares(&s, 1);
+    let lost = before[0].0.clone();
+    for n in ["no-1", "no-2", "no-3", "no-4", "eu-1"] {
+        if n != lost {
+            s.apply(&req(
+                400,
+                Command::Heartbeat {
+                    id: n.into(),
+                    participants: 0,
+                },
+            ))
+            .unwrap();
+        }
+    }
+    let out = s
+        .apply(&req(600, Command::ExpireLeases { lease_ms: 500 }))
+        .unwrap();
+    assert_eq!(
+        out,
+        Output::NodesDown {
+            nodes: vec![lost.clone()],
+            replaced: vec![1]
+        }
+    );
+    let after = shares(&s, 1);
+    assert!(!after.iter().any(|(n, _)| *n == lost));
+    // The surviving shares did not move.
+    for (n, p) in &before[1..] {
+        assert!(after.iter().any(|(m, q)| m == n && q >= p), "{after:?}");
+    }
+    assert_eq!(after.iter().map(|(_, p)| p).sum::<u32>(), 250);
+    assert_eq!(
+        s.meetings[&1].decisions.last().unwrap().trigger,
+        Trigger::NodeDown { node: lost }
+    );
+    s.check_invariants().unwrap();
+}
+
+#[test]
+fn move_takes_a_meeting_off_its_node_or_refuses_and_changes_nothing() {
+    let mut s = setup();
+    s.apply(&req(2, register("no-2", "nordic", 100))).unwrap();
+    s.apply(&req(3, schedule("uio", 50, None, None))).unwrap();
+    let from = s.meetings[&1].node().unwrap().to_string();
+    let out = s
+        .apply(&req(4, Command::MoveMeeting { id: 1, from: None }))
+        .unwrap();
+    let Output::Moved { meeting, decision } = out else {
+        panic!()
+    };
+    assert_ne!(meeting.node(), Some(from.as_str()));
+    assert_eq!(decision.trigger, Trigger::Move { node: from.clone() });
+    assert!(s.nodes[&from].reservations.is_empty());
+    s.check_invariants().unwrap();
+    // Moving it back and forth works; moving with no room elsewhere does not.
+    s.apply(&req(5, schedule("uio", 60, None, None))).unwrap();
+    let before = s.clone();
+    let err = s
+        .apply(&req(6, Command::MoveMeeting { id: 1, from: None }))
+        .unwrap_err();
+    assert!(matches!(err, StateError::NoCapacity { .. }), "{err:?}");
+    assert_eq!(s.meetings, before.meetings);
+    assert_eq!(s.nodes, before.nodes);
+    // Unknown ids and nodes are refused by name.
+    assert!(matches!(
+        s.apply(&req(7, Command::MoveMeeting { id: 99, from: None })),
+        Err(StateError::UnknownMeeting { id: 99 })
+    ));
+    assert!(matches!(
+        s.apply(&req(
+            7,
+            Command::MoveMeeting {
+                id: 1,
+                from: Some("eu-1".into())
+            }
+        )),
+        Err(StateError::NotOnNode { .. })
+    ));
+}
+
+#[test]
+fn a_cascaded_move_must_name_the_share() {
+    let mut s = nordic_trio();
+    s.apply(&req(3, schedule("uio", 150, None, None))).unwrap();
+    assert!(matches!(
+        s.apply(&req(4, Command::MoveMeeting { id: 1, from: None })),
+        Err(StateError::NameTheShare { id: 1 })
+    ));
+    let from = shares(&s, 1)[1].0.clone();
+    s.apply(&req(
+        5,
+        Command::MoveMeeting {
+            id: 1,
+            from: Some(from.clone()),
+        },
+    ))
+    .unwrap();
+    assert!(!shares(&s, 1).iter().any(|(n, _)| *n == from));
+    s.check_invariants().unwrap();
+}
+
+#[test]
+fn evacuation_moves_what_fits_and_keeps_the_rest() {
+    let mut s = setup();
+    s.apply(&req(2, register("no-2", "nordic", 70))).unwrap();
+    // Both land on no-1 (no-2 is fuller after the first two).
+    s.apply(&req(
+        3,
+        Command::SetNodeDraining {
+            id: "no-2".into(),
+            draining: true,
+            evacuate: false,
+        },
+    ))
+    .unwrap();
+    s.apply(&req(4, schedule("uio", 60, None, None))).unwrap();
+    s.apply(&req(5, schedule("uio", 30, None, None))).unwrap();
+    s.apply(&req(
+        6,
+        Command::SetNodeDraining {
+            id: "no-2".into(),
+            draining: false,
+            evacuate: false,
+        },
+    ))
+    .unwrap();
+    let out = s
+        .apply(&req(
+            7,
+            Command::SetNodeDraining {
+                id: "no-1".into(),
+                draining: true,
+                evacuate: true,
+            },
+        ))
+        .unwrap();
+    let Output::Evacuated { node, moved, kept } = out else {
+        panic!("{out:?}")
+    };
+    assert_eq!(node.state, NodeState::Draining);
+    assert_eq!(moved, vec![1]);
+    assert_eq!(kept, vec![2], "no-2 has 10 seats left after the first");
+    assert_eq!(s.meetings[&1].node(), Some("no-2"));
+    assert_eq!(s.meetings[&2].node(), Some("no-1"));
+    assert_eq!(
+        s.meetings[&1].decisions.last().unwrap().trigger,
+        Trigger::Evacuate {
+            node: "no-1".into()
+        }
+    );
+    s.check_invariants().unwrap();
 }
 
 #[test]
@@ -285,20 +487,27 @@ fn arb_command() -> impl Gen<Value = Command> {
     let region = prop::sample::select(vec!["nordic", "eu", "mars"]);
     let node = prop::sample::select(vec!["n1", "n2", "n3", "n4", "n5"]);
     prop_oneof![
-        (inst.clone(), region.clone(), 1u32..400).prop_map(|(n, r, m)| institution(n, r, m)),
+        (inst.clone(), region.clone(), 1u32..800).prop_map(|(n, r, m)| institution(n, r, m)),
         (node.clone(), region, 1u32..300).prop_map(|(n, r, c)| register(n, r, c)),
         (node.clone(), 0u32..300).prop_map(|(n, p)| Command::Heartbeat {
             id: n.into(),
             participants: p
         }),
-        (node.clone(), any::<bool>()).prop_map(|(n, d)| Command::SetNodeDraining {
-            id: n.into(),
-            draining: d
+        (node.clone(), any::<bool>(), any::<bool>()).prop_map(|(n, d, e)| {
+            Command::SetNodeDraining {
+                id: n.into(),
+                draining: d,
+                evacuate: e,
+            }
+        }),
+        (1u64..30, prop::option::of(node.clone())).prop_map(|(id, n)| Command::MoveMeeting {
+            id,
+            from: n.map(str::to_string),
         }),
         (200u64..3000).prop_map(|l| Command::ExpireLeases { lease_ms: l }),
         (
             inst,
-            1u32..200,
+            1u32..700,
             prop::option::of(0u64..20_000),
             1u64..5000,
             prop::option::of(0u8..4)
@@ -353,7 +562,7 @@ proptest! {
     /// No meeting outside its residency, no node over capacity, after every
     /// command of any sequence.
     #[test]
-    fn invariants_hold_for_any_command_sequence(log in arb_log()) {
+    fn no_placement_replacement_move_or_cascade_leaves_residency_or_overfills_a_node(log in arb_log()) {
         let mut s = ClusterState::default();
         for r in &log {
             let _ = s.apply(r);

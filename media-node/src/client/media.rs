@@ -248,6 +248,11 @@ impl ReceiveStats {
         t.last_transit_us = Some(transit);
     }
 
+    /// Datagrams received so far (cheap: no percentiles).
+    pub fn received(&self) -> u64 {
+        self.inner.lock().expect("stats lock").received
+    }
+
     pub fn snapshot(&self) -> StatsSnapshot {
         let s = self.inner.lock().expect("stats lock");
         let expected: u64 = s

@@ -3,6 +3,7 @@
 
 pub mod loadgen;
 pub mod media;
+pub mod session;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -40,6 +41,9 @@ pub enum ClientError {
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
+
+/// How long a QUIC handshake with a media node may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(1000);
 
 /// How to get into a meeting. Exactly one credential is given.
 #[derive(Debug, Clone, Default)]
@@ -98,6 +102,7 @@ pub async fn request_token(
     cp: &Client,
     req: &JoinRequest,
     give_up_after: Duration,
+    unreachable: Option<&str>,
 ) -> Result<pb::JoinMeetingResponse, ClientError> {
     let deadline = Instant::now() + give_up_after;
     loop {
@@ -109,6 +114,7 @@ pub async fn request_token(
                     pin: req.pin.clone(),
                     host_key: req.host_key.clone(),
                     display_name: req.display_name.clone(),
+                    unreachable_node_id: unreachable.unwrap_or_default().to_string(),
                 };
                 async move {
                     pb::meeting_service_client::MeetingServiceClient::new(ch)
@@ -123,7 +129,7 @@ pub async fn request_token(
                 if matches!(s.code(), Code::Unavailable | Code::ResourceExhausted)
                     && Instant::now() < deadline =>
             {
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
             Err(s) => return Err(ClientError::Refused(s)),
         }
@@ -168,15 +174,28 @@ impl Participant {
     /// first answer (joined, or waiting).
     pub async fn join(cp: &Client, req: &JoinRequest) -> Result<Participant, ClientError> {
         let started = Instant::now();
-        let token = request_token(cp, req, Duration::from_secs(20)).await?;
+        let token = request_token(cp, req, Duration::from_secs(20), None).await?;
+        Participant::enter(req, token, Arc::new(ReceiveStats::new(started))).await
+    }
+
+    /// Connects to the node a join answer names and joins there; received
+    /// media is recorded into `stats` (shared across re-joins).
+    pub async fn enter(
+        req: &JoinRequest,
+        token: pb::JoinMeetingResponse,
+        stats: Arc<ReceiveStats>,
+    ) -> Result<Participant, ClientError> {
         let address: SocketAddr = tokio::net::lookup_host(&token.node_address)
             .await
             .ok()
             .and_then(|mut a| a.next())
             .ok_or_else(|| ClientError::BadAddress(token.node_address.clone()))?;
+        // A dead node never answers the handshake: give up well before the
+        // idle timeout and let the caller ask the control plane again.
         let (endpoint, conn, mut send, mut recv) =
-            connect(address, &token.node_certificate).await?;
-        let stats = Arc::new(ReceiveStats::new(started));
+            tokio::time::timeout(CONNECT_TIMEOUT, connect(address, &token.node_certificate))
+                .await
+                .map_err(|_| ClientError::Timeout("the media node's handshake"))??;
         let mut tasks = Vec::new();
 
         // Datagrams in.

@@ -62,6 +62,7 @@ pub(super) async fn sample(
             tracks: tracks as u32,
             packets_per_second: pps,
             cpu_permille,
+            rooms: Vec::new(), // filled at each beat
         };
         metrics::gauge!("fjord_media_participants").set(participants as f64);
         metrics::gauge!("fjord_media_tracks").set(tracks as f64);
@@ -76,6 +77,12 @@ pub(super) async fn sample(
             ("fjord_media_joins_waiting_total", c.joins_waiting),
             ("fjord_media_joins_refused_total", c.joins_refused),
             ("fjord_media_actions_refused_total", c.actions_refused),
+            ("fjord_media_link_datagrams_out_total", c.link_datagrams_out),
+            ("fjord_media_link_datagrams_in_total", c.link_datagrams_in),
+            (
+                "fjord_media_link_control_malformed_total",
+                c.link_control_malformed,
+            ),
             (
                 "fjord_media_send_errors_total",
                 shared.send_errors.load(Ordering::Relaxed),

@@ -5,7 +5,10 @@
 //! (length-prefixed protobuf in, core outputs dispatched), the writer (the
 //! only one touching the control send stream) and the datagram loop (route
 //! through the core, then `send_datagram` to each subscriber outside the lock).
+//! Cascade links to peer nodes (`link.rs`) run the same three tasks on a
+//! connection with the link ALPN.
 
+mod link;
 mod load;
 
 use std::collections::HashMap;
@@ -129,6 +132,8 @@ struct Shared {
     sfu: Mutex<Sfu<ConnHandle>>,
     writers: Mutex<HashMap<ConnId, mpsc::Sender<WriterCmd>>>,
     send_errors: AtomicU64,
+    next_conn: AtomicU64,
+    links: link::Links,
 }
 
 impl Shared {
@@ -140,6 +145,7 @@ impl Shared {
         for o in outs {
             let (conn, cmd) = match o {
                 Output::Send(c, m) => (c, WriterCmd::Frame(wire::frame(&m))),
+                Output::SendLink(c, m) => (c, WriterCmd::Frame(wire::frame(&m))),
                 Output::Close(c, reason) => (c, WriterCmd::Close(reason)),
             };
             if let Some(w) = writers.get(&conn) {
@@ -183,6 +189,8 @@ pub async fn start(config: MediaNodeConfig) -> Result<MediaNodeHandle, NodeError
         sfu: Mutex::new(Sfu::new(config.sfu.clone())),
         writers: Mutex::new(HashMap::new()),
         send_errors: AtomicU64::new(0),
+        next_conn: AtomicU64::new(1),
+        links: link::Links::new(config.id.clone(), endpoint.clone()),
     });
     let client = Arc::new(
         Client::new(&config.control_plane, ClientConfig::default())
@@ -218,23 +226,32 @@ pub async fn start(config: MediaNodeConfig) -> Result<MediaNodeHandle, NodeError
         tasks.push(tokio::spawn(async move {
             let on_event = |e: NodeEvent| match e {
                 NodeEvent::Registered(r) => {
-                    shared
-                        .sfu
-                        .lock()
-                        .expect("sfu lock")
-                        .set_join_key(r.join_public_key);
+                    let mut sfu = shared.sfu.lock().expect("sfu lock");
+                    sfu.set_join_key(r.join_public_key);
+                    sfu.set_node_index(r.node.map_or(0, |n| n.index));
+                    drop(sfu);
                     let _ = registered_tx.send(true);
                 }
                 NodeEvent::Beat(b) => {
-                    let outs = shared
-                        .sfu
-                        .lock()
-                        .expect("sfu lock")
-                        .sync_assignments(&b.meetings);
+                    let assignments: Vec<(u64, Vec<String>)> = b
+                        .assignments
+                        .iter()
+                        .map(|a| (a.meeting_id, a.peer_node_ids.clone()))
+                        .collect();
+                    let outs = shared.sfu.lock().expect("sfu lock").sync_assignments(
+                        now_ms(),
+                        &assignments,
+                        &b.moved,
+                    );
                     shared.dispatch(outs);
+                    link::reconcile(&shared, b.peers, b.link_token);
                 }
             };
-            let beat = || load.lock().expect("load lock").clone();
+            let beat = || {
+                let mut b = load.lock().expect("load lock").clone();
+                b.rooms = shared.sfu.lock().expect("sfu lock").room_ids();
+                b
+            };
             if let Err(e) = run_node_session(&client, reg, beat, on_event, stop).await {
                 tracing::error!(error = %e, "control-plane session ended");
             }
@@ -274,13 +291,12 @@ async fn accept_loop(
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let next_id = AtomicU64::new(1);
     loop {
         let incoming = tokio::select! {
             i = endpoint.accept() => match i { Some(i) => i, None => return },
             _ = stop.changed() => return,
         };
-        let id = next_id.fetch_add(1, Ordering::Relaxed);
+        let id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(serve_connection(shared.clone(), incoming, id));
     }
 }
@@ -294,6 +310,13 @@ async fn serve_connection(shared: Arc<Shared>, incoming: quinn::Incoming, id: Co
             return;
         }
     };
+    let alpn = conn
+        .handshake_data()
+        .and_then(|h| h.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
+        .and_then(|h| h.protocol);
+    if alpn.as_deref() == Some(tls::ALPN_LINK) {
+        return link::serve_accepted(shared, conn, id).await;
+    }
     let (send, mut recv) =
         match tokio::time::timeout(Duration::from_secs(5), conn.accept_bi()).await {
             Ok(Ok(s)) => s,
@@ -393,6 +416,11 @@ impl MediaNodeHandle {
         self.shared.sfu.lock().expect("sfu lock").participants()
     }
 
+    /// Peer nodes this node has a cascade link with.
+    pub fn linked_peers(&self) -> Vec<String> {
+        self.shared.links.up()
+    }
+
     /// The orderly shutdown behind SIGTERM: ask the control plane to place
     /// nothing new here, open no new rooms, let running meetings finish
     /// (up to the drain timeout), then stop.
@@ -405,7 +433,11 @@ impl MediaNodeHandle {
                 let id = id.clone();
                 async move {
                     pb::node_service_client::NodeServiceClient::new(ch)
-                        .drain_node(pb::DrainNodeRequest { id, undo: false })
+                        .drain_node(pb::DrainNodeRequest {
+                            id,
+                            undo: false,
+                            evacuate: false,
+                        })
                         .await
                 }
             })

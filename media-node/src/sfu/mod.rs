@@ -7,13 +7,22 @@
 //!  control message ─────────────────▶ control(now, conn, msg) ──▶ [Output]
 //!  datagram ────────────────────────▶ route(conn, bytes) ──▶ Arc<[H]> to send to
 //!  connection lost ─────────────────▶ disconnect(conn) ──▶ [Output]
-//!  control-plane heartbeat answer ──▶ sync_assignments(meetings) ──▶ [Output]
+//!  control-plane heartbeat answer ──▶ sync_assignments(now, …) ──▶ [Output]
+//!  cascade link to a peer node ─────▶ connect_link / link_control ──▶ [Output]
 //! ```
+//!
+//! A cascaded meeting (M4) has a room on each of its nodes. Rooms learn of
+//! each other's participants and tracks over the node-to-node links, and a
+//! link is just another subscriber of every *local* track of the meeting:
+//! each datagram crosses each link once, whatever the number of subscribers
+//! behind it. Tracks that arrived over a link are forwarded to local
+//! participants only (split horizon), so there are no loops.
 //!
 //! `H` is whatever the shell needs to send a datagram (a QUIC connection);
 //! the core only stores and hands it back. Payloads are never parsed, so
 //! end-to-end encrypted media is forwarded byte for byte (S8).
 
+mod cascade;
 mod room;
 #[cfg(test)]
 mod tests;
@@ -32,6 +41,12 @@ use crate::wire::{MediaHeader, WireError};
 pub use room::{Admission, Recording, Room};
 
 pub type ConnId = u64;
+
+/// Track ids: the node index above this bit, a per-node counter below.
+pub const TRACK_INDEX_SHIFT: u32 = 20;
+const TRACK_COUNTER_MASK: u32 = (1 << TRACK_INDEX_SHIFT) - 1;
+/// How long a moved room keeps forwarding while its participants switch.
+pub const MOVE_GRACE_MS: u64 = 10_000;
 
 #[derive(Debug, Clone)]
 pub struct SfuConfig {
@@ -75,6 +90,8 @@ impl SfuConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Output {
     Send(ConnId, pb::ServerMessage),
+    /// A message on a cascade link's control stream.
+    SendLink(ConnId, pb::LinkMessage),
     /// Send nothing more and close the connection.
     Close(ConnId, String),
 }
@@ -106,6 +123,11 @@ pub struct Counters {
     pub joins_waiting: u64,
     pub joins_refused: u64,
     pub actions_refused: u64,
+    /// Datagram copies handed out for sending over cascade links.
+    pub link_datagrams_out: u64,
+    /// Datagrams that arrived over cascade links and were routed.
+    pub link_datagrams_in: u64,
+    pub link_control_malformed: u64,
 }
 
 struct Conn<H> {
@@ -113,6 +135,8 @@ struct Conn<H> {
     source: IpAddr,
     /// (meeting, participant) once joined.
     member: Option<(u64, u64)>,
+    /// Set when this is a cascade link to another node.
+    link: Option<cascade::Link>,
 }
 
 struct Track<H> {
@@ -125,6 +149,10 @@ struct Track<H> {
     /// Rebuilt whenever `subscriber_conns` changes, so the datagram path
     /// only clones an `Arc`.
     subscribers: Arc<[H]>,
+    /// How many of the subscribers are cascade links.
+    link_subscribers: u32,
+    /// Arrived over a cascade link (owner_conn is the link).
+    remote: bool,
 }
 
 pub struct Sfu<H> {
@@ -136,6 +164,10 @@ pub struct Sfu<H> {
     conns: HashMap<ConnId, Conn<H>>,
     tracks: HashMap<u32, Track<H>>,
     next_track: u32,
+    /// This node's cluster index: the top bits of every local track id.
+    node_index: u32,
+    /// Meetings placed here and the peers each is cascaded with.
+    assignments: HashMap<u64, BTreeSet<String>>,
     joins_by_source: KeyedLimiter<IpAddr>,
     joins_by_meeting: KeyedLimiter<u64>,
     counters: Counters,
@@ -165,6 +197,8 @@ impl<H: Clone> Sfu<H> {
             conns: HashMap::new(),
             tracks: HashMap::new(),
             next_track: 1,
+            node_index: 0,
+            assignments: HashMap::new(),
             counters: Counters::default(),
             out: Vec::new(),
         }
@@ -173,6 +207,17 @@ impl<H: Clone> Sfu<H> {
     /// The control plane's join-token public key, learned at registration.
     pub fn set_join_key(&mut self, key: Vec<u8>) {
         self.join_key = Some(key);
+    }
+
+    /// The node's cluster index, learned at registration. Track ids are
+    /// `index << TRACK_INDEX_SHIFT | counter`, unique across a cascade.
+    pub fn set_node_index(&mut self, index: u32) {
+        self.node_index = index & 0xfff;
+    }
+
+    /// Meetings with a room open here.
+    pub fn room_ids(&self) -> Vec<u64> {
+        self.rooms.keys().copied().collect()
     }
 
     /// From now on only rooms already open take joins; participants of
@@ -211,6 +256,7 @@ impl<H: Clone> Sfu<H> {
                 handle,
                 source,
                 member: None,
+                link: None,
             },
         );
     }
@@ -220,8 +266,12 @@ impl<H: Clone> Sfu<H> {
     /// so no meeting is left without one.
     pub fn disconnect(&mut self, conn: ConnId) -> Vec<Output> {
         if let Some(c) = self.conns.get(&conn) {
+            let is_link = c.link.is_some();
             if let Some((meeting, pid)) = c.member {
                 self.remove_member(meeting, pid, true);
+            }
+            if is_link {
+                self.link_lost(conn);
             }
         }
         self.conns.remove(&conn);
@@ -235,16 +285,20 @@ impl<H: Clone> Sfu<H> {
         self.counters.datagrams_in += 1;
         let r = self.route_inner(conn, d);
         match &r {
-            Ok(subs) => self.counters.datagrams_out += subs.len() as u64,
+            Ok((subs, links, remote)) => {
+                self.counters.datagrams_out += subs.len() as u64;
+                self.counters.link_datagrams_out += u64::from(*links);
+                self.counters.link_datagrams_in += u64::from(*remote);
+            }
             Err(DropReason::Malformed(_)) => self.counters.dropped_malformed += 1,
             Err(DropReason::UnknownTrack) => self.counters.dropped_unknown_track += 1,
             Err(DropReason::NotOwner) => self.counters.dropped_not_owner += 1,
             Err(DropReason::Disabled) => self.counters.dropped_disabled += 1,
         }
-        r
+        r.map(|(subs, _, _)| subs)
     }
 
-    fn route_inner(&self, conn: ConnId, d: &[u8]) -> Result<Arc<[H]>, DropReason> {
+    fn route_inner(&self, conn: ConnId, d: &[u8]) -> Result<(Arc<[H]>, u32, bool), DropReason> {
         let h = MediaHeader::parse(d).map_err(DropReason::Malformed)?;
         let t = self.tracks.get(&h.track).ok_or(DropReason::UnknownTrack)?;
         if t.owner_conn != conn {
@@ -253,7 +307,7 @@ impl<H: Clone> Sfu<H> {
         if !t.enabled {
             return Err(DropReason::Disabled);
         }
-        Ok(t.subscribers.clone())
+        Ok((t.subscribers.clone(), t.link_subscribers, t.remote))
     }
 
     // ---- control ----
@@ -287,15 +341,40 @@ impl<H: Clone> Sfu<H> {
         std::mem::take(&mut self.out)
     }
 
-    /// The meetings the control plane says are placed here. A room whose
-    /// meeting is missing from two updates in a row (ended, or moved) is
-    /// closed; one miss is tolerated because a lagging replica may answer.
-    pub fn sync_assignments(&mut self, meetings: &[u64]) -> Vec<Output> {
-        let assigned: BTreeSet<u64> = meetings.iter().copied().collect();
+    /// The meetings the control plane says are placed here, with the peers
+    /// each is cascaded with, and the open rooms whose meeting moved away.
+    ///
+    /// A moved room's participants are told to join again (and get the new
+    /// node from the control plane); the room keeps forwarding for
+    /// [`MOVE_GRACE_MS`] so nobody drops out while switching, then closes.
+    /// A room missing from two updates in a row, and not moved, has ended;
+    /// one miss is tolerated because a lagging replica may answer.
+    pub fn sync_assignments(
+        &mut self,
+        now_ms: u64,
+        assignments: &[(u64, Vec<String>)],
+        moved: &[u64],
+    ) -> Vec<Output> {
+        self.assignments = assignments
+            .iter()
+            .map(|(m, peers)| (*m, peers.iter().cloned().collect()))
+            .collect();
+        let moved: BTreeSet<u64> = moved.iter().copied().collect();
         let mut gone = Vec::new();
+        let mut newly_moved = Vec::new();
         for (id, room) in &mut self.rooms {
-            if assigned.contains(id) {
+            if self.assignments.contains_key(id) {
                 room.missing_from_assignments = 0;
+                room.moved_at_ms = None;
+            } else if moved.contains(id) || room.moved_at_ms.is_some() {
+                match room.moved_at_ms {
+                    None => {
+                        room.moved_at_ms = Some(now_ms);
+                        newly_moved.push(*id);
+                    }
+                    Some(at) if now_ms.saturating_sub(at) >= MOVE_GRACE_MS => gone.push(*id),
+                    Some(_) => {}
+                }
             } else {
                 room.missing_from_assignments += 1;
                 if room.missing_from_assignments >= 2 {
@@ -303,9 +382,30 @@ impl<H: Clone> Sfu<H> {
                 }
             }
         }
-        for id in gone {
-            self.close_room(id, "the meeting has ended");
+        for id in newly_moved {
+            let conns: Vec<ConnId> = self.rooms[&id].members.values().map(|m| m.conn).collect();
+            for c in conns {
+                self.send(
+                    c,
+                    OutMsg::Moved(pb::Moved {
+                        reason: "the meeting moved to another media node".into(),
+                        grace_ms: MOVE_GRACE_MS,
+                    }),
+                );
+            }
         }
+        for id in gone {
+            let moved = self.rooms[&id].moved_at_ms.is_some();
+            self.close_room(
+                id,
+                if moved {
+                    "the meeting moved to another media node"
+                } else {
+                    "the meeting has ended"
+                },
+            );
+        }
+        self.open_links_for_assignments();
         std::mem::take(&mut self.out)
     }
 
@@ -325,6 +425,7 @@ impl<H: Clone> Sfu<H> {
             self.remove_member(meeting, pid, false);
         }
         self.rooms.remove(&meeting);
+        self.room_closed(meeting);
     }
 
     fn send(&mut self, conn: ConnId, m: OutMsg) {
@@ -399,10 +500,14 @@ impl<H: Clone> Sfu<H> {
                 "node is shutting down; join again to be placed elsewhere",
             );
         }
-        let room = self
-            .rooms
-            .entry(meeting)
-            .or_insert_with(|| Room::new(meeting, claims.settings.unwrap_or_default()));
+        if !self.rooms.contains_key(&meeting) {
+            self.rooms.insert(
+                meeting,
+                Room::new(meeting, claims.settings.unwrap_or_default()),
+            );
+            self.room_opened(meeting);
+        }
+        let room = self.rooms.get_mut(&meeting).expect("just ensured");
         if room.locked {
             // S3: once locked, nobody else joins — hosts, operators included.
             return self.refuse_join(conn, "the meeting is locked");
@@ -519,7 +624,11 @@ impl<H: Clone> Sfu<H> {
         m.admission = Admission::Admitted;
         let conn = m.conn;
         let you = m.info(pid);
-        let participants = room.admitted().map(|(id, m)| m.info(*id)).collect();
+        let participants = room
+            .admitted()
+            .map(|(id, m)| m.info(*id))
+            .chain(room.remote.values().map(|(_, p)| p.clone()))
+            .collect();
         let tracks: Vec<u32> = room.tracks.iter().copied().collect();
         let recording = room.recording;
         let locked = room.locked;
@@ -546,7 +655,14 @@ impl<H: Clone> Sfu<H> {
                 settings: Some(settings),
             }),
         );
-        self.broadcast(meeting, OutMsg::ParticipantJoined(you), Some(pid));
+        self.broadcast(meeting, OutMsg::ParticipantJoined(you.clone()), Some(pid));
+        self.tell_links(
+            meeting,
+            pb::link_message::Msg::ParticipantJoined(pb::LinkParticipant {
+                meeting_id: meeting,
+                info: Some(you),
+            }),
+        );
         for t in tracks {
             self.subscribe(t, conn);
         }
@@ -591,6 +707,11 @@ impl<H: Clone> Sfu<H> {
             .iter()
             .filter_map(|c| self.conns.get(c).map(|c| c.handle.clone()))
             .collect();
+        t.link_subscribers = t
+            .subscriber_conns
+            .iter()
+            .filter(|c| self.conns.get(c).is_some_and(|c| c.link.is_some()))
+            .count() as u32;
     }
 
     /// Removes a member and everything they published. `vanished`: the
@@ -624,6 +745,13 @@ impl<H: Clone> Sfu<H> {
                 OutMsg::TrackRemoved(pb::TrackRemoved { track_id: t }),
                 None,
             );
+            self.tell_links(
+                meeting,
+                pb::link_message::Msg::TrackRemoved(pb::LinkTrackRemoved {
+                    meeting_id: meeting,
+                    track_id: t,
+                }),
+            );
         }
         for t in others {
             self.unsubscribe(t, conn);
@@ -635,6 +763,13 @@ impl<H: Clone> Sfu<H> {
                     participant_id: pid,
                 }),
                 None,
+            );
+            self.tell_links(
+                meeting,
+                pb::link_message::Msg::ParticipantLeft(pb::LinkParticipantLeft {
+                    meeting_id: meeting,
+                    participant_id: pid,
+                }),
             );
         }
         let room = self.rooms.get_mut(&meeting).expect("present");
@@ -660,6 +795,7 @@ impl<H: Clone> Sfu<H> {
         }
         if self.rooms[&meeting].members.is_empty() {
             self.rooms.remove(&meeting);
+            self.room_closed(meeting);
         }
     }
 
@@ -774,27 +910,34 @@ impl<H: Clone> Sfu<H> {
                         enabled: true,
                         subscriber_conns: BTreeSet::new(),
                         subscribers: Arc::from(Vec::new()),
+                        link_subscribers: 0,
+                        remote: false,
                     },
                 );
                 let room = self.rooms.get_mut(&meeting).expect("present");
                 room.tracks.insert(id);
-                let subscribers: Vec<ConnId> = room
+                let mut subscribers: Vec<ConnId> = room
                     .admitted()
                     .filter(|(p, _)| **p != pid)
                     .map(|(_, m)| m.conn)
                     .collect();
+                subscribers.extend(self.links_wanting(meeting));
                 self.set_track_enabled(meeting, pid);
                 for c in subscribers {
                     self.subscribe(id, c);
                 }
-                self.broadcast(
+                let info = pb::TrackInfo {
+                    track_id: id,
+                    participant_id: pid,
+                    kind: kind as i32,
+                };
+                self.broadcast(meeting, OutMsg::TrackPublished(info.clone()), None);
+                self.tell_links(
                     meeting,
-                    OutMsg::TrackPublished(pb::TrackInfo {
-                        track_id: id,
-                        participant_id: pid,
-                        kind: kind as i32,
+                    pb::link_message::Msg::TrackPublished(pb::LinkTrack {
+                        meeting_id: meeting,
+                        track: Some(info),
                     }),
-                    None,
                 );
             }
             In::Admit(a) => {
@@ -876,6 +1019,20 @@ impl<H: Clone> Sfu<H> {
                 }
                 if room.recording != Recording::Off {
                     return self.refuse(conn, "record", "a recording is already under way");
+                }
+                if !room.remote.is_empty()
+                    || self
+                        .assignments
+                        .get(&meeting)
+                        .is_some_and(|p| !p.is_empty())
+                {
+                    // S6 needs everyone's consent; consent is not gathered
+                    // across the nodes of a cascade, so no recording there.
+                    return self.refuse(
+                        conn,
+                        "record",
+                        "recording is not available in a meeting spanning several media nodes",
+                    );
                 }
                 let room = self.rooms.get_mut(&meeting).expect("present");
                 room.consents.clear();
@@ -1002,8 +1159,12 @@ impl<H: Clone> Sfu<H> {
 
     fn allocate_track_id(&mut self) -> u32 {
         loop {
-            let id = self.next_track;
-            self.next_track = self.next_track.wrapping_add(1).max(1);
+            let counter = self.next_track & TRACK_COUNTER_MASK;
+            self.next_track = (self.next_track + 1) & TRACK_COUNTER_MASK;
+            if counter == 0 {
+                continue;
+            }
+            let id = (self.node_index << TRACK_INDEX_SHIFT) | counter;
             if !self.tracks.contains_key(&id) {
                 return id;
             }

@@ -90,6 +90,12 @@ pub struct Room {
     next_seq: u64,
     /// Consecutive control-plane updates that did not list this meeting.
     pub missing_from_assignments: u32,
+    /// Participants of a cascaded meeting who are on other nodes, with the
+    /// link they are behind.
+    pub remote: BTreeMap<u64, (ConnId, pb::ParticipantInfo)>,
+    /// When the control plane said the meeting moved away; the room keeps
+    /// forwarding for a grace period while participants switch over.
+    pub moved_at_ms: Option<u64>,
 }
 
 impl Room {
@@ -105,6 +111,8 @@ impl Room {
             tracks: BTreeSet::new(),
             next_seq: 0,
             missing_from_assignments: 0,
+            remote: BTreeMap::new(),
+            moved_at_ms: None,
         }
     }
 
@@ -128,13 +136,22 @@ impl Room {
         if role == pb::Role::Host {
             return Admission::Admitted;
         }
-        if self.host.is_none() && !self.settings.allow_join_before_host {
+        if !self.host_present() && !self.settings.allow_join_before_host {
             return Admission::HostAbsent;
         }
         if !self.settings.disable_waiting_room {
             return Admission::WaitingRoom;
         }
         Admission::Admitted
+    }
+
+    /// A host is in the meeting, here or on another node of the cascade.
+    pub fn host_present(&self) -> bool {
+        self.host.is_some()
+            || self
+                .remote
+                .values()
+                .any(|(_, p)| p.role == pb::Role::Host as i32)
     }
 
     /// The admitted member who arrived first, other than `except`.

@@ -22,6 +22,8 @@ struct World {
     /// Everything sent so far, per connection.
     inbox: HashMap<ConnId, Vec<OutMsg>>,
     closed: BTreeSet<ConnId>,
+    /// Messages for cascade links, in order.
+    link_out: Vec<(ConnId, pb::LinkMessage)>,
 }
 
 impl World {
@@ -36,6 +38,7 @@ impl World {
                 next_conn: 1,
                 inbox: HashMap::new(),
                 closed: BTreeSet::new(),
+                link_out: Vec::new(),
             },
             settings,
         )
@@ -65,6 +68,7 @@ impl World {
                 Output::Close(c, _) => {
                     self.closed.insert(c);
                 }
+                Output::SendLink(c, m) => self.link_out.push((c, m)),
             }
         }
     }
@@ -601,15 +605,15 @@ fn malformed_datagrams_and_control_messages_are_dropped_and_counted() {
 fn an_ended_meeting_closes_its_room_after_two_missing_assignments() {
     let (mut w, open) = World::new(open_meeting());
     let a = w.join_with(1, pb::Role::Participant, open);
-    let outs = w.sfu.sync_assignments(&[MEETING]);
+    let outs = w.sfu.sync_assignments(NOW, &[(MEETING, vec![])], &[]);
     w.apply(outs);
-    let outs = w.sfu.sync_assignments(&[]);
+    let outs = w.sfu.sync_assignments(NOW, &[], &[]);
     w.apply(outs);
     assert!(
         !w.closed.contains(&a),
         "one stale answer must not end a meeting"
     );
-    let outs = w.sfu.sync_assignments(&[]);
+    let outs = w.sfu.sync_assignments(NOW, &[], &[]);
     w.apply(outs);
     assert!(w.closed.contains(&a));
     assert_eq!(w.sfu.rooms(), 0);
@@ -645,4 +649,200 @@ fn a_node_shutting_down_keeps_open_rooms_and_opens_no_new_one() {
     );
     assert!(matches!(&w.take(c)[..], [OutMsg::Closed(cl)] if cl.reason.contains("shutting down")));
     assert_eq!(w.sfu.rooms(), 1);
+}
+
+#[test]
+fn a_moved_room_tells_everyone_to_rejoin_and_keeps_forwarding_through_the_grace() {
+    let (mut w, open) = World::new(open_meeting());
+    let a = w.join_with(1, pb::Role::Participant, open);
+    let b = w.join_with(2, pb::Role::Participant, open);
+    let t = w.publish(a, pb::TrackKind::Video).unwrap();
+    w.take(a);
+    w.take(b);
+    let outs = w.sfu.sync_assignments(NOW, &[], &[MEETING]);
+    w.apply(outs);
+    for c in [a, b] {
+        assert!(w.take(c).iter().any(|m| matches!(m, OutMsg::Moved(_))));
+    }
+    // During the grace the room still forwards and is not closed.
+    let outs = w
+        .sfu
+        .sync_assignments(NOW + MOVE_GRACE_MS - 1, &[], &[MEETING]);
+    w.apply(outs);
+    assert!(w.closed.is_empty());
+    assert_eq!(w.receivers(a, t), vec![b]);
+    // Then it closes, saying why.
+    let outs = w.sfu.sync_assignments(NOW + MOVE_GRACE_MS, &[], &[]);
+    w.apply(outs);
+    assert!(w.closed.contains(&a) && w.closed.contains(&b));
+    assert_eq!(w.sfu.rooms(), 0);
+}
+
+/// Two cores joined by one link, with messages pumped between them.
+struct Cascade {
+    a: World,
+    b: World,
+}
+
+const LINK: ConnId = 10_000;
+
+impl Cascade {
+    fn new() -> (Cascade, pb::MeetingSettings) {
+        let (mut a, open) = World::new(open_meeting());
+        let (mut b, _) = World::new(open_meeting());
+        // Same control plane (signer), different nodes and indexes.
+        b.signer = TokenSigner::from_pkcs8(&generate_signing_key()).unwrap();
+        b.sfu = Sfu::new(SfuConfig::new(NODE));
+        b.sfu.set_join_key(b.signer.public_key());
+        a.sfu.set_node_index(1);
+        b.sfu.set_node_index(2);
+        b.next_conn = 500;
+        for (w, peer) in [(&mut a, "peer-b"), (&mut b, "peer-a")] {
+            let outs = w
+                .sfu
+                .sync_assignments(NOW, &[(MEETING, vec![peer.to_string()])], &[]);
+            w.apply(outs);
+            let outs = w
+                .sfu
+                .connect_link(LINK, LINK, IpAddr::from([127, 0, 0, 1]), peer.into());
+            w.apply(outs);
+        }
+        (Cascade { a, b }, open)
+    }
+
+    /// Delivers link messages both ways until none are left.
+    fn pump(&mut self) {
+        loop {
+            let from_a = std::mem::take(&mut self.a.link_out);
+            let from_b = std::mem::take(&mut self.b.link_out);
+            if from_a.is_empty() && from_b.is_empty() {
+                return;
+            }
+            for (_, m) in from_a {
+                let outs = self.b.sfu.link_control(LINK, m);
+                self.b.apply(outs);
+            }
+            for (_, m) in from_b {
+                let outs = self.a.sfu.link_control(LINK, m);
+                self.a.apply(outs);
+            }
+        }
+    }
+}
+
+#[test]
+fn a_cascade_sends_each_datagram_over_the_link_once_and_never_back() {
+    let (mut c, open) = Cascade::new();
+    let speaker = c.a.join_with(1, pb::Role::Participant, open);
+    c.pump();
+    let listeners: Vec<ConnId> = (0..3)
+        .map(|i| c.b.join_with(10 + i, pb::Role::Participant, open))
+        .collect();
+    c.pump();
+    let t = c.a.publish(speaker, pb::TrackKind::Video).unwrap();
+    c.pump();
+    assert_eq!(t >> TRACK_INDEX_SHIFT, 1, "track ids carry the node index");
+    // On A the speaker's datagram goes to the link once, not per listener.
+    assert_eq!(c.a.receivers(speaker, t), vec![LINK]);
+    // On B it arrives over the link and goes to the three listeners only.
+    let mut on_b = c.b.receivers(LINK, t);
+    on_b.sort();
+    assert_eq!(on_b, listeners);
+    // Listeners on B know the speaker and the track.
+    for l in &listeners {
+        let seen = c.b.take(*l);
+        assert!(seen
+            .iter()
+            .any(|m| matches!(m, OutMsg::TrackPublished(i) if i.track_id == t)));
+    }
+    // A listener on B publishes: it reaches A's speaker, and never returns.
+    let t2 = c.b.publish(listeners[0], pb::TrackKind::Video).unwrap();
+    c.pump();
+    assert_eq!(t2 >> TRACK_INDEX_SHIFT, 2);
+    let mut from_b = c.b.receivers(listeners[0], t2);
+    from_b.sort();
+    assert_eq!(from_b, vec![listeners[1], listeners[2], LINK]);
+    assert_eq!(c.a.receivers(LINK, t2), vec![speaker]);
+    assert_eq!(c.a.sfu.counters().link_datagrams_out, 1);
+    assert_eq!(c.b.sfu.counters().link_datagrams_in, 1);
+    // The speaker leaves A: B's listeners hear of it and the track goes.
+    let outs = c.a.sfu.disconnect(speaker);
+    c.a.apply(outs);
+    c.pump();
+    assert!(c.b.receivers(LINK, t).is_empty());
+    assert!(c
+        .b
+        .take(listeners[1])
+        .iter()
+        .any(|m| matches!(m, OutMsg::ParticipantLeft(p) if p.participant_id == 1)));
+}
+
+#[test]
+fn losing_a_link_removes_everyone_behind_it() {
+    let (mut c, open) = Cascade::new();
+    let speaker = c.a.join_with(1, pb::Role::Participant, open);
+    let listener = c.b.join_with(2, pb::Role::Participant, open);
+    c.pump();
+    let t = c.a.publish(speaker, pb::TrackKind::Audio).unwrap();
+    c.pump();
+    c.b.take(listener);
+    let outs = c.b.sfu.disconnect(LINK);
+    c.b.apply(outs);
+    let seen = c.b.take(listener);
+    assert!(seen
+        .iter()
+        .any(|m| matches!(m, OutMsg::TrackRemoved(r) if r.track_id == t)));
+    assert!(seen
+        .iter()
+        .any(|m| matches!(m, OutMsg::ParticipantLeft(p) if p.participant_id == 1)));
+    assert_eq!(c.b.sfu.tracks(), 0);
+}
+
+#[test]
+fn a_link_hello_needs_a_node_token_from_the_control_plane() {
+    let w = World::default();
+    let node_token = |role: pb::Role, node: &str| {
+        w.signer.sign(&pb::JoinClaims {
+            meeting_id: 0,
+            participant_id: 0,
+            role: role as i32,
+            node_id: node.into(),
+            display_name: String::new(),
+            issued_at_ms: NOW,
+            expires_at_ms: NOW + JOIN_TOKEN_TTL_MS,
+            settings: None,
+        })
+    };
+    let hello = |node: &str, token: Vec<u8>| pb::LinkHello {
+        node_id: node.into(),
+        token,
+    };
+    assert_eq!(
+        w.sfu
+            .verify_link_hello(NOW, &hello("peer", node_token(pb::Role::Node, "peer"))),
+        Ok("peer".to_string())
+    );
+    // A participant token, a token for another node, an expired one, junk.
+    assert!(w
+        .sfu
+        .verify_link_hello(
+            NOW,
+            &hello("peer", node_token(pb::Role::Participant, "peer"))
+        )
+        .is_err());
+    assert!(w
+        .sfu
+        .verify_link_hello(NOW, &hello("peer", node_token(pb::Role::Node, "other")))
+        .is_err());
+    assert!(w
+        .sfu
+        .verify_link_hello(
+            NOW + JOIN_TOKEN_TTL_MS + 1,
+            &hello("peer", node_token(pb::Role::Node, "peer"))
+        )
+        .is_err());
+    assert!(w
+        .sfu
+        .verify_link_hello(NOW, &hello("peer", vec![1, 2, 3]))
+        .is_err());
 }

@@ -1,0 +1,209 @@
+//! A participant that stays in its meeting: when the media node is lost
+//! (killed, unreachable) it joins again through the control plane, which
+//! has re-placed the meeting by then (M5); when the node says the meeting
+//! moved, it joins the new node *before* leaving the old one, so a planned
+//! move drops nobody.
+//!
+//! ```text
+//!   request_token ──▶ enter node ──▶ admitted ──▶ publish ─┐
+//!        ▲   (unreachable hint)                           │ watch
+//!        ├──────────── connection lost ◀──────────────────┤
+//!        └──────────── Moved (old one kept until the new  ┘
+//!                      node has let us in)
+//! ```
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use fjord_control_plane::client::Client;
+use fjord_proto::v1 as pb;
+use pb::server_message::Msg as OutMsg;
+
+use super::{request_token, ClientError, JoinRequest, Participant, ReceiveStats};
+
+/// How long a join may keep being retried before the session gives up.
+const REJOIN_GIVE_UP: Duration = Duration::from_secs(60);
+
+/// What a session has been through, for tests, benchmarks and `fjord join`.
+#[derive(Debug, Default)]
+pub struct SessionState {
+    /// Incremented at each (re-)join attempt that got a join answer.
+    pub generation: AtomicU64,
+    /// `stats.received()` when the current generation began.
+    pub received_at_generation: AtomicU64,
+    /// Re-joins after a lost connection.
+    pub rejoins_after_loss: AtomicU64,
+    /// Switch-overs after a `Moved`.
+    pub moves: AtomicU64,
+    /// The node currently joined (or being joined).
+    pub node: Mutex<String>,
+    /// Why the session ended, once it has.
+    pub ended: Mutex<Option<String>>,
+}
+
+pub struct Session {
+    pub stats: Arc<ReceiveStats>,
+    pub state: Arc<SessionState>,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl Session {
+    /// Starts the session; with `publish`, it sends audio and video after
+    /// every (re-)join.
+    pub fn start(cp: Arc<Client>, req: JoinRequest, publish: bool) -> Session {
+        let stats = Arc::new(ReceiveStats::new(Instant::now()));
+        let state = Arc::new(SessionState::default());
+        let (stop, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(supervise(
+            cp,
+            req,
+            publish,
+            stats.clone(),
+            state.clone(),
+            stop_rx,
+        ));
+        Session {
+            stats,
+            state,
+            stop,
+            task,
+        }
+    }
+
+    pub fn node(&self) -> String {
+        self.state.node.lock().expect("session lock").clone()
+    }
+
+    pub fn ended(&self) -> Option<String> {
+        self.state.ended.lock().expect("session lock").clone()
+    }
+
+    /// Whether media arrived in the current generation (after the last
+    /// re-join), and the generation.
+    pub fn receiving(&self) -> (u64, bool) {
+        let g = self.state.generation.load(Ordering::Acquire);
+        let base = self.state.received_at_generation.load(Ordering::Acquire);
+        (g, self.stats.received() > base)
+    }
+
+    /// Waits until the session is in a generation after `after` and media
+    /// arrived in it; returns when that was first seen.
+    pub async fn wait_media_after(&self, after: u64, timeout: Duration) -> Option<Instant> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            let (g, receiving) = self.receiving();
+            if g > after && receiving {
+                return Some(Instant::now());
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        None
+    }
+
+    /// Leaves the meeting and ends the session.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.task).await;
+    }
+}
+
+async fn supervise(
+    cp: Arc<Client>,
+    req: JoinRequest,
+    publish: bool,
+    stats: Arc<ReceiveStats>,
+    state: Arc<SessionState>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let end = |why: String| {
+        tracing::info!(reason = %why, "session ended");
+        *state.ended.lock().expect("session lock") = Some(why);
+    };
+    let mut unreachable: Option<String> = None;
+    // After a Moved: the old node's participant, kept until the new one is in.
+    let mut old: Option<(Participant, Vec<JoinHandle<()>>)> = None;
+    loop {
+        let token = match request_token(&cp, &req, REJOIN_GIVE_UP, unreachable.as_deref()).await {
+            Ok(t) => t,
+            Err(e) => return end(e.to_string()),
+        };
+        let node = token.node_id.clone();
+        *state.node.lock().expect("session lock") = node.clone();
+        state
+            .received_at_generation
+            .store(stats.received(), Ordering::Release);
+        state.generation.fetch_add(1, Ordering::AcqRel);
+        let mut p = match Participant::enter(&req, token, stats.clone()).await {
+            Ok(p) => p,
+            Err(ClientError::Closed(why)) if !why.contains("shutting down") => return end(why),
+            Err(e) => {
+                tracing::debug!(%node, error = %e, "could not enter the node; asking again");
+                unreachable = Some(node);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        if let Err(e) = p.wait_admitted(REJOIN_GIVE_UP).await {
+            p.close();
+            return end(e.to_string());
+        }
+        let media = if publish {
+            match p.start_media().await {
+                Ok(m) => m,
+                Err(e) => {
+                    p.close();
+                    return end(e.to_string());
+                }
+            }
+        } else {
+            Vec::new()
+        };
+        if let Some((o, handles)) = old.take() {
+            for h in handles {
+                h.abort();
+            }
+            o.leave().await;
+        }
+        unreachable = None;
+        let outcome = tokio::select! {
+            r = p.wait_for(Duration::from_secs(365 * 86400), |m| {
+                matches!(m, OutMsg::Moved(_)).then_some(())
+            }) => r,
+            _ = stop.changed() => {
+                for h in media {
+                    h.abort();
+                }
+                p.leave().await;
+                return end("left".into());
+            }
+        };
+        match outcome {
+            Ok(()) => {
+                state.moves.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(%node, "meeting moved; joining its new node");
+                old = Some((p, media));
+            }
+            Err(ClientError::Closed(why)) if why == "connection lost" => {
+                state.rejoins_after_loss.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(%node, "lost the media node; joining again");
+                for h in media {
+                    h.abort();
+                }
+                p.close();
+                unreachable = Some(node);
+            }
+            Err(e) => {
+                for h in media {
+                    h.abort();
+                }
+                p.close();
+                return end(e.to_string());
+            }
+        }
+    }
+}

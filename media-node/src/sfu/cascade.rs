@@ -1,0 +1,400 @@
+//! Cascade links (M4): how rooms of one meeting on several nodes learn of
+//! each other's participants and tracks.
+//!
+//! ```text
+//!   node A                         link A–B                       node B
+//!   room 7 opens ── Room{7,open} ────────────▶ B marks A as wanting 7,
+//!                ◀─ ParticipantJoined/TrackPublished ── sends its state,
+//!                                             subscribes the link to B's
+//!                                             local tracks of meeting 7
+//!   datagram of a local track ── once per link ──▶ to B's local subscribers
+//! ```
+//!
+//! A link subscribes only to tracks published on this node; a track that
+//! came over a link is forwarded to local participants only. So a datagram
+//! crosses each link at most once and never comes back.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use fjord_control_plane::access::verify_token;
+use fjord_proto::v1 as pb;
+use pb::link_message::Msg as LinkMsg;
+use pb::server_message::Msg as OutMsg;
+
+use super::{Conn, ConnId, Output, Sfu, Track};
+
+/// What the core knows about one link.
+#[derive(Debug, Default)]
+pub(super) struct Link {
+    pub peer: String,
+    /// Meetings the peer has a room for and wants media of.
+    pub wants: BTreeSet<u64>,
+    /// Meetings this node told the peer it has a room for.
+    pub announced: BTreeSet<u64>,
+}
+
+/// Why a link's hello was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum LinkRefusal {
+    #[error("this node is not registered yet")]
+    NotRegistered,
+    #[error("the link token is not valid for the named node")]
+    BadToken,
+    #[error("the token does not carry the node role")]
+    NotANode,
+    #[error("a node cannot link to itself")]
+    Itself,
+}
+
+fn link_msg(m: LinkMsg) -> pb::LinkMessage {
+    pb::LinkMessage { msg: Some(m) }
+}
+
+impl<H: Clone> Sfu<H> {
+    /// Checks a dialling node's hello: a control-plane-signed token with
+    /// the node role for the node it names. Returns the peer's id.
+    pub fn verify_link_hello(
+        &self,
+        now_ms: u64,
+        hello: &pb::LinkHello,
+    ) -> Result<String, LinkRefusal> {
+        let key = self.join_key.as_ref().ok_or(LinkRefusal::NotRegistered)?;
+        if hello.node_id == self.config.node_id {
+            return Err(LinkRefusal::Itself);
+        }
+        let claims = verify_token(key, &hello.token, now_ms, Some(0), &hello.node_id)
+            .map_err(|_| LinkRefusal::BadToken)?;
+        if claims.role() != pb::Role::Node {
+            return Err(LinkRefusal::NotANode);
+        }
+        Ok(hello.node_id.clone())
+    }
+
+    /// A link to `peer` is up (dialled or accepted and verified).
+    pub fn connect_link(
+        &mut self,
+        conn: ConnId,
+        handle: H,
+        source: IpAddr,
+        peer: String,
+    ) -> Vec<Output> {
+        self.conns.insert(
+            conn,
+            Conn {
+                handle,
+                source,
+                member: None,
+                link: Some(Link {
+                    peer,
+                    ..Link::default()
+                }),
+            },
+        );
+        self.open_links_for_assignments();
+        std::mem::take(&mut self.out)
+    }
+
+    /// The peer ids of the links that are up.
+    pub fn linked_peers(&self) -> Vec<String> {
+        self.conns
+            .values()
+            .filter_map(|c| c.link.as_ref().map(|l| l.peer.clone()))
+            .collect()
+    }
+
+    /// Every peer node some assigned meeting is cascaded with.
+    pub fn wanted_peers(&self) -> BTreeSet<String> {
+        self.assignments.values().flatten().cloned().collect()
+    }
+
+    pub fn malformed_link_control(&mut self) {
+        self.counters.link_control_malformed += 1;
+    }
+
+    pub fn link_control(&mut self, conn: ConnId, m: pb::LinkMessage) -> Vec<Output> {
+        if !self.conns.get(&conn).is_some_and(|c| c.link.is_some()) {
+            return Vec::new();
+        }
+        match m.msg {
+            Some(LinkMsg::Room(r)) => self.peer_room(conn, r.meeting_id, r.open),
+            Some(LinkMsg::ParticipantJoined(p)) => match p.info {
+                Some(info) => self.remote_joined(conn, p.meeting_id, info),
+                None => self.malformed_link_control(),
+            },
+            Some(LinkMsg::ParticipantLeft(p)) => {
+                self.remote_left(conn, p.meeting_id, p.participant_id)
+            }
+            Some(LinkMsg::TrackPublished(t)) => match t.track {
+                Some(track) => self.remote_track(conn, t.meeting_id, track),
+                None => self.malformed_link_control(),
+            },
+            Some(LinkMsg::TrackRemoved(t)) => self.remote_track_removed(conn, t.track_id),
+            Some(LinkMsg::Hello(_)) | None => self.malformed_link_control(),
+        }
+        std::mem::take(&mut self.out)
+    }
+
+    /// Link conns whose peer wants `meeting`'s media.
+    pub(super) fn links_wanting(&self, meeting: u64) -> Vec<ConnId> {
+        self.conns
+            .iter()
+            .filter(|(_, c)| c.link.as_ref().is_some_and(|l| l.wants.contains(&meeting)))
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    pub(super) fn tell_links(&mut self, meeting: u64, m: LinkMsg) {
+        for conn in self.links_wanting(meeting) {
+            self.out.push(Output::SendLink(conn, link_msg(m.clone())));
+        }
+    }
+
+    /// Tells each linked peer of every open room it shares with this node
+    /// and has not been told of yet.
+    pub(super) fn open_links_for_assignments(&mut self) {
+        let mut opens = Vec::new();
+        for (conn, c) in self.conns.iter_mut() {
+            let Some(link) = c.link.as_mut() else {
+                continue;
+            };
+            for meeting in self.rooms.keys() {
+                let shared = self
+                    .assignments
+                    .get(meeting)
+                    .is_some_and(|peers| peers.contains(&link.peer));
+                if shared && link.announced.insert(*meeting) {
+                    opens.push((*conn, *meeting));
+                }
+            }
+        }
+        for (conn, meeting) in opens {
+            self.out.push(Output::SendLink(
+                conn,
+                link_msg(LinkMsg::Room(pb::LinkRoom {
+                    meeting_id: meeting,
+                    open: true,
+                })),
+            ));
+        }
+    }
+
+    pub(super) fn room_opened(&mut self, _meeting: u64) {
+        self.open_links_for_assignments();
+    }
+
+    /// The last local member left: peers stop sending this meeting here.
+    pub(super) fn room_closed(&mut self, meeting: u64) {
+        let mut closes = Vec::new();
+        for (conn, c) in self.conns.iter_mut() {
+            if let Some(link) = c.link.as_mut() {
+                if link.announced.remove(&meeting) {
+                    closes.push(*conn);
+                }
+            }
+        }
+        for conn in closes {
+            self.out.push(Output::SendLink(
+                conn,
+                link_msg(LinkMsg::Room(pb::LinkRoom {
+                    meeting_id: meeting,
+                    open: false,
+                })),
+            ));
+        }
+        // Tracks that came over links for this meeting go with the room.
+        let remote: Vec<u32> = self
+            .tracks
+            .iter()
+            .filter(|(_, t)| t.remote && t.meeting == meeting)
+            .map(|(id, _)| *id)
+            .collect();
+        for t in remote {
+            self.tracks.remove(&t);
+        }
+    }
+
+    fn peer_room(&mut self, conn: ConnId, meeting: u64, open: bool) {
+        let link = self.conns.get_mut(&conn).and_then(|c| c.link.as_mut());
+        let Some(link) = link else { return };
+        if !open {
+            link.wants.remove(&meeting);
+            let tracks: Vec<u32> = self
+                .rooms
+                .get(&meeting)
+                .map(|r| r.tracks.iter().copied().collect())
+                .unwrap_or_default();
+            for t in tracks {
+                self.unsubscribe(t, conn);
+            }
+            return;
+        }
+        if !link.wants.insert(meeting) {
+            return;
+        }
+        let Some(room) = self.rooms.get(&meeting) else {
+            return;
+        };
+        // Our state for the peer: who is here, what they publish.
+        let members: Vec<pb::ParticipantInfo> =
+            room.admitted().map(|(id, m)| m.info(*id)).collect();
+        let local_tracks: Vec<(u32, pb::TrackInfo)> = room
+            .tracks
+            .iter()
+            .filter_map(|id| self.tracks.get(id).map(|t| (*id, t)))
+            .filter(|(_, t)| !t.remote)
+            .map(|(id, t)| {
+                (
+                    id,
+                    pb::TrackInfo {
+                        track_id: id,
+                        participant_id: t.owner,
+                        kind: t.kind as i32,
+                    },
+                )
+            })
+            .collect();
+        for info in members {
+            self.out.push(Output::SendLink(
+                conn,
+                link_msg(LinkMsg::ParticipantJoined(pb::LinkParticipant {
+                    meeting_id: meeting,
+                    info: Some(info),
+                })),
+            ));
+        }
+        for (id, info) in local_tracks {
+            self.out.push(Output::SendLink(
+                conn,
+                link_msg(LinkMsg::TrackPublished(pb::LinkTrack {
+                    meeting_id: meeting,
+                    track: Some(info),
+                })),
+            ));
+            self.subscribe(id, conn);
+        }
+    }
+
+    fn remote_joined(&mut self, conn: ConnId, meeting: u64, info: pb::ParticipantInfo) {
+        let Some(room) = self.rooms.get_mut(&meeting) else {
+            return;
+        };
+        let pid = info.participant_id;
+        if room.members.contains_key(&pid) {
+            return self.malformed_link_control();
+        }
+        let is_host = info.role == pb::Role::Host as i32;
+        let had_host = room.host_present();
+        room.remote.insert(pid, (conn, info.clone()));
+        self.broadcast(meeting, OutMsg::ParticipantJoined(info), None);
+        if is_host && !had_host {
+            // S4: a host on another node of the cascade counts.
+            self.host_arrived(meeting);
+        }
+    }
+
+    fn remote_left(&mut self, conn: ConnId, meeting: u64, pid: u64) {
+        let Some(room) = self.rooms.get_mut(&meeting) else {
+            return;
+        };
+        if room.remote.get(&pid).is_some_and(|(c, _)| *c == conn) {
+            room.remote.remove(&pid);
+            self.broadcast(
+                meeting,
+                OutMsg::ParticipantLeft(pb::ParticipantLeft {
+                    participant_id: pid,
+                }),
+                None,
+            );
+        }
+    }
+
+    fn remote_track(&mut self, conn: ConnId, meeting: u64, info: pb::TrackInfo) {
+        let Some(room) = self.rooms.get(&meeting) else {
+            return;
+        };
+        if self.tracks.contains_key(&info.track_id) {
+            return self.malformed_link_control();
+        }
+        let subscribers: Vec<ConnId> = room.admitted().map(|(_, m)| m.conn).collect();
+        self.tracks.insert(
+            info.track_id,
+            Track {
+                meeting,
+                owner_conn: conn,
+                owner: info.participant_id,
+                kind: info.kind(),
+                enabled: true,
+                subscriber_conns: BTreeSet::new(),
+                subscribers: Arc::from(Vec::new()),
+                link_subscribers: 0,
+                remote: true,
+            },
+        );
+        self.rooms
+            .get_mut(&meeting)
+            .expect("checked")
+            .tracks
+            .insert(info.track_id);
+        for c in subscribers {
+            self.subscribe(info.track_id, c);
+        }
+        self.broadcast(meeting, OutMsg::TrackPublished(info), None);
+    }
+
+    fn remote_track_removed(&mut self, conn: ConnId, track: u32) {
+        let Some(t) = self.tracks.get(&track) else {
+            return;
+        };
+        if t.owner_conn != conn {
+            return;
+        }
+        let meeting = t.meeting;
+        self.tracks.remove(&track);
+        if let Some(room) = self.rooms.get_mut(&meeting) {
+            room.tracks.remove(&track);
+        }
+        self.broadcast(
+            meeting,
+            OutMsg::TrackRemoved(pb::TrackRemoved { track_id: track }),
+            None,
+        );
+    }
+
+    /// A link went down: everyone behind it leaves, its tracks go, and it
+    /// stops receiving ours.
+    pub(super) fn link_lost(&mut self, conn: ConnId) {
+        let tracks: Vec<u32> = self
+            .tracks
+            .iter()
+            .filter(|(_, t)| t.owner_conn == conn)
+            .map(|(id, _)| *id)
+            .collect();
+        for t in tracks {
+            self.remote_track_removed(conn, t);
+        }
+        let gone: Vec<(u64, u64)> = self
+            .rooms
+            .iter()
+            .flat_map(|(m, r)| {
+                r.remote
+                    .iter()
+                    .filter(|(_, (c, _))| *c == conn)
+                    .map(|(p, _)| (*m, *p))
+            })
+            .collect();
+        for (meeting, pid) in gone {
+            self.remote_left(conn, meeting, pid);
+        }
+        let subscribed: Vec<u32> = self
+            .tracks
+            .iter()
+            .filter(|(_, t)| t.subscriber_conns.contains(&conn))
+            .map(|(id, _)| *id)
+            .collect();
+        for t in subscribed {
+            self.unsubscribe(t, conn);
+        }
+    }
+}
