@@ -288,4 +288,30 @@ impl Client {
         .await
         .map(|r| r.into_inner())
     }
+
+    pub async fn move_meeting(
+        &self,
+        req: fjord_proto::v1::MoveMeetingRequest,
+    ) -> Result<fjord_proto::v1::MoveMeetingResponse, Status> {
+        use fjord_proto::v1::meeting_service_client::MeetingServiceClient;
+        self.call(|ch| {
+            let req = req.clone();
+            async move { MeetingServiceClient::new(ch).move_meeting(req).await }
+        })
+        .await
+        .map(|r| r.into_inner())
+    }
+
+    pub async fn drain_node(
+        &self,
+        req: fjord_proto::v1::DrainNodeRequest,
+    ) -> Result<fjord_proto::v1::DrainNodeResponse, Status> {
+        use fjord_proto::v1::node_service_client::NodeServiceClient;
+        self.call(|ch| {
+            let req = req.clone();
+            async move { NodeServiceClient::new(ch).drain_node(req).await }
+        })
+        .await
+        .map(|r| r.into_inner())
+    }
 }

@@ -160,6 +160,9 @@ struct RxInner {
     bytes: u64,
     corrupted: u64,
     malformed: u64,
+    last_rx: Option<Instant>,
+    /// Longest silence between two datagrams since media first arrived.
+    max_gap: Duration,
 }
 
 /// A summary, for printing and for tests.
@@ -193,6 +196,8 @@ impl ReceiveStats {
                 bytes: 0,
                 corrupted: 0,
                 malformed: 0,
+                last_rx: None,
+                max_gap: Duration::ZERO,
             }),
             sent_datagrams: AtomicU64::new(0),
             send_errors: AtomicU64::new(0),
@@ -227,6 +232,11 @@ impl ReceiveStats {
         if s.first_media.is_none() {
             s.first_media = Some(s.started.elapsed());
         }
+        let arrived = Instant::now();
+        if let Some(last) = s.last_rx {
+            s.max_gap = s.max_gap.max(arrived - last);
+        }
+        s.last_rx = Some(arrived);
         s.received += 1;
         s.bytes += d.len() as u64;
         let transit = now as i64 - sent as i64;
@@ -246,6 +256,11 @@ impl ReceiveStats {
             t.jitter_us += (d - t.jitter_us) / 16.0;
         }
         t.last_transit_us = Some(transit);
+    }
+
+    /// The longest silence between two received datagrams so far.
+    pub fn max_gap(&self) -> Duration {
+        self.inner.lock().expect("stats lock").max_gap
     }
 
     /// Datagrams received so far (cheap: no percentiles).
