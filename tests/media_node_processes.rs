@@ -1,12 +1,17 @@
 //! Real `fjord control-plane` and `fjord media-node` processes: a drained
-//! node gets no new meeting, and SIGTERM lets the running meeting finish
-//! before the node exits 0.
+//! node gets no new meeting, SIGTERM lets the running meeting finish before
+//! the node exits 0, and `kill -9` of a node carrying part of a cascaded
+//! meeting brings every affected participant back (M5).
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
 use fjord_control_plane::client::{request_id, Client, ClientConfig};
+use fjord_media_node::client::session::Session;
 use fjord_media_node::client::{JoinRequest, Participant, StreamProfile};
 use fjord_proto::v1 as pb;
 use tonic::Code;
@@ -127,12 +132,8 @@ async fn drained_node_takes_no_new_meeting_and_sigterm_waits_for_running_meeting
     assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
 
     // SIGTERM: the node keeps serving the running meeting ...
-    let pid = node.0.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
+    // SAFETY: kill(2) on a child this test started and still owns.
+    assert_eq!(unsafe { libc::kill(node.0.id() as i32, libc::SIGTERM) }, 0);
     let before = b.stats.snapshot().received;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(
@@ -159,4 +160,162 @@ async fn drained_node_takes_no_new_meeting_and_sigterm_waits_for_running_meeting
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert!(status.success(), "exit status {status:?}");
+}
+
+/// Starts a control plane with a short node lease, and returns it with its
+/// address.
+fn control_plane(dir: &std::path::Path, heartbeat_ms: u32, lease_ms: u32) -> (Proc, String) {
+    let cp_addr = format!("127.0.0.1:{}", free_port());
+    let p = Proc(
+        Command::new(FJORD)
+            .args(["control-plane", "--id", "1", "--listen", &cp_addr])
+            .args(["--peers", &format!("1={cp_addr}")])
+            .arg("--data-dir")
+            .arg(dir.join("r1"))
+            .args(["--election-timeout-min-ms", "200"])
+            .args(["--election-timeout-max-ms", "400"])
+            .args(["--raft-heartbeat-interval-ms", "50"])
+            .args(["--node-heartbeat-interval-ms", &heartbeat_ms.to_string()])
+            .args(["--node-lease-ms", &lease_ms.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    (p, cp_addr)
+}
+
+/// Starts a media node and waits until it is registered and serving.
+fn media_node(id: &str, cp_addr: &str, capacity: u32) -> Proc {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut node = Proc(
+        Command::new(FJORD)
+            .args(["media-node", "--region", "nordic", "--id", id])
+            .args(["--listen", &addr, "--control-plane", cp_addr])
+            .args(["--capacity", &capacity.to_string()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    BufReader::new(node.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.contains("listening"), "{line:?}");
+    node
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_a_node_in_a_cascade_brings_every_affected_participant_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_cp, cp_addr) = control_plane(dir.path(), 250, 1000);
+    let cp =
+        Arc::new(Client::new(std::slice::from_ref(&cp_addr), ClientConfig::default()).unwrap());
+    cp.create_institution(pb::CreateInstitutionRequest {
+        name: "uni".into(),
+        residency: "nordic".into(),
+        max_participants: 100,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    // Three nodes of 3 carry a meeting of 6 (two shares); the third node
+    // is the spare the lost share moves to.
+    let mut nodes: std::collections::BTreeMap<String, Proc> = ["n1", "n2", "n3"]
+        .iter()
+        .map(|id| (id.to_string(), media_node(id, &cp_addr, 3)))
+        .collect();
+    let m = cp
+        .schedule_meeting(pb::ScheduleMeetingRequest {
+            institution: "uni".into(),
+            participants: 6,
+            request_id: request_id(),
+            settings: Some(pb::MeetingSettings {
+                disable_waiting_room: true,
+                allow_join_before_host: true,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let meeting = m.meeting.clone().unwrap();
+    assert_eq!(meeting.shares.len(), 2, "{meeting:?}");
+    let sessions: Vec<Session> = (0..6)
+        .map(|i| {
+            let req = JoinRequest {
+                meeting_id: meeting.id,
+                passcode: m.passcode.clone(),
+                display_name: format!("p{i}"),
+                ..Default::default()
+            };
+            // One speaker on each share (the 1st and 4th to join).
+            Session::start(cp.clone(), req, i % 3 == 0)
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while sessions.iter().any(|s| s.stats.tracks_heard().len() < 2) {
+        assert!(Instant::now() < deadline, "media did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let victim = sessions[0].node();
+    let affected: Vec<&Session> = sessions.iter().filter(|s| s.node() == victim).collect();
+    assert_eq!(affected.len(), 3);
+    let generations: Vec<u64> = affected
+        .iter()
+        .map(|s| s.state.generation.load(Ordering::Acquire))
+        .collect();
+
+    // kill -9 (SIGKILL) the node carrying the first share.
+    let killed = Instant::now();
+    nodes.get_mut(&victim).unwrap().0.kill().unwrap();
+    let mut recovered = Vec::new();
+    for (s, g) in affected.iter().zip(&generations) {
+        let back = s
+            .wait_media_after(*g, Duration::from_secs(15))
+            .await
+            .expect("an affected participant did not get media again");
+        assert_ne!(s.node(), victim);
+        assert_eq!(s.ended(), None);
+        recovered.push(back - killed);
+    }
+    recovered.sort();
+    println!(
+        "kill -9 to first media again, {} participants: fastest {:?}, slowest {:?}",
+        recovered.len(),
+        recovered[0],
+        recovered[recovered.len() - 1]
+    );
+    // The meeting lost nothing: re-placed inside the residency, not twice.
+    let explained = {
+        use pb::meeting_service_client::MeetingServiceClient;
+        cp.call(|ch| async move {
+            MeetingServiceClient::new(ch)
+                .explain_meeting(pb::ExplainMeetingRequest { id: meeting.id })
+                .await
+        })
+        .await
+        .unwrap()
+        .into_inner()
+    };
+    let now = explained.meeting.unwrap();
+    assert!(!now.shares.iter().any(|s| s.node_id == victim), "{now:?}");
+    assert_eq!(now.shares.iter().map(|s| s.participants).sum::<u32>(), 6);
+    assert_eq!(
+        explained.decisions.last().unwrap().trigger,
+        format!("node_down:{victim}")
+    );
+    // Everyone, moved or not, keeps receiving.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for s in &sessions {
+        let base = s.stats.received();
+        while s.stats.received() < base + 50 {
+            assert!(Instant::now() < deadline, "a participant stopped receiving");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    for s in sessions {
+        s.stop().await;
+    }
 }
