@@ -151,3 +151,44 @@ impl EtcdCluster {
         }
     }
 }
+
+/// One `fjord control-plane` replica on loopback with the given node
+/// heartbeat interval and lease; returns it and its address.
+pub fn control_plane(bin: &Path, dir: &Path, heartbeat_ms: u64, lease_ms: u64) -> (Proc, String) {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let p = Proc(Some(
+        Command::new(bin)
+            .args(["control-plane", "--id", "1", "--listen", &addr])
+            .args(["--peers", &format!("1={addr}")])
+            .args(["--election-timeout-min-ms", "200"])
+            .args(["--election-timeout-max-ms", "400"])
+            .args(["--raft-heartbeat-interval-ms", "50"])
+            .args(["--node-heartbeat-interval-ms", &heartbeat_ms.to_string()])
+            .args(["--node-lease-ms", &lease_ms.to_string()])
+            .arg("--data-dir")
+            .arg(dir.join("cp"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn fjord control-plane"),
+    ));
+    (p, addr)
+}
+
+/// A `fjord media-node` process, returned once it is registered and serving.
+pub fn media_node(bin: &Path, id: &str, region: &str, cp_addr: &str, capacity: u32) -> Proc {
+    use std::io::{BufRead, BufReader};
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut child = Command::new(bin)
+        .args(["media-node", "--region", region, "--id", id])
+        .args(["--listen", &addr, "--control-plane", cp_addr])
+        .args(["--capacity", &capacity.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn fjord media-node");
+    let mut line = String::new();
+    let _ = BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line);
+    assert!(line.contains("listening"), "media node {id} did not start: {line:?}");
+    Proc(Some(child))
+}

@@ -386,6 +386,12 @@ impl Participant {
             seq: 0,
             timestamp: 0,
         };
+        // MTU discovery lifts the limit past 1,200 bytes within a few round
+        // trips; start once it has (or after a second regardless).
+        let mtu_wait = Instant::now() + Duration::from_secs(1);
+        while self.conn.max_datagram_size().unwrap_or(0) < len && Instant::now() < mtu_wait {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         let deadline = Instant::now() + duration;
         let mut sent = 0u64;
         while Instant::now() < deadline {
@@ -402,6 +408,36 @@ impl Participant {
                 break;
             }
             sent += 1;
+        }
+        sent
+    }
+
+    /// Sends `pps` single-datagram frames of `len` bytes per second on
+    /// `track` for `duration`, paced in 1 ms bursts; the payloads carry send
+    /// times, so receivers measure latency. Returns how many went out.
+    pub async fn send_paced(&self, track: u32, len: usize, pps: u32, duration: Duration) -> u64 {
+        let profile = StreamProfile {
+            frames_per_second: pps.max(1),
+            frame_bytes: len.saturating_sub(wire::HEADER_LEN),
+            keyframe_every: 0,
+            keyframe_scale: 1,
+        };
+        let mut s = StreamSender::new(track, profile, len);
+        let mut tick = tokio::time::interval(Duration::from_millis(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        let started = Instant::now();
+        let mut sent = 0u64;
+        while started.elapsed() < duration {
+            tick.tick().await;
+            let due = (started.elapsed().as_secs_f64() * f64::from(pps)) as u64;
+            while sent < due {
+                for d in s.next_frame() {
+                    if self.conn.send_datagram(d).is_err() {
+                        self.stats.send_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+                sent += 1;
+            }
         }
         sent
     }
