@@ -189,6 +189,9 @@ pub fn media_node(bin: &Path, id: &str, region: &str, cp_addr: &str, capacity: u
         .expect("spawn fjord media-node");
     let mut line = String::new();
     let _ = BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line);
-    assert!(line.contains("listening"), "media node {id} did not start: {line:?}");
+    assert!(
+        line.contains("listening"),
+        "media node {id} did not start: {line:?}"
+    );
     Proc(Some(child))
 }

@@ -321,14 +321,23 @@ async fn forward(seconds: u64, fan_outs: &[u32], len: usize) -> anyhow::Result<s
 }
 
 /// One-way latency of `pps` paced datagrams over one quinn connection.
-async fn point_to_point_latency(pps: u32, len: usize, seconds: u64) -> anyhow::Result<Histogram<u64>> {
+async fn point_to_point_latency(
+    pps: u32,
+    len: usize,
+    seconds: u64,
+) -> anyhow::Result<Histogram<u64>> {
     let id = tls::node_identity()?;
     let server = quinn::Endpoint::server(id.server_config, "127.0.0.1:0".parse()?)?;
     let addr: SocketAddr = server.local_addr()?;
     let stats = Arc::new(ReceiveStats::new(Instant::now()));
     let rx = stats.clone();
     let counter = tokio::spawn(async move {
-        let conn = server.accept().await.expect("incoming").await.expect("handshake");
+        let conn = server
+            .accept()
+            .await
+            .expect("incoming")
+            .await
+            .expect("handshake");
         while let Ok(Ok(d)) =
             tokio::time::timeout(Duration::from_millis(500), conn.read_datagram()).await
         {
@@ -362,7 +371,11 @@ async fn point_to_point_latency(pps: u32, len: usize, seconds: u64) -> anyhow::R
     Ok(stats.latency_histogram())
 }
 
-async fn latency(seconds: u64, fan_out: u32, load_percent: u32) -> anyhow::Result<serde_json::Value> {
+async fn latency(
+    seconds: u64,
+    fan_out: u32,
+    load_percent: u32,
+) -> anyhow::Result<serde_json::Value> {
     let len = 1200;
     // The node's rate at this fan-out, measured now, sets the load.
     let max = forward_once(seconds.min(3), fan_out, len).await?;
@@ -434,7 +447,10 @@ async fn recovery(bin: &std::path::Path, runs: u32) -> anyhow::Result<serde_json
     let mut spawn = |nodes: &mut std::collections::BTreeMap<String, fjord_benches::Proc>| {
         next += 1;
         let id = format!("n{next}");
-        nodes.insert(id.clone(), fjord_benches::media_node(bin, &id, "eu", &cp_addr, 100));
+        nodes.insert(
+            id.clone(),
+            fjord_benches::media_node(bin, &id, "eu", &cp_addr, 100),
+        );
     };
     spawn(&mut nodes);
     let (id, passcode) = open_meeting(&cp, 2).await?;
@@ -445,7 +461,10 @@ async fn recovery(bin: &std::path::Path, runs: u32) -> anyhow::Result<serde_json
     for run in 0..runs {
         spawn(&mut nodes);
         for s in &sessions {
-            let g = s.state.generation.load(std::sync::atomic::Ordering::Acquire);
+            let g = s
+                .state
+                .generation
+                .load(std::sync::atomic::Ordering::Acquire);
             s.wait_media_after(g.saturating_sub(1), Duration::from_secs(20))
                 .await
                 .ok_or_else(|| anyhow::anyhow!("no media before run {run}"))?;
@@ -453,7 +472,11 @@ async fn recovery(bin: &std::path::Path, runs: u32) -> anyhow::Result<serde_json
         let victim = sessions[0].node();
         let gens: Vec<u64> = sessions
             .iter()
-            .map(|s| s.state.generation.load(std::sync::atomic::Ordering::Acquire))
+            .map(|s| {
+                s.state
+                    .generation
+                    .load(std::sync::atomic::Ordering::Acquire)
+            })
             .collect();
         let killed = Instant::now();
         nodes
@@ -487,7 +510,12 @@ async fn recovery(bin: &std::path::Path, runs: u32) -> anyhow::Result<serde_json
 
 /// Runs a meeting of `speakers` sending 720p-like video and audio plus
 /// `listeners`, for `seconds`; returns the delivery ratio and latency p99.
-async fn carry(s: &Stack, speakers: u32, listeners: u32, seconds: u64) -> anyhow::Result<(f64, f64)> {
+async fn carry(
+    s: &Stack,
+    speakers: u32,
+    listeners: u32,
+    seconds: u64,
+) -> anyhow::Result<(f64, f64)> {
     let (id, passcode) = open_meeting(&s.cp, speakers + listeners).await?;
     let mut ps = Vec::new();
     for i in 0..speakers + listeners {
@@ -527,7 +555,7 @@ async fn capacity(seconds: u64) -> anyhow::Result<serde_json::Value> {
     let ok = |d: f64, p99: f64| d >= 0.99 && p99 <= 100.0;
     let mut meeting = Vec::new();
     let mut best_meeting = 0;
-    for n in [4u32, 8, 12, 16, 20, 24, 32] {
+    for n in [8u32, 16, 24, 32, 40, 48, 56, 64] {
         let (d, p99) = carry(&s, n, 0, seconds).await?;
         eprintln!("meeting of {n} all sending video: delivery {d:.4}, p99 {p99} ms");
         meeting.push(json!({"participants": n, "delivery": d, "latency_p99_ms": p99}));
@@ -538,7 +566,7 @@ async fn capacity(seconds: u64) -> anyhow::Result<serde_json::Value> {
     }
     let mut webinar = Vec::new();
     let mut best_webinar = 0;
-    for v in [100u32, 200, 400, 800, 1200, 1600, 2400, 3200] {
+    for v in [100u32, 200, 300, 400, 600, 800, 1200, 1600, 2400, 3200] {
         let (d, p99) = carry(&s, 1, v, seconds).await?;
         eprintln!("webinar with {v} viewers: delivery {d:.4}, p99 {p99} ms");
         webinar.push(json!({"viewers": v, "delivery": d, "latency_p99_ms": p99}));

@@ -513,3 +513,41 @@ impl MeetingService for MeetingApi {
         finish("explain_meeting", r).map(Response::new)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shares(v: &[(&str, u32)]) -> Vec<Share> {
+        v.iter()
+            .map(|(n, p)| Share {
+                node: n.to_string(),
+                participants: *p,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn joiners_fill_shares_in_proportion_to_their_size() {
+        let s = shares(&[("a", 4), ("b", 4), ("c", 2)]);
+        let picks: Vec<&str> = (0..10)
+            .map(|k| pick_share(&s, k, None, false).unwrap().node.as_str())
+            .collect();
+        assert_eq!(picks, ["a", "a", "a", "a", "b", "b", "b", "b", "c", "c"]);
+        // It wraps around for joiners beyond the planned size.
+        assert_eq!(pick_share(&s, 10, None, false).unwrap().node, "a");
+    }
+
+    #[test]
+    fn an_unreachable_node_is_avoided_and_waited_out_when_it_is_the_only_one() {
+        let s = shares(&[("a", 4), ("b", 4)]);
+        for k in 0..8 {
+            assert_eq!(pick_share(&s, k, Some("a"), false).unwrap().node, "b");
+        }
+        let one = shares(&[("a", 4)]);
+        // Overdue: re-placement pending, so no answer yet.
+        assert!(pick_share(&one, 0, Some("a"), true).is_none());
+        // Still beating: the client's own network was at fault; try again.
+        assert_eq!(pick_share(&one, 0, Some("a"), false).unwrap().node, "a");
+    }
+}

@@ -433,7 +433,9 @@ impl Participant {
             while sent < due {
                 for d in s.next_frame() {
                     if self.conn.send_datagram(d).is_err() {
-                        self.stats.send_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        self.stats
+                            .send_errors
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
                 }
                 sent += 1;

@@ -114,7 +114,7 @@ impl<H: Clone> Sfu<H> {
     }
 
     pub fn link_control(&mut self, conn: ConnId, m: pb::LinkMessage) -> Vec<Output> {
-        if !self.conns.get(&conn).is_some_and(|c| c.link.is_some()) {
+        if self.conns.get(&conn).is_none_or(|c| c.link.is_none()) {
             return Vec::new();
         }
         match m.msg {

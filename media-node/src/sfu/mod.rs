@@ -500,11 +500,8 @@ impl<H: Clone> Sfu<H> {
                 "node is shutting down; join again to be placed elsewhere",
             );
         }
-        if !self.rooms.contains_key(&meeting) {
-            self.rooms.insert(
-                meeting,
-                Room::new(meeting, claims.settings.unwrap_or_default()),
-            );
+        if let std::collections::hash_map::Entry::Vacant(e) = self.rooms.entry(meeting) {
+            e.insert(Room::new(meeting, claims.settings.unwrap_or_default()));
             self.room_opened(meeting);
         }
         let room = self.rooms.get_mut(&meeting).expect("just ensured");
@@ -931,7 +928,7 @@ impl<H: Clone> Sfu<H> {
                     participant_id: pid,
                     kind: kind as i32,
                 };
-                self.broadcast(meeting, OutMsg::TrackPublished(info.clone()), None);
+                self.broadcast(meeting, OutMsg::TrackPublished(info), None);
                 self.tell_links(
                     meeting,
                     pb::link_message::Msg::TrackPublished(pb::LinkTrack {
