@@ -1,13 +1,16 @@
 //! `fjord media-node`, `fjord join` and `fjord loadgen`.
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
 
 use fjord_control_plane::client::{Client, ClientConfig};
-use fjord_media_node::client::{loadgen, JoinRequest, Participant};
+use fjord_media_node::client::session::Session;
+use fjord_media_node::client::{loadgen, ClientError, JoinRequest};
 use fjord_media_node::node::{self, MediaNodeConfig};
 
 #[derive(Args)]
@@ -118,23 +121,9 @@ pub async fn run_join(args: JoinArgs) -> anyhow::Result<()> {
         req.pin = p.clone();
     }
     req.display_name = args.name.clone();
-    let cp = Client::new(&args.endpoints, ClientConfig::default())?;
-    let started = Instant::now();
-    let mut p = Participant::join(&cp, &req).await?;
-    eprintln!(
-        "joined meeting {} on node {} ({}) as {:?} in {} ms",
-        req.meeting_id,
-        p.node_id,
-        p.node_address,
-        p.role,
-        started.elapsed().as_millis()
-    );
-    if !p.is_admitted() {
-        eprintln!("waiting to be admitted ...");
-        p.wait_admitted(Duration::from_secs(3600)).await?;
-        eprintln!("admitted");
-    }
-    let senders = p.start_media().await?;
+    let cp = Arc::new(Client::new(&args.endpoints, ClientConfig::default())?);
+    // The session re-joins by itself when its node dies or the meeting moves.
+    let session = Session::start(cp, req.clone(), true);
     let until = args
         .duration_s
         .map(|s| Instant::now() + Duration::from_secs(s));
@@ -146,23 +135,30 @@ pub async fn run_join(args: JoinArgs) -> anyhow::Result<()> {
             _ = tick.tick() => {}
             _ = &mut ctrl_c => break,
         }
-        let s = p.stats.snapshot();
+        if let Some(why) = session.ended() {
+            let refused = session.state.refused.lock().expect("session lock").clone();
+            if let Some((code, message)) = refused {
+                return Err(ClientError::Refused(tonic::Status::new(code, message)).into());
+            }
+            anyhow::bail!("left the meeting: {why}");
+        }
+        let s = session.stats.snapshot();
         eprintln!(
-            "sent {:>7}  received {:>8}  lost {:>5}  latency p50 {:.2} ms p99 {:.2} ms  jitter {:.2} ms  tracks {}",
-            s.sent, s.received, s.lost, s.latency_p50_ms, s.latency_p99_ms, s.jitter_ms, s.tracks
+            "node {}  sent {:>7}  received {:>8}  lost {:>5}  latency p50 {:.2} ms p99 {:.2} ms  jitter {:.2} ms  tracks {}  re-joins {}  moves {}",
+            session.node(),
+            s.sent, s.received, s.lost, s.latency_p50_ms, s.latency_p99_ms, s.jitter_ms, s.tracks,
+            session.state.rejoins_after_loss.load(Ordering::Relaxed),
+            session.state.moves.load(Ordering::Relaxed),
         );
         if until.is_some_and(|u| Instant::now() >= u) {
             break;
         }
     }
-    for s in senders {
-        s.abort();
-    }
-    let s = p.stats.snapshot();
+    let s = session.stats.snapshot();
     if args.output == "json" {
         println!("{}", serde_json::to_string_pretty(&s)?);
     }
-    p.leave().await;
+    session.stop().await;
     Ok(())
 }
 

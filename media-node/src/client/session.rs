@@ -43,6 +43,8 @@ pub struct SessionState {
     pub node: Mutex<String>,
     /// Why the session ended, once it has.
     pub ended: Mutex<Option<String>>,
+    /// Set when it ended because the control plane refused the join.
+    pub refused: Mutex<Option<(tonic::Code, String)>>,
 }
 
 pub struct Session {
@@ -130,7 +132,13 @@ async fn supervise(
     loop {
         let token = match request_token(&cp, &req, REJOIN_GIVE_UP, unreachable.as_deref()).await {
             Ok(t) => t,
-            Err(e) => return end(e.to_string()),
+            Err(e) => {
+                if let ClientError::Refused(s) = &e {
+                    *state.refused.lock().expect("session lock") =
+                        Some((s.code(), s.message().to_string()));
+                }
+                return end(e.to_string());
+            }
         };
         let node = token.node_id.clone();
         *state.node.lock().expect("session lock") = node.clone();
