@@ -61,7 +61,7 @@ impl Links {
 /// After each heartbeat answer: dial every peer an assigned meeting is
 /// cascaded with, when this node is the one to dial and no link is up.
 pub(super) fn reconcile(shared: &Arc<Shared>, peers: Vec<pb::PeerNode>, token: Vec<u8>) {
-    let wanted = shared.sfu.lock().expect("sfu lock").wanted_peers();
+    let wanted = shared.sfu.write().expect("sfu lock").wanted_peers();
     let mut st = shared.links.state.lock().expect("links lock");
     if !token.is_empty() {
         st.token = token;
@@ -141,7 +141,7 @@ pub(super) async fn serve_accepted(shared: Arc<Shared>, conn: quinn::Connection,
     let verdict = match hello {
         Some(pb::link_message::Msg::Hello(h)) => shared
             .sfu
-            .lock()
+            .read()
             .expect("sfu lock")
             .verify_link_hello(now_ms(), &h)
             .map_err(|e| e.to_string()),
@@ -152,7 +152,7 @@ pub(super) async fn serve_accepted(shared: Arc<Shared>, conn: quinn::Connection,
         Err(reason) => {
             shared
                 .sfu
-                .lock()
+                .write()
                 .expect("sfu lock")
                 .malformed_link_control();
             tracing::warn!(remote = %conn.remote_address(), %reason, "cascade link refused");
@@ -172,7 +172,7 @@ async fn run_link(
     tracing::info!(%peer, conn = id, "cascade link up");
     let (tx, rx) = mpsc::channel(WRITER_QUEUE);
     shared.writers.lock().expect("writers lock").insert(id, tx);
-    let outs = shared.sfu.lock().expect("sfu lock").connect_link(
+    let outs = shared.sfu.write().expect("sfu lock").connect_link(
         id,
         ConnHandle(conn.clone()),
         conn.remote_address().ip(),
@@ -195,11 +195,11 @@ async fn run_link(
         match wire::read_frame(&mut recv).await {
             Ok(Some(bytes)) => {
                 let outs = match pb::LinkMessage::decode(bytes.as_slice()) {
-                    Ok(m) => shared.sfu.lock().expect("sfu lock").link_control(id, m),
+                    Ok(m) => shared.sfu.write().expect("sfu lock").link_control(id, m),
                     Err(_) => {
                         shared
                             .sfu
-                            .lock()
+                            .write()
                             .expect("sfu lock")
                             .malformed_link_control();
                         Vec::new()
@@ -211,7 +211,7 @@ async fn run_link(
             Err(FrameError::TooLong(_)) => {
                 shared
                     .sfu
-                    .lock()
+                    .write()
                     .expect("sfu lock")
                     .malformed_link_control();
                 conn.close(2u32.into(), b"link message too large");
@@ -221,7 +221,7 @@ async fn run_link(
         }
     }
     tracing::info!(%peer, conn = id, "cascade link down");
-    let outs = shared.sfu.lock().expect("sfu lock").disconnect(id);
+    let outs = shared.sfu.write().expect("sfu lock").disconnect(id);
     shared.dispatch(outs);
     shared.writers.lock().expect("writers lock").remove(&id);
     {

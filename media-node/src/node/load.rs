@@ -39,9 +39,9 @@ pub(super) async fn sample(
             _ = stop.changed() => return,
         }
         let (counters, participants, tracks, rooms) = {
-            let sfu = shared.sfu.lock().expect("sfu lock");
+            let sfu = shared.sfu.read().expect("sfu lock");
             (
-                sfu.counters().clone(),
+                sfu.counters(),
                 sfu.participants(),
                 sfu.tracks(),
                 sfu.rooms(),

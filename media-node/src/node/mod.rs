@@ -14,7 +14,7 @@ mod load;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -129,7 +129,9 @@ enum WriterCmd {
 const WRITER_QUEUE: usize = 1024;
 
 struct Shared {
-    sfu: Mutex<Sfu<ConnHandle>>,
+    /// Read-locked to route datagrams (in parallel on every core), write-
+    /// locked for control messages, joins and heartbeat answers.
+    sfu: RwLock<Sfu<ConnHandle>>,
     writers: Mutex<HashMap<ConnId, mpsc::Sender<WriterCmd>>>,
     send_errors: AtomicU64,
     next_conn: AtomicU64,
@@ -186,7 +188,7 @@ pub async fn start(config: MediaNodeConfig) -> Result<MediaNodeHandle, NodeError
         source: e,
     })?;
     let shared = Arc::new(Shared {
-        sfu: Mutex::new(Sfu::new(config.sfu.clone())),
+        sfu: RwLock::new(Sfu::new(config.sfu.clone())),
         writers: Mutex::new(HashMap::new()),
         send_errors: AtomicU64::new(0),
         next_conn: AtomicU64::new(1),
@@ -226,7 +228,7 @@ pub async fn start(config: MediaNodeConfig) -> Result<MediaNodeHandle, NodeError
         tasks.push(tokio::spawn(async move {
             let on_event = |e: NodeEvent| match e {
                 NodeEvent::Registered(r) => {
-                    let mut sfu = shared.sfu.lock().expect("sfu lock");
+                    let mut sfu = shared.sfu.write().expect("sfu lock");
                     sfu.set_join_key(r.join_public_key);
                     sfu.set_node_index(r.node.map_or(0, |n| n.index));
                     drop(sfu);
@@ -238,7 +240,7 @@ pub async fn start(config: MediaNodeConfig) -> Result<MediaNodeHandle, NodeError
                         .iter()
                         .map(|a| (a.meeting_id, a.peer_node_ids.clone()))
                         .collect();
-                    let outs = shared.sfu.lock().expect("sfu lock").sync_assignments(
+                    let outs = shared.sfu.write().expect("sfu lock").sync_assignments(
                         now_ms(),
                         &assignments,
                         &b.moved,
@@ -249,7 +251,7 @@ pub async fn start(config: MediaNodeConfig) -> Result<MediaNodeHandle, NodeError
             };
             let beat = || {
                 let mut b = load.lock().expect("load lock").clone();
-                b.rooms = shared.sfu.lock().expect("sfu lock").room_ids();
+                b.rooms = shared.sfu.read().expect("sfu lock").room_ids();
                 b
             };
             if let Err(e) = run_node_session(&client, reg, beat, on_event, stop).await {
@@ -327,7 +329,7 @@ async fn serve_connection(shared: Arc<Shared>, incoming: quinn::Incoming, id: Co
         };
     let (tx, rx) = mpsc::channel(WRITER_QUEUE);
     shared.writers.lock().expect("writers lock").insert(id, tx);
-    shared.sfu.lock().expect("sfu lock").connect(
+    shared.sfu.write().expect("sfu lock").connect(
         id,
         ConnHandle(conn.clone()),
         conn.remote_address().ip(),
@@ -341,17 +343,17 @@ async fn serve_connection(shared: Arc<Shared>, incoming: quinn::Incoming, id: Co
                 let outs = match pb::ClientMessage::decode(bytes.as_slice()) {
                     Ok(m) => shared
                         .sfu
-                        .lock()
+                        .write()
                         .expect("sfu lock")
                         .control(now_ms(), id, m),
-                    Err(_) => shared.sfu.lock().expect("sfu lock").malformed_control(id),
+                    Err(_) => shared.sfu.write().expect("sfu lock").malformed_control(id),
                 };
                 shared.dispatch(outs);
             }
             Ok(None) => break,
             Err(FrameError::TooLong(n)) => {
                 // The stream cannot be resynchronised after a bad length.
-                let outs = shared.sfu.lock().expect("sfu lock").malformed_control(id);
+                let outs = shared.sfu.write().expect("sfu lock").malformed_control(id);
                 shared.dispatch(outs);
                 tracing::debug!(conn = id, len = n, "oversized control frame; closing");
                 conn.close(2u32.into(), b"control message too large");
@@ -360,7 +362,7 @@ async fn serve_connection(shared: Arc<Shared>, incoming: quinn::Incoming, id: Co
             Err(_) => break,
         }
     }
-    let outs = shared.sfu.lock().expect("sfu lock").disconnect(id);
+    let outs = shared.sfu.write().expect("sfu lock").disconnect(id);
     shared.dispatch(outs);
     shared.writers.lock().expect("writers lock").remove(&id);
     datagrams.abort();
@@ -392,7 +394,7 @@ async fn write_control(
 
 async fn forward_datagrams(shared: Arc<Shared>, conn: quinn::Connection, id: ConnId) {
     while let Ok(d) = conn.read_datagram().await {
-        let routed = shared.sfu.lock().expect("sfu lock").route(id, &d);
+        let routed = shared.sfu.read().expect("sfu lock").route(id, &d);
         if let Ok(subscribers) = routed {
             for s in subscribers.iter() {
                 if s.0.send_datagram(Bytes::clone(&d)).is_err() {
@@ -409,11 +411,11 @@ impl MediaNodeHandle {
     }
 
     pub fn counters(&self) -> Counters {
-        self.shared.sfu.lock().expect("sfu lock").counters().clone()
+        self.shared.sfu.read().expect("sfu lock").counters()
     }
 
     pub fn participants(&self) -> usize {
-        self.shared.sfu.lock().expect("sfu lock").participants()
+        self.shared.sfu.read().expect("sfu lock").participants()
     }
 
     /// Peer nodes this node has a cascade link with.
@@ -425,7 +427,7 @@ impl MediaNodeHandle {
     /// nothing new here, open no new rooms, let running meetings finish
     /// (up to the drain timeout), then stop.
     pub async fn drain_and_stop(self) {
-        self.shared.sfu.lock().expect("sfu lock").shut_down();
+        self.shared.sfu.write().expect("sfu lock").shut_down();
         let id = self.id.clone();
         let drained = self
             .client

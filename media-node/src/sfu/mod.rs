@@ -29,6 +29,7 @@ mod tests;
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use fjord_control_plane::access::{verify_token, TokenError};
@@ -130,6 +131,24 @@ pub struct Counters {
     pub link_control_malformed: u64,
 }
 
+/// The datagram-path counters: atomics, so that routing takes `&self` and
+/// the shell can route on every core at once under a shared lock.
+#[derive(Debug, Default)]
+struct DatagramCounters {
+    datagrams_in: AtomicU64,
+    datagrams_out: AtomicU64,
+    dropped_malformed: AtomicU64,
+    dropped_unknown_track: AtomicU64,
+    dropped_not_owner: AtomicU64,
+    dropped_disabled: AtomicU64,
+    link_datagrams_out: AtomicU64,
+    link_datagrams_in: AtomicU64,
+}
+
+fn bump(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, Ordering::Relaxed);
+}
+
 struct Conn<H> {
     handle: H,
     source: IpAddr,
@@ -171,6 +190,7 @@ pub struct Sfu<H> {
     joins_by_source: KeyedLimiter<IpAddr>,
     joins_by_meeting: KeyedLimiter<u64>,
     counters: Counters,
+    datagram_counters: DatagramCounters,
     out: Vec<Output>,
 }
 
@@ -200,6 +220,7 @@ impl<H: Clone> Sfu<H> {
             node_index: 0,
             assignments: HashMap::new(),
             counters: Counters::default(),
+            datagram_counters: DatagramCounters::default(),
             out: Vec::new(),
         }
     }
@@ -226,8 +247,21 @@ impl<H: Clone> Sfu<H> {
         self.shutting_down = true;
     }
 
-    pub fn counters(&self) -> &Counters {
-        &self.counters
+    /// A snapshot of every counter.
+    pub fn counters(&self) -> Counters {
+        let d = &self.datagram_counters;
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        Counters {
+            datagrams_in: get(&d.datagrams_in),
+            datagrams_out: get(&d.datagrams_out),
+            dropped_malformed: get(&d.dropped_malformed),
+            dropped_unknown_track: get(&d.dropped_unknown_track),
+            dropped_not_owner: get(&d.dropped_not_owner),
+            dropped_disabled: get(&d.dropped_disabled),
+            link_datagrams_out: get(&d.link_datagrams_out),
+            link_datagrams_in: get(&d.link_datagrams_in),
+            ..self.counters.clone()
+        }
     }
 
     /// Participants in rooms (admitted or waiting).
@@ -280,20 +314,22 @@ impl<H: Clone> Sfu<H> {
 
     // ---- media ----
 
-    /// Where a datagram from `conn` goes. Only the header is read.
-    pub fn route(&mut self, conn: ConnId, d: &[u8]) -> Result<Arc<[H]>, DropReason> {
-        self.counters.datagrams_in += 1;
+    /// Where a datagram from `conn` goes. Only the header is read; takes
+    /// `&self`, so datagrams from different connections route in parallel.
+    pub fn route(&self, conn: ConnId, d: &[u8]) -> Result<Arc<[H]>, DropReason> {
+        let c = &self.datagram_counters;
+        bump(&c.datagrams_in, 1);
         let r = self.route_inner(conn, d);
         match &r {
             Ok((subs, links, remote)) => {
-                self.counters.datagrams_out += subs.len() as u64;
-                self.counters.link_datagrams_out += u64::from(*links);
-                self.counters.link_datagrams_in += u64::from(*remote);
+                bump(&c.datagrams_out, subs.len() as u64);
+                bump(&c.link_datagrams_out, u64::from(*links));
+                bump(&c.link_datagrams_in, u64::from(*remote));
             }
-            Err(DropReason::Malformed(_)) => self.counters.dropped_malformed += 1,
-            Err(DropReason::UnknownTrack) => self.counters.dropped_unknown_track += 1,
-            Err(DropReason::NotOwner) => self.counters.dropped_not_owner += 1,
-            Err(DropReason::Disabled) => self.counters.dropped_disabled += 1,
+            Err(DropReason::Malformed(_)) => bump(&c.dropped_malformed, 1),
+            Err(DropReason::UnknownTrack) => bump(&c.dropped_unknown_track, 1),
+            Err(DropReason::NotOwner) => bump(&c.dropped_not_owner, 1),
+            Err(DropReason::Disabled) => bump(&c.dropped_disabled, 1),
         }
         r.map(|(subs, _, _)| subs)
     }

@@ -593,7 +593,7 @@ fn malformed_datagrams_and_control_messages_are_dropped_and_counted() {
     w.apply(outs);
     let outs = w.sfu.malformed_control(a);
     w.apply(outs);
-    let c = w.sfu.counters().clone();
+    let c = w.sfu.counters();
     assert_eq!(c.dropped_malformed, 4);
     assert_eq!(c.dropped_unknown_track, 1);
     assert_eq!(c.control_malformed, 2);
