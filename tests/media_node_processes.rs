@@ -250,8 +250,9 @@ async fn kill_9_of_a_node_in_a_cascade_brings_every_affected_participant_back() 
                 display_name: format!("p{i}"),
                 ..Default::default()
             };
-            // One speaker on each share (the 1st and 4th to join).
-            Session::start(cp.clone(), req, i % 3 == 0)
+            // One speaker on each share (the first two to join land on
+            // different shares).
+            Session::start(cp.clone(), req, i < 2)
         })
         .collect();
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -314,6 +315,53 @@ async fn kill_9_of_a_node_in_a_cascade_brings_every_affected_participant_back() 
             assert!(Instant::now() < deadline, "a participant stopped receiving");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    // Planned maintenance through the CLI: a fresh node joins, and
+    // `node drain --evacuate` moves the share of the node the first
+    // participant is on to it; those participants switch over without
+    // losing their connection or leaving.
+    nodes.insert("n4".into(), media_node("n4", &cp_addr, 3));
+    let drained = sessions[0].node();
+    let out = Command::new(FJORD)
+        .args([
+            "ctl",
+            "--endpoints",
+            &cp_addr,
+            "-o",
+            "json",
+            "node",
+            "drain",
+        ])
+        .args([&drained, "--evacuate"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(answer["moved"], serde_json::json!([meeting.id]), "{answer}");
+    let on_drained: Vec<&Session> = sessions.iter().filter(|s| s.node() == drained).collect();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    for s in &on_drained {
+        let lost_before = s.state.rejoins_after_loss.load(Ordering::Relaxed);
+        while s.node() != "n4" {
+            assert!(Instant::now() < deadline, "no switch-over to n4");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let base = s.stats.received();
+        while s.stats.received() < base + 50 {
+            assert!(Instant::now() < deadline, "no media on n4");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(s.state.moves.load(Ordering::Relaxed), 1);
+        assert_eq!(
+            s.state.rejoins_after_loss.load(Ordering::Relaxed),
+            lost_before
+        );
+        assert_eq!(s.ended(), None);
     }
     for s in sessions {
         s.stop().await;

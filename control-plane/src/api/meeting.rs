@@ -99,22 +99,25 @@ pub struct MeetingApi {
     replica: Arc<Replica>,
     keys: Arc<SigningKeys>,
     guards: Mutex<JoinGuards>,
-    /// Tokens issued per meeting by this replica: spreads a cascaded
-    /// meeting's joiners over its shares in proportion to their size.
-    issued: Mutex<HashMap<u64, u64>>,
+    /// Tokens issued per meeting and node by this replica: spreads a
+    /// cascaded meeting's joiners over its shares in proportion to their
+    /// size, and sends re-joiners to the share that replaced a lost one.
+    issued: Mutex<HashMap<u64, HashMap<String, u64>>>,
     /// A node whose last committed heartbeat is older than this is overdue
     /// (a client reporting it unreachable is believed).
     node_overdue_ms: u64,
 }
 
-/// Which share a joiner goes to. The `k`-th joiner takes the share its
-/// position falls in when the meeting's seats are laid out share after
-/// share, so shares fill in proportion to their size. A share on the
-/// node the client could not reach is skipped when there is another;
-/// when it is the only one, `None` while that node is `overdue`.
+/// Which share a joiner goes to: the one least filled so far, counting
+/// the tokens already `issued` for each node against the share's size, so
+/// shares fill in proportion to their size and a share that just replaced
+/// a lost or moved one (nothing issued for it yet) takes the re-joiners.
+/// Ties go to the earlier share. A share on the node the client could not
+/// reach is skipped when there is another; when it is the only one,
+/// `None` while that node is `overdue`.
 pub fn pick_share<'a>(
     shares: &'a [Share],
-    k: u64,
+    issued: &HashMap<String, u64>,
     unreachable: Option<&str>,
     overdue: bool,
 ) -> Option<&'a Share> {
@@ -127,15 +130,21 @@ pub fn pick_share<'a>(
         (true, true) => return None,
         (true, false) => shares.iter().collect(),
     };
-    let total: u64 = usable.iter().map(|s| u64::from(s.participants)).sum();
-    let mut pos = k % total.max(1);
-    for s in &usable {
-        if pos < u64::from(s.participants) {
-            return Some(s);
+    let fill = |s: &Share| {
+        (
+            issued.get(&s.node).copied().unwrap_or(0),
+            u64::from(s.participants.max(1)),
+        )
+    };
+    usable.into_iter().reduce(|best, s| {
+        let ((bi, bp), (si, sp)) = (fill(best), fill(s));
+        // si/sp < bi/bp, without division.
+        if si * bp < bi * sp {
+            s
+        } else {
+            best
         }
-        pos -= u64::from(s.participants);
-    }
-    usable.first().copied()
+    })
 }
 
 /// The join link a passcode rides in.
@@ -307,19 +316,19 @@ impl MeetingApi {
                 .local_state(|s| s.nodes.get(id).map(|n| n.last_heartbeat_ms))
                 .is_none_or(|beat| now.saturating_sub(beat) > self.node_overdue_ms)
         });
-        let k = {
+        let node_id = {
             let mut issued = self.issued.lock().expect("issued lock poisoned");
             if issued.len() > 100_000 {
                 issued.clear(); // only a spreading hint; forget rather than grow
             }
-            let n = issued.entry(meeting.id).or_default();
-            *n += 1;
-            *n - 1
+            let per_node = issued.entry(meeting.id).or_default();
+            let node = pick_share(&meeting.shares, per_node, unreachable, overdue)
+                .ok_or_else(unplaced)?
+                .node
+                .clone();
+            *per_node.entry(node.clone()).or_default() += 1;
+            node
         };
-        let node_id = pick_share(&meeting.shares, k, unreachable, overdue)
-            .ok_or_else(unplaced)?
-            .node
-            .clone();
         let (address, certificate) = self
             .replica
             .local_state(|s| {
@@ -527,27 +536,53 @@ mod tests {
             .collect()
     }
 
+    /// Joins `n` participants, returning where each went.
+    fn join_n(s: &[Share], issued: &mut HashMap<String, u64>, n: usize) -> Vec<String> {
+        (0..n)
+            .map(|_| {
+                let node = pick_share(s, issued, None, false).unwrap().node.clone();
+                *issued.entry(node.clone()).or_default() += 1;
+                node
+            })
+            .collect()
+    }
+
     #[test]
     fn joiners_fill_shares_in_proportion_to_their_size() {
         let s = shares(&[("a", 4), ("b", 4), ("c", 2)]);
-        let picks: Vec<&str> = (0..10)
-            .map(|k| pick_share(&s, k, None, false).unwrap().node.as_str())
-            .collect();
-        assert_eq!(picks, ["a", "a", "a", "a", "b", "b", "b", "b", "c", "c"]);
-        // It wraps around for joiners beyond the planned size.
-        assert_eq!(pick_share(&s, 10, None, false).unwrap().node, "a");
+        let mut issued = HashMap::new();
+        let picks = join_n(&s, &mut issued, 10);
+        assert_eq!(
+            picks,
+            ["a", "b", "c", "a", "b", "a", "b", "c", "a", "b"].map(String::from)
+        );
+        assert_eq!(issued["a"], 4);
+        assert_eq!(issued["b"], 4);
+        assert_eq!(issued["c"], 2);
+    }
+
+    #[test]
+    fn re_joiners_go_to_the_share_that_replaced_a_lost_one() {
+        let before = shares(&[("a", 3), ("b", 3)]);
+        let mut issued = HashMap::new();
+        join_n(&before, &mut issued, 6);
+        // b died (or was evacuated) and its share went to c.
+        let after = shares(&[("a", 3), ("c", 3)]);
+        assert_eq!(
+            join_n(&after, &mut issued, 3),
+            ["c", "c", "c"].map(String::from)
+        );
     }
 
     #[test]
     fn an_unreachable_node_is_avoided_and_waited_out_when_it_is_the_only_one() {
         let s = shares(&[("a", 4), ("b", 4)]);
-        for k in 0..8 {
-            assert_eq!(pick_share(&s, k, Some("a"), false).unwrap().node, "b");
-        }
+        let none = HashMap::new();
+        assert_eq!(pick_share(&s, &none, Some("a"), false).unwrap().node, "b");
         let one = shares(&[("a", 4)]);
         // Overdue: re-placement pending, so no answer yet.
-        assert!(pick_share(&one, 0, Some("a"), true).is_none());
+        assert!(pick_share(&one, &none, Some("a"), true).is_none());
         // Still beating: the client's own network was at fault; try again.
-        assert_eq!(pick_share(&one, 0, Some("a"), false).unwrap().node, "a");
+        assert_eq!(pick_share(&one, &none, Some("a"), false).unwrap().node, "a");
     }
 }

@@ -258,9 +258,10 @@ impl ReceiveStats {
         t.last_transit_us = Some(transit);
     }
 
-    /// The longest silence between two received datagrams so far.
-    pub fn max_gap(&self) -> Duration {
-        self.inner.lock().expect("stats lock").max_gap
+    /// The longest silence between two received datagrams since the last
+    /// call (or since media began), and starts measuring anew.
+    pub fn take_max_gap(&self) -> Duration {
+        std::mem::take(&mut self.inner.lock().expect("stats lock").max_gap)
     }
 
     /// Datagrams received so far (cheap: no percentiles).
