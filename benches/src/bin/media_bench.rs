@@ -8,6 +8,7 @@
 //!   ./target/release/media_bench forward --seconds 5 --fan-outs 1,10,50
 //!   ./target/release/media_bench latency --seconds 5 --fan-out 10
 //!   ./target/release/media_bench recovery --runs 20
+//!   ./target/release/media_bench move --runs 20
 //!   ./target/release/media_bench capacity --seconds 4
 //!
 //! `join`: join call to the first media datagram from a speaker already in
@@ -16,7 +17,9 @@
 //! rate measured in the same run. `latency`: one-way latency through the
 //! node at 70% of the forwarding rate just measured, next to point-to-point
 //! at the same rate. `recovery`: `kill -9` of the node carrying a meeting to
-//! the first media datagram again at each participant. `capacity`: the
+//! the first media datagram again at each participant. `move`: the longest
+//! media gap a participant sees while `meeting move` switches it over.
+//! `capacity`: the
 //! largest all-video meeting and webinar this machine carries at >= 99%
 //! delivery.
 
@@ -78,6 +81,11 @@ enum Mode {
         #[arg(long, default_value_t = 20)]
         runs: u32,
     },
+    /// Longest media gap per participant while a meeting is moved.
+    Move {
+        #[arg(long, default_value_t = 20)]
+        runs: u32,
+    },
     /// Largest 720p-like meeting and webinar carried at >= 99% delivery.
     Capacity {
         #[arg(long, default_value_t = 4)]
@@ -90,6 +98,7 @@ struct Stack {
     _replica: ReplicaHandle,
     node: MediaNodeHandle,
     cp: Client,
+    endpoint: String,
 }
 
 async fn stack() -> anyhow::Result<Stack> {
@@ -130,7 +139,12 @@ async fn stack() -> anyhow::Result<Stack> {
         ..Default::default()
     })
     .await?;
-    let mut c = MediaNodeConfig::new("bench-node", "eu", "127.0.0.1:0".parse()?, vec![addr]);
+    let mut c = MediaNodeConfig::new(
+        "bench-node",
+        "eu",
+        "127.0.0.1:0".parse()?,
+        vec![addr.clone()],
+    );
     c.capacity = 10_000;
     c.sfu.joins_per_source = Rate {
         burst: 100_000,
@@ -143,6 +157,7 @@ async fn stack() -> anyhow::Result<Stack> {
         _replica: replica,
         node,
         cp,
+        endpoint: addr,
     })
 }
 
@@ -550,6 +565,82 @@ async fn carry(
     Ok((delivery, lat.value_at_quantile(0.99) as f64 / 1000.0))
 }
 
+/// Moves a four-person meeting (two speakers) back and forth between two
+/// nodes `runs` times; for each participant and move, the longest silence
+/// between two datagrams while switching over.
+async fn move_gap(runs: u32) -> anyhow::Result<serde_json::Value> {
+    let s = stack().await?;
+    let mut c = MediaNodeConfig::new(
+        "bench-node-2",
+        "eu",
+        "127.0.0.1:0".parse()?,
+        vec![s.endpoint.clone()],
+    );
+    c.capacity = 10_000;
+    let second = node::start(c).await?;
+    let cp = Arc::new(Client::new(
+        std::slice::from_ref(&s.endpoint),
+        ClientConfig::default(),
+    )?);
+    let (id, passcode) = open_meeting(&cp, 4).await?;
+    let sessions: Vec<Session> = (0..4)
+        .map(|i| Session::start(cp.clone(), join_req(id, &passcode, &format!("p{i}")), i < 2))
+        .collect();
+    for p in &sessions {
+        p.wait_media_after(0, Duration::from_secs(20))
+            .await
+            .ok_or_else(|| anyhow::anyhow!("no media"))?;
+    }
+    let mut gaps = Vec::new();
+    let mut lost = 0;
+    for run in 1..=u64::from(runs) {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        for p in &sessions {
+            p.stats.take_max_gap();
+        }
+        cp.move_meeting(pb::MoveMeetingRequest {
+            id,
+            from_node_id: String::new(),
+        })
+        .await?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while sessions
+            .iter()
+            .any(|p| p.state.moves.load(std::sync::atomic::Ordering::Relaxed) < run)
+        {
+            anyhow::ensure!(Instant::now() < deadline, "move {run} did not complete");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // Media on the new node, then the switch's gaps are all in.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        for p in &sessions {
+            gaps.push(p.stats.take_max_gap());
+            lost += p
+                .state
+                .rejoins_after_loss
+                .load(std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    gaps.sort();
+    for p in sessions {
+        p.stop().await;
+    }
+    second.stop().await;
+    s.node.stop().await;
+    Ok(json!({
+        "benchmark": "meeting_move_gap",
+        "runs": runs,
+        "samples": gaps.len(),
+        "participants_dropped": lost,
+        "longest_media_gap_ms": {
+            "p50": fjord_benches::percentile_ms(&gaps, 0.5),
+            "p99": fjord_benches::percentile_ms(&gaps, 0.99),
+            "max": fjord_benches::percentile_ms(&gaps, 1.0),
+        },
+        "note": "audio alone arrives every 20 ms, so ~20 ms is no gap at all",
+    }))
+}
+
 async fn capacity(seconds: u64) -> anyhow::Result<serde_json::Value> {
     let s = stack().await?;
     let ok = |d: f64, p99: f64| d >= 0.99 && p99 <= 100.0;
@@ -605,6 +696,7 @@ async fn main() -> anyhow::Result<()> {
             load_percent,
         } => latency(seconds, fan_out, load_percent).await?,
         Mode::Recovery { runs } => recovery(&args.fjord, runs).await?,
+        Mode::Move { runs } => move_gap(runs).await?,
         Mode::Capacity { seconds } => capacity(seconds).await?,
     };
     println!("{}", serde_json::to_string_pretty(&out)?);
