@@ -38,31 +38,7 @@ impl Drop for Proc {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drained_node_takes_no_new_meeting_and_sigterm_waits_for_running_meetings() {
     let dir = tempfile::tempdir().unwrap();
-    let cp_addr = format!("127.0.0.1:{}", free_port());
-    let _cp = Proc(
-        Command::new(FJORD)
-            .args(["control-plane", "--id", "1", "--listen", &cp_addr])
-            .args(["--peers", &format!("1={cp_addr}")])
-            .arg("--data-dir")
-            .arg(dir.path().join("r1"))
-            .args([
-                "--election-timeout-min-ms",
-                "200",
-                "--election-timeout-max-ms",
-                "400",
-            ])
-            .args(["--raft-heartbeat-interval-ms", "50"])
-            .args([
-                "--node-heartbeat-interval-ms",
-                "200",
-                "--node-lease-ms",
-                "3000",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let (_cp, cp_addr) = control_plane(dir.path(), 200, 3000);
     let cp = Client::new(std::slice::from_ref(&cp_addr), ClientConfig::default()).unwrap();
     cp.create_institution(pb::CreateInstitutionRequest {
         name: "uni".into(),
@@ -73,22 +49,8 @@ async fn drained_node_takes_no_new_meeting_and_sigterm_waits_for_running_meeting
     .await
     .unwrap();
 
-    let node_addr = format!("127.0.0.1:{}", free_port());
-    let mut node = Proc(
-        Command::new(FJORD)
-            .args(["media-node", "--region", "nordic", "--id", "n1"])
-            .args(["--listen", &node_addr, "--control-plane", &cp_addr])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    // The node prints its address once registered and serving.
-    let mut line = String::new();
-    BufReader::new(node.0.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.contains("listening"), "{line:?}");
+    // Returns once the node is registered and serving.
+    let mut node = media_node("n1", &cp_addr, 500);
 
     let schedule = || async {
         cp.schedule_meeting(pb::ScheduleMeetingRequest {

@@ -275,9 +275,12 @@ async fn quinn_point_to_point(seconds: u64, len: usize) -> anyhow::Result<f64> {
     Ok(n as f64 / span.as_secs_f64().max(1e-3))
 }
 
-/// One meeting, one sender flooding, `fan_out` receivers.
-async fn forward_once(seconds: u64, fan_out: u32, len: usize) -> anyhow::Result<serde_json::Value> {
-    let s = stack().await?;
+/// A meeting with one participant publishing a video track and `fan_out`
+/// receivers subscribed to it.
+async fn sender_and_receivers(
+    s: &Stack,
+    fan_out: u32,
+) -> anyhow::Result<(Participant, Vec<Participant>, u32)> {
     let (id, passcode) = open_meeting(&s.cp, fan_out + 1).await?;
     let mut sender = Participant::join(&s.cp, &join_req(id, &passcode, "sender")).await?;
     let mut receivers = Vec::new();
@@ -286,6 +289,13 @@ async fn forward_once(seconds: u64, fan_out: u32, len: usize) -> anyhow::Result<
     }
     let track = sender.publish(pb::TrackKind::Video).await?;
     tokio::time::sleep(Duration::from_millis(200)).await;
+    Ok((sender, receivers, track))
+}
+
+/// One meeting, one sender flooding, `fan_out` receivers.
+async fn forward_once(seconds: u64, fan_out: u32, len: usize) -> anyhow::Result<serde_json::Value> {
+    let s = stack().await?;
+    let (sender, receivers, track) = sender_and_receivers(&s, fan_out).await?;
     let before: u64 = receivers.iter().map(|r| r.stats.received()).sum();
     let node_before = s.node.counters();
     let t = Instant::now();
@@ -400,14 +410,7 @@ async fn latency(
     let p2p = point_to_point_latency(pps, len, seconds).await?;
 
     let s = stack().await?;
-    let (id, passcode) = open_meeting(&s.cp, fan_out + 1).await?;
-    let mut sender = Participant::join(&s.cp, &join_req(id, &passcode, "sender")).await?;
-    let mut receivers = Vec::new();
-    for i in 0..fan_out {
-        receivers.push(Participant::join(&s.cp, &join_req(id, &passcode, &format!("r{i}"))).await?);
-    }
-    let track = sender.publish(pb::TrackKind::Video).await?;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (sender, receivers, track) = sender_and_receivers(&s, fan_out).await?;
     let sent = sender
         .send_paced(track, len, pps, Duration::from_secs(seconds))
         .await;

@@ -700,7 +700,8 @@ impl ClusterState {
         })
     }
 
-    fn end_meeting(&mut self, id: u64, now_ms: u64) -> Response {
+    /// A meeting that exists and has not ended.
+    fn open_meeting(&self, id: u64) -> Result<&Meeting, StateError> {
         let m = self
             .meetings
             .get(&id)
@@ -708,6 +709,11 @@ impl ClusterState {
         if m.state == MeetingState::Ended {
             return Err(StateError::MeetingEnded { id });
         }
+        Ok(m)
+    }
+
+    fn end_meeting(&mut self, id: u64, now_ms: u64) -> Response {
+        self.open_meeting(id)?;
         self.finish(id, now_ms);
         Ok(Output::Meeting(self.meetings[&id].clone()))
     }
@@ -857,13 +863,7 @@ impl ClusterState {
         req: &Request,
         rng: &mut SplitMix64,
     ) -> Response {
-        let m = self
-            .meetings
-            .get(&id)
-            .ok_or(StateError::UnknownMeeting { id })?;
-        if m.state == MeetingState::Ended {
-            return Err(StateError::MeetingEnded { id });
-        }
+        let m = self.open_meeting(id)?;
         let from = match from {
             Some(f) => f.to_string(),
             None if m.is_cascaded() => return Err(StateError::NameTheShare { id }),
