@@ -80,6 +80,7 @@ impl<H: Clone> Sfu<H> {
         source: IpAddr,
         peer: String,
     ) -> Vec<Output> {
+        self.link_conns.insert(conn);
         self.conns.insert(
             conn,
             Conn {
@@ -98,10 +99,7 @@ impl<H: Clone> Sfu<H> {
 
     /// The peer ids of the links that are up.
     pub fn linked_peers(&self) -> Vec<String> {
-        self.conns
-            .values()
-            .filter_map(|c| c.link.as_ref().map(|l| l.peer.clone()))
-            .collect()
+        self.links().map(|(_, l)| l.peer.clone()).collect()
     }
 
     /// Every peer node some assigned meeting is cascaded with.
@@ -138,11 +136,25 @@ impl<H: Clone> Sfu<H> {
 
     /// Link conns whose peer wants `meeting`'s media.
     pub(super) fn links_wanting(&self, meeting: u64) -> Vec<ConnId> {
-        self.conns
-            .iter()
-            .filter(|(_, c)| c.link.as_ref().is_some_and(|l| l.wants.contains(&meeting)))
-            .map(|(id, _)| *id)
+        self.links()
+            .filter(|(_, l)| l.wants.contains(&meeting))
+            .map(|(id, _)| id)
             .collect()
+    }
+
+    /// The links that are up (kept apart from the participant connections,
+    /// which are many more).
+    fn links(&self) -> impl Iterator<Item = (ConnId, &Link)> {
+        self.link_conns.iter().filter_map(|id| {
+            self.conns
+                .get(id)
+                .and_then(|c| c.link.as_ref())
+                .map(|l| (*id, l))
+        })
+    }
+
+    fn link_mut(&mut self, conn: ConnId) -> Option<&mut Link> {
+        self.conns.get_mut(&conn).and_then(|c| c.link.as_mut())
     }
 
     pub(super) fn tell_links(&mut self, meeting: u64, m: LinkMsg) {
@@ -155,17 +167,17 @@ impl<H: Clone> Sfu<H> {
     /// and has not been told of yet.
     pub(super) fn open_links_for_assignments(&mut self) {
         let mut opens = Vec::new();
-        for (conn, c) in self.conns.iter_mut() {
-            let Some(link) = c.link.as_mut() else {
-                continue;
-            };
-            for meeting in self.rooms.keys() {
-                let shared = self
-                    .assignments
-                    .get(meeting)
-                    .is_some_and(|peers| peers.contains(&link.peer));
-                if shared && link.announced.insert(*meeting) {
-                    opens.push((*conn, *meeting));
+        let links: Vec<ConnId> = self.link_conns.iter().copied().collect();
+        let rooms: Vec<u64> = self.rooms.keys().copied().collect();
+        for conn in links {
+            for meeting in &rooms {
+                let peers = self.assignments.get(meeting);
+                let Some(link) = self.conns.get_mut(&conn).and_then(|c| c.link.as_mut()) else {
+                    continue;
+                };
+                if peers.is_some_and(|p| p.contains(&link.peer)) && link.announced.insert(*meeting)
+                {
+                    opens.push((conn, *meeting));
                 }
             }
         }
@@ -187,11 +199,13 @@ impl<H: Clone> Sfu<H> {
     /// The last local member left: peers stop sending this meeting here.
     pub(super) fn room_closed(&mut self, meeting: u64) {
         let mut closes = Vec::new();
-        for (conn, c) in self.conns.iter_mut() {
-            if let Some(link) = c.link.as_mut() {
-                if link.announced.remove(&meeting) {
-                    closes.push(*conn);
-                }
+        let links: Vec<ConnId> = self.link_conns.iter().copied().collect();
+        for conn in links {
+            if self
+                .link_mut(conn)
+                .is_some_and(|l| l.announced.remove(&meeting))
+            {
+                closes.push(conn);
             }
         }
         for conn in closes {
@@ -216,8 +230,9 @@ impl<H: Clone> Sfu<H> {
     }
 
     fn peer_room(&mut self, conn: ConnId, meeting: u64, open: bool) {
-        let link = self.conns.get_mut(&conn).and_then(|c| c.link.as_mut());
-        let Some(link) = link else { return };
+        let Some(link) = self.link_mut(conn) else {
+            return;
+        };
         if !open {
             link.wants.remove(&meeting);
             let tracks: Vec<u32> = self

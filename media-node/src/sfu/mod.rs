@@ -187,6 +187,8 @@ pub struct Sfu<H> {
     node_index: u32,
     /// Meetings placed here and the peers each is cascaded with.
     assignments: HashMap<u64, BTreeSet<String>>,
+    /// Connections that are cascade links.
+    link_conns: BTreeSet<ConnId>,
     joins_by_source: KeyedLimiter<IpAddr>,
     joins_by_meeting: KeyedLimiter<u64>,
     counters: Counters,
@@ -219,6 +221,7 @@ impl<H: Clone> Sfu<H> {
             next_track: 1,
             node_index: 0,
             assignments: HashMap::new(),
+            link_conns: BTreeSet::new(),
             counters: Counters::default(),
             datagram_counters: DatagramCounters::default(),
             out: Vec::new(),
@@ -306,6 +309,7 @@ impl<H: Clone> Sfu<H> {
             }
             if is_link {
                 self.link_lost(conn);
+                self.link_conns.remove(&conn);
             }
         }
         self.conns.remove(&conn);
