@@ -59,7 +59,9 @@ async fn a_meeting_two_and_a_half_times_a_node_spans_three_nodes_and_each_datagr
         ("n3", "nordic", 4),
     ])
     .await;
-    let m = stack.schedule(10, open_settings()).await;
+    // Secure defaults: waiting room, no joining before the host. The host
+    // (on one node) admits everyone, on every node, over the links.
+    let m = stack.schedule(10, pb::MeetingSettings::default()).await;
     let meeting = m.meeting.clone().unwrap();
     let decision = m.decision.clone().unwrap();
     assert_eq!(meeting.shares.len(), 3, "{meeting:?}");
@@ -75,7 +77,13 @@ async fn a_meeting_two_and_a_half_times_a_node_spans_three_nodes_and_each_datagr
     let mut sessions = Vec::new();
     for i in 0..10 {
         let speaker = i < 3;
-        let s = Session::start(cp.clone(), join_req(&m, format!("p{i}")), speaker);
+        let mut req = join_req(&m, format!("p{i}"));
+        if i == 0 {
+            req.passcode.clear();
+            req.host_key = m.host_key.clone();
+            req.auto_admit = true;
+        }
+        let s = Session::start(cp.clone(), req, speaker);
         wait_until("the join answer", Duration::from_secs(10), || {
             s.state.generation.load(Ordering::Acquire) > 0
         })

@@ -23,7 +23,7 @@ use fjord_proto::v1 as pb;
 use pb::link_message::Msg as LinkMsg;
 use pb::server_message::Msg as OutMsg;
 
-use super::{Conn, ConnId, Output, Sfu, Track};
+use super::{Admission, Conn, ConnId, Output, Sfu, Track};
 
 /// What the core knows about one link.
 #[derive(Debug, Default)]
@@ -129,6 +129,9 @@ impl<H: Clone> Sfu<H> {
                 None => self.malformed_link_control(),
             },
             Some(LinkMsg::TrackRemoved(t)) => self.remote_track_removed(conn, t.track_id),
+            Some(LinkMsg::Waiting(w)) => self.remote_waiting(conn, w),
+            Some(LinkMsg::Admit(a)) => self.admitted_by_remote_host(a.meeting_id, a.participant_id),
+            Some(LinkMsg::Lock(l)) => self.remote_lock(l.meeting_id, l.locked),
             Some(LinkMsg::Hello(_)) | None => self.malformed_link_control(),
         }
         std::mem::take(&mut self.out)
@@ -251,9 +254,36 @@ impl<H: Clone> Sfu<H> {
         let Some(room) = self.rooms.get(&meeting) else {
             return;
         };
-        // Our state for the peer: who is here, what they publish.
+        // Our state for the peer: who is here, who waits, whether the
+        // meeting is locked, what they publish.
         let members: Vec<pb::ParticipantInfo> =
             room.admitted().map(|(id, m)| m.info(*id)).collect();
+        let waiting: Vec<(u64, String)> = room
+            .members
+            .iter()
+            .filter(|(_, m)| m.admission == Admission::WaitingRoom)
+            .map(|(id, m)| (*id, m.name.clone()))
+            .collect();
+        if room.locked {
+            self.out.push(Output::SendLink(
+                conn,
+                link_msg(LinkMsg::Lock(pb::LinkLock {
+                    meeting_id: meeting,
+                    locked: true,
+                })),
+            ));
+        }
+        for (pid, display_name) in waiting {
+            self.out.push(Output::SendLink(
+                conn,
+                link_msg(LinkMsg::Waiting(pb::LinkWaiting {
+                    meeting_id: meeting,
+                    participant_id: pid,
+                    display_name,
+                    waiting: true,
+                })),
+            ));
+        }
         let local_tracks: Vec<(u32, pb::TrackInfo)> = room
             .tracks
             .iter()
@@ -291,6 +321,63 @@ impl<H: Clone> Sfu<H> {
         }
     }
 
+    fn remote_waiting(&mut self, conn: ConnId, w: pb::LinkWaiting) {
+        let Some(room) = self.rooms.get_mut(&w.meeting_id) else {
+            return;
+        };
+        if !w.waiting {
+            room.remote_waiting.remove(&w.participant_id);
+            return;
+        }
+        if room.members.contains_key(&w.participant_id) {
+            return self.malformed_link_control();
+        }
+        room.remote_waiting
+            .insert(w.participant_id, (conn, w.display_name.clone()));
+        self.tell_local_host(w.meeting_id, w.participant_id, w.display_name);
+    }
+
+    /// The host here admits someone waiting on another node: that node
+    /// lets them in (the link is authenticated, and the host check was
+    /// made here).
+    pub(super) fn admit_remote(&mut self, meeting: u64, pid: u64) {
+        let room = self.rooms.get_mut(&meeting).expect("caller checked");
+        if let Some((link, _)) = room.remote_waiting.remove(&pid) {
+            self.out.push(Output::SendLink(
+                link,
+                link_msg(LinkMsg::Admit(pb::LinkAdmit {
+                    meeting_id: meeting,
+                    participant_id: pid,
+                })),
+            ));
+        }
+    }
+
+    fn admitted_by_remote_host(&mut self, meeting: u64, pid: u64) {
+        let waiting = self
+            .rooms
+            .get(&meeting)
+            .and_then(|r| r.members.get(&pid))
+            .is_some_and(|m| m.admission == Admission::WaitingRoom);
+        if waiting {
+            self.admit(meeting, pid);
+        }
+    }
+
+    fn remote_lock(&mut self, meeting: u64, locked: bool) {
+        let Some(room) = self.rooms.get_mut(&meeting) else {
+            return;
+        };
+        if room.locked != locked {
+            room.locked = locked;
+            self.broadcast(
+                meeting,
+                OutMsg::LockChanged(pb::LockChanged { locked }),
+                None,
+            );
+        }
+    }
+
     fn remote_joined(&mut self, conn: ConnId, meeting: u64, info: pb::ParticipantInfo) {
         let Some(room) = self.rooms.get_mut(&meeting) else {
             return;
@@ -299,6 +386,7 @@ impl<H: Clone> Sfu<H> {
         if room.members.contains_key(&pid) {
             return self.malformed_link_control();
         }
+        room.remote_waiting.remove(&pid);
         let is_host = info.role == pb::Role::Host as i32;
         let had_host = room.host_present();
         room.remote.insert(pid, (conn, info.clone()));
@@ -313,6 +401,13 @@ impl<H: Clone> Sfu<H> {
         let Some(room) = self.rooms.get_mut(&meeting) else {
             return;
         };
+        if room
+            .remote_waiting
+            .get(&pid)
+            .is_some_and(|(c, _)| *c == conn)
+        {
+            room.remote_waiting.remove(&pid);
+        }
         if room.remote.get(&pid).is_some_and(|(c, _)| *c == conn) {
             room.remote.remove(&pid);
             self.broadcast(
@@ -401,6 +496,9 @@ impl<H: Clone> Sfu<H> {
             .collect();
         for (meeting, pid) in gone {
             self.remote_left(conn, meeting, pid);
+        }
+        for room in self.rooms.values_mut() {
+            room.remote_waiting.retain(|_, (link, _)| *link != conn);
         }
         let subscribed: Vec<u32> = self
             .tracks

@@ -584,6 +584,7 @@ impl<H: Clone> Sfu<H> {
                 self.admit(meeting, pid);
                 if becomes_host {
                     self.host_arrived(meeting);
+                    self.tell_host_remote_waiting(meeting);
                 }
             }
             waiting => {
@@ -607,17 +608,44 @@ impl<H: Clone> Sfu<H> {
         }
     }
 
+    /// A member waits in the waiting room: the host hears of it, here or
+    /// (over the cascade links) on another node.
     fn tell_host_waiting(&mut self, meeting: u64, pid: u64) {
+        let name = self.rooms[&meeting].members[&pid].name.clone();
+        self.tell_local_host(meeting, pid, name.clone());
+        self.tell_links(
+            meeting,
+            pb::link_message::Msg::Waiting(pb::LinkWaiting {
+                meeting_id: meeting,
+                participant_id: pid,
+                display_name: name,
+                waiting: true,
+            }),
+        );
+    }
+
+    fn tell_local_host(&mut self, meeting: u64, pid: u64, display_name: String) {
         let room = &self.rooms[&meeting];
         if let Some(host_conn) = room.host.and_then(|h| room.members.get(&h)).map(|m| m.conn) {
-            let name = room.members[&pid].name.clone();
             self.send(
                 host_conn,
                 OutMsg::WaitingParticipant(pb::WaitingParticipant {
                     participant_id: pid,
-                    display_name: name,
+                    display_name,
                 }),
             );
+        }
+    }
+
+    /// A host is now here: tell them of everyone waiting on other nodes.
+    fn tell_host_remote_waiting(&mut self, meeting: u64) {
+        let waiting: Vec<(u64, String)> = self.rooms[&meeting]
+            .remote_waiting
+            .iter()
+            .map(|(p, (_, name))| (*p, name.clone()))
+            .collect();
+        for (pid, name) in waiting {
+            self.tell_local_host(meeting, pid, name);
         }
     }
 
@@ -808,6 +836,16 @@ impl<H: Clone> Sfu<H> {
                     participant_id: pid,
                 }),
             );
+        } else if m.admission == Admission::WaitingRoom {
+            self.tell_links(
+                meeting,
+                pb::link_message::Msg::Waiting(pb::LinkWaiting {
+                    meeting_id: meeting,
+                    participant_id: pid,
+                    display_name: String::new(),
+                    waiting: false,
+                }),
+            );
         }
         let room = self.rooms.get_mut(&meeting).expect("present");
         // A recording stops when the person recording leaves.
@@ -862,6 +900,7 @@ impl<H: Clone> Sfu<H> {
         for w in waiting {
             self.tell_host_waiting(meeting, w);
         }
+        self.tell_host_remote_waiting(meeting);
         self.host_arrived(meeting);
     }
 
@@ -985,6 +1024,10 @@ impl<H: Clone> Sfu<H> {
                     Some(m) if m.admission == Admission::WaitingRoom => {
                         self.admit(meeting, a.participant_id)
                     }
+                    // Waiting on another node of the cascade: that node admits.
+                    None if room.remote_waiting.contains_key(&a.participant_id) => {
+                        self.admit_remote(meeting, a.participant_id)
+                    }
                     _ => self.refuse(conn, "admit", "nobody waiting with that id"),
                 }
             }
@@ -1043,6 +1086,14 @@ impl<H: Clone> Sfu<H> {
                     meeting,
                     OutMsg::LockChanged(pb::LockChanged { locked: l.locked }),
                     None,
+                );
+                // S3: the lock holds on every node of a cascade.
+                self.tell_links(
+                    meeting,
+                    pb::link_message::Msg::Lock(pb::LinkLock {
+                        meeting_id: meeting,
+                        locked: l.locked,
+                    }),
                 );
             }
             In::RequestRecording(r) => {

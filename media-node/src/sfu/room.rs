@@ -93,6 +93,9 @@ pub struct Room {
     /// Participants of a cascaded meeting who are on other nodes, with the
     /// link they are behind.
     pub remote: BTreeMap<u64, (ConnId, pb::ParticipantInfo)>,
+    /// Participants waiting on other nodes of the cascade (for a host
+    /// here to admit), with their link and display name.
+    pub remote_waiting: BTreeMap<u64, (ConnId, String)>,
     /// When the control plane said the meeting moved away; the room keeps
     /// forwarding for a grace period while participants switch over.
     pub moved_at_ms: Option<u64>,
@@ -112,6 +115,7 @@ impl Room {
             next_seq: 0,
             missing_from_assignments: 0,
             remote: BTreeMap::new(),
+            remote_waiting: BTreeMap::new(),
             moved_at_ms: None,
         }
     }

@@ -846,3 +846,49 @@ fn a_link_hello_needs_a_node_token_from_the_control_plane() {
         .verify_link_hello(NOW, &hello("peer", vec![1, 2, 3]))
         .is_err());
 }
+
+#[test]
+fn a_host_on_one_node_admits_and_locks_out_participants_on_another() {
+    // Secure defaults: waiting room on, no joining before the host.
+    let (mut c, _) = Cascade::new();
+    let secure = pb::MeetingSettings::default();
+    let host = c.a.join_with(1, pb::Role::Host, secure);
+    c.pump();
+    let guest = c.b.join_with(2, pb::Role::Participant, secure);
+    c.pump();
+    // The guest on B waits; the host on A hears of it.
+    assert!(c
+        .b
+        .take(guest)
+        .iter()
+        .any(|m| matches!(m, OutMsg::Waiting(_))));
+    let heard = c.a.take(host);
+    assert!(
+        heard
+            .iter()
+            .any(|m| matches!(m, OutMsg::WaitingParticipant(w) if w.participant_id == 2)),
+        "{heard:?}"
+    );
+    // The host admits across the link.
+    c.a.send(host, In::Admit(pb::Admit { participant_id: 2 }));
+    c.pump();
+    assert!(c.b.was_admitted(guest));
+    assert!(c
+        .a
+        .take(host)
+        .iter()
+        .any(|m| matches!(m, OutMsg::ParticipantJoined(p) if p.participant_id == 2)));
+    // Locking on A holds on B too (S3), for host-key holders as well.
+    c.a.send(host, In::SetLocked(pb::SetLocked { locked: true }));
+    c.pump();
+    assert!(c
+        .b
+        .take(guest)
+        .iter()
+        .any(|m| matches!(m, OutMsg::LockChanged(l) if l.locked)));
+    let late = c.b.join_with(3, pb::Role::Host, secure);
+    assert!(
+        c.b.closed.contains(&late),
+        "a locked cascade refuses everyone"
+    );
+}
