@@ -75,11 +75,11 @@ struct ControlPlaneArgs {
     /// Placement strategy: least-loaded or power-of-two.
     #[arg(long, default_value = "least-loaded")]
     placement: Strategy,
-    /// A media node silent this long is declared down.
-    #[arg(long, default_value_t = 5000)]
+    /// A media node silent this long is declared down (its meetings move).
+    #[arg(long, default_value_t = 1500)]
     node_lease_ms: u64,
     /// How often media nodes are asked to heartbeat.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 500)]
     node_heartbeat_interval_ms: u64,
     /// Raft heartbeat interval.
     #[arg(long, default_value_t = 100)]
