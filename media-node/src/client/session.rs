@@ -148,7 +148,13 @@ async fn supervise(
         state.generation.fetch_add(1, Ordering::AcqRel);
         let mut p = match Participant::enter(&req, token, stats.clone()).await {
             Ok(p) => p,
-            Err(ClientError::Closed(why)) if !why.contains("shutting down") => return end(why),
+            // A node shutting down or shedding a join storm says to retry;
+            // anything else it says (locked, refused) ends the session.
+            Err(ClientError::Closed(why))
+                if !why.contains("shutting down") && !why.contains("retry later") =>
+            {
+                return end(why)
+            }
             Err(e) => {
                 tracing::debug!(%node, error = %e, "could not enter the node; asking again");
                 unreachable = Some(node);
