@@ -23,7 +23,7 @@ use fjord_proto::v1 as pb;
 use pb::link_message::Msg as LinkMsg;
 use pb::server_message::Msg as OutMsg;
 
-use super::{Admission, Conn, ConnId, Output, Sfu, Track};
+use super::{Admission, Conn, ConnId, MemberChange, Output, Sfu, Track};
 
 /// What the core knows about one link.
 #[derive(Debug, Default)]
@@ -50,6 +50,35 @@ pub enum LinkRefusal {
 
 fn link_msg(m: LinkMsg) -> pb::LinkMessage {
     pb::LinkMessage { msg: Some(m) }
+}
+
+fn member_state(meeting: u64, pid: u64, change: MemberChange, apply: bool) -> pb::LinkMemberState {
+    use pb::link_member_state::Change;
+    pb::LinkMemberState {
+        meeting_id: meeting,
+        participant_id: pid,
+        change: Some(match change {
+            MemberChange::Muted(v) => Change::Muted(v),
+            MemberChange::CanShareScreen(v) => Change::CanShareScreen(v),
+        }),
+        apply,
+    }
+}
+
+/// What a participant's client is told of a member change.
+fn member_event(pid: u64, change: MemberChange) -> OutMsg {
+    match change {
+        MemberChange::Muted(muted) => OutMsg::MuteChanged(pb::MuteChanged {
+            participant_id: pid,
+            muted,
+        }),
+        MemberChange::CanShareScreen(granted) => {
+            OutMsg::ScreenShareChanged(pb::ScreenShareChanged {
+                participant_id: pid,
+                granted,
+            })
+        }
+    }
 }
 
 impl<H: Clone> Sfu<H> {
@@ -132,6 +161,7 @@ impl<H: Clone> Sfu<H> {
             Some(LinkMsg::Waiting(w)) => self.remote_waiting(conn, w),
             Some(LinkMsg::Admit(a)) => self.admitted_by_remote_host(a.meeting_id, a.participant_id),
             Some(LinkMsg::Lock(l)) => self.remote_lock(l.meeting_id, l.locked),
+            Some(LinkMsg::MemberState(m)) => self.remote_member_state(conn, m),
             Some(LinkMsg::Hello(_)) | None => self.malformed_link_control(),
         }
         std::mem::take(&mut self.out)
@@ -362,6 +392,70 @@ impl<H: Clone> Sfu<H> {
         if waiting {
             self.admit(meeting, pid);
         }
+    }
+
+    /// Applies a change to a local member: their tracks, everyone here,
+    /// and every peer of the meeting hear of it.
+    pub(super) fn change_member(&mut self, meeting: u64, pid: u64, change: MemberChange) {
+        let room = self.rooms.get_mut(&meeting).expect("caller checked");
+        let Some(m) = room.members.get_mut(&pid) else {
+            return;
+        };
+        match change {
+            MemberChange::Muted(v) => m.muted = v,
+            MemberChange::CanShareScreen(v) => m.can_share_screen = v,
+        }
+        self.set_track_enabled(meeting, pid);
+        self.broadcast(meeting, member_event(pid, change), None);
+        self.tell_links(
+            meeting,
+            LinkMsg::MemberState(member_state(meeting, pid, change, false)),
+        );
+    }
+
+    /// The host here changes someone on another node: that node applies it.
+    pub(super) fn ask_owner(&mut self, meeting: u64, pid: u64, change: MemberChange) {
+        let Some((link, _)) = self.rooms.get(&meeting).and_then(|r| r.remote.get(&pid)) else {
+            return;
+        };
+        let link = *link;
+        self.out.push(Output::SendLink(
+            link,
+            link_msg(LinkMsg::MemberState(member_state(
+                meeting, pid, change, true,
+            ))),
+        ));
+    }
+
+    fn remote_member_state(&mut self, conn: ConnId, m: pb::LinkMemberState) {
+        use pb::link_member_state::Change;
+        let change = match m.change {
+            Some(Change::Muted(v)) => MemberChange::Muted(v),
+            Some(Change::CanShareScreen(v)) => MemberChange::CanShareScreen(v),
+            None => return self.malformed_link_control(),
+        };
+        let Some(room) = self.rooms.get_mut(&m.meeting_id) else {
+            return;
+        };
+        if m.apply {
+            // Only participants unmute themselves, whoever asks (S4).
+            if change == MemberChange::Muted(false) || !room.members.contains_key(&m.participant_id)
+            {
+                return self.malformed_link_control();
+            }
+            return self.change_member(m.meeting_id, m.participant_id, change);
+        }
+        let Some((link, info)) = room.remote.get_mut(&m.participant_id) else {
+            return;
+        };
+        if *link != conn {
+            return self.malformed_link_control();
+        }
+        match change {
+            MemberChange::Muted(v) => info.muted = v,
+            MemberChange::CanShareScreen(v) => info.can_share_screen = v,
+        }
+        self.broadcast(m.meeting_id, member_event(m.participant_id, change), None);
     }
 
     fn remote_lock(&mut self, meeting: u64, locked: bool) {

@@ -43,6 +43,13 @@ pub use room::{Admission, Recording, Room};
 
 pub type ConnId = u64;
 
+/// A change to one member's state that every node of a cascade hears of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MemberChange {
+    Muted(bool),
+    CanShareScreen(bool),
+}
+
 /// Track ids: the node index above this bit, a per-node counter below.
 pub const TRACK_INDEX_SHIFT: u32 = 20;
 const TRACK_COUNTER_MASK: u32 = (1 << TRACK_INDEX_SHIFT) - 1;
@@ -1043,39 +1050,30 @@ impl<H: Clone> Sfu<H> {
                 if target != pid && !s.muted {
                     return self.refuse(conn, "mute", "only participants can unmute themselves");
                 }
-                let room = self.rooms.get_mut(&meeting).expect("present");
-                let Some(t) = room.members.get_mut(&target) else {
-                    return self.refuse(conn, "mute", "no such participant");
-                };
-                t.muted = s.muted;
-                self.set_track_enabled(meeting, target);
-                self.broadcast(
-                    meeting,
-                    OutMsg::MuteChanged(pb::MuteChanged {
-                        participant_id: target,
-                        muted: s.muted,
-                    }),
-                    None,
-                );
+                let change = MemberChange::Muted(s.muted);
+                if room.members.contains_key(&target) {
+                    self.change_member(meeting, target, change);
+                } else if room.remote.contains_key(&target) {
+                    // On another node of the cascade: that node mutes them.
+                    self.ask_owner(meeting, target, change);
+                } else {
+                    self.refuse(conn, "mute", "no such participant");
+                }
             }
             In::GrantScreenShare(g) => {
                 if !is_host {
                     return self.refuse(conn, "grant", "only the host can grant screen sharing");
                 }
-                let room = self.rooms.get_mut(&meeting).expect("present");
-                match room.members.get_mut(&g.participant_id) {
-                    Some(m) if g.participant_id != pid => m.can_share_screen = g.granted,
-                    _ => return self.refuse(conn, "grant", "no such participant"),
+                let change = MemberChange::CanShareScreen(g.granted);
+                if g.participant_id == pid {
+                    self.refuse(conn, "grant", "no such participant");
+                } else if room.members.contains_key(&g.participant_id) {
+                    self.change_member(meeting, g.participant_id, change);
+                } else if room.remote.contains_key(&g.participant_id) {
+                    self.ask_owner(meeting, g.participant_id, change);
+                } else {
+                    self.refuse(conn, "grant", "no such participant");
                 }
-                self.set_track_enabled(meeting, g.participant_id);
-                self.broadcast(
-                    meeting,
-                    OutMsg::ScreenShareChanged(pb::ScreenShareChanged {
-                        participant_id: g.participant_id,
-                        granted: g.granted,
-                    }),
-                    None,
-                );
             }
             In::SetLocked(l) => {
                 if !is_host {

@@ -892,3 +892,68 @@ fn a_host_on_one_node_admits_and_locks_out_participants_on_another() {
         "a locked cascade refuses everyone"
     );
 }
+
+#[test]
+fn a_host_mutes_and_grants_screen_sharing_to_someone_on_another_node() {
+    let (mut c, open) = Cascade::new();
+    let host = c.a.join_with(1, pb::Role::Host, open);
+    c.pump();
+    let guest = c.b.join_with(2, pb::Role::Participant, open);
+    c.pump();
+    let audio = c.b.publish(guest, pb::TrackKind::Audio).unwrap();
+    c.b.send(
+        guest,
+        In::SetMuted(pb::SetMuted {
+            participant_id: 0,
+            muted: false,
+        }),
+    );
+    c.pump();
+    // The self-unmute on B is reported to A's host.
+    assert!(c
+        .a
+        .take(host)
+        .iter()
+        .any(|m| matches!(m, OutMsg::MuteChanged(x) if x.participant_id == 2 && !x.muted)));
+    assert_eq!(c.b.receivers(guest, audio), vec![LINK]);
+    // The host on A mutes the guest on B: B stops forwarding their audio.
+    c.a.send(
+        host,
+        In::SetMuted(pb::SetMuted {
+            participant_id: 2,
+            muted: true,
+        }),
+    );
+    c.pump();
+    assert!(c.b.receivers(guest, audio).is_empty());
+    assert!(c
+        .b
+        .take(guest)
+        .iter()
+        .any(|m| matches!(m, OutMsg::MuteChanged(x) if x.participant_id == 2 && x.muted)));
+    assert!(c
+        .a
+        .take(host)
+        .iter()
+        .any(|m| matches!(m, OutMsg::MuteChanged(x) if x.participant_id == 2 && x.muted)));
+    // Nobody can unmute someone else across the link either.
+    c.a.send(
+        host,
+        In::SetMuted(pb::SetMuted {
+            participant_id: 2,
+            muted: false,
+        }),
+    );
+    assert!(c.a.last_refusal(host).is_some());
+    // A screen-share grant reaches B, and the guest may then share.
+    assert!(c.b.publish(guest, pb::TrackKind::Screen).is_none());
+    c.a.send(
+        host,
+        In::GrantScreenShare(pb::GrantScreenShare {
+            participant_id: 2,
+            granted: true,
+        }),
+    );
+    c.pump();
+    assert!(c.b.publish(guest, pb::TrackKind::Screen).is_some());
+}
