@@ -212,6 +212,10 @@ pub struct ClusterState {
     ended_by_time: BTreeSet<(u64, u64)>,
     /// Meetings waiting for an allowed node with room.
     unplaced: BTreeSet<u64>,
+    /// Placed meetings whose shares hold fewer seats than the meeting (a
+    /// lost share found no room): retried like `unplaced` ones.
+    #[serde(default)]
+    short: BTreeSet<u64>,
     /// Answers to recent writes by op id, and the same ids by time for pruning.
     recent_ops: BTreeMap<u64, Response>,
     recent_ops_by_time: BTreeSet<(u64, u64)>,
@@ -245,6 +249,7 @@ impl Default for ClusterState {
             open_by_end: BTreeSet::new(),
             ended_by_time: BTreeSet::new(),
             unplaced: BTreeSet::new(),
+            short: BTreeSet::new(),
             recent_ops: BTreeMap::new(),
             recent_ops_by_time: BTreeSet::new(),
             join_key: None,
@@ -743,6 +748,7 @@ impl ClusterState {
     fn finish(&mut self, id: u64, at_ms: u64) {
         self.release(id);
         self.unplaced.remove(&id);
+        self.short.remove(&id);
         let m = self.meetings.get_mut(&id).expect("caller checked");
         self.open_by_end.remove(&(m.end_ms, id));
         m.state = MeetingState::Ended;
@@ -841,19 +847,35 @@ impl ClusterState {
         let m = self.meetings.get_mut(&id).expect("caller checked");
         m.decisions.push(decision);
         m.shares.retain(|s| s.node != node);
-        for s in &new {
+        self.merge_shares(id, &new);
+        !new.is_empty()
+    }
+
+    /// Adds `new` to the meeting's shares (into a share on the same node
+    /// when there is one), then books the reservations and notes whether
+    /// the meeting is short of seats or has no node at all. The meeting's
+    /// reservations must have been released first.
+    fn merge_shares(&mut self, id: u64, new: &[Share]) {
+        let m = self.meetings.get_mut(&id).expect("caller checked");
+        for s in new {
             match m.shares.iter_mut().find(|o| o.node == s.node) {
                 Some(o) => o.participants += s.participants,
                 None => m.shares.push(s.clone()),
             }
         }
+        let seats: u32 = m.shares.iter().map(|s| s.participants).sum();
         if m.shares.is_empty() {
             m.state = MeetingState::Unplaced;
             self.unplaced.insert(id);
-        } else {
-            self.reserve(id);
+            self.short.remove(&id);
+            return;
         }
-        !new.is_empty()
+        if seats < m.participants {
+            self.short.insert(id);
+        } else {
+            self.short.remove(&id);
+        }
+        self.reserve(id);
     }
 
     fn move_meeting(
@@ -923,6 +945,25 @@ impl ClusterState {
         let waiting: Vec<u64> = self.unplaced.iter().copied().collect();
         for id in waiting {
             self.try_place(id, Trigger::Retry, req, rng);
+        }
+        // Cascades running short of seats get the missing ones back when a
+        // node has room; only a success is recorded as a decision, so a
+        // meeting waiting for long does not pile up refusals.
+        let short: Vec<u64> = self.short.iter().copied().collect();
+        for id in short {
+            let m = &self.meetings[&id];
+            let missing = m.participants - m.shares.iter().map(|s| s.participants).sum::<u32>();
+            let decision = self.decide(id, missing, Trigger::Retry, None, req, rng);
+            let new = shares_of(&decision, missing);
+            if !new.is_empty() {
+                self.release(id);
+                self.meetings
+                    .get_mut(&id)
+                    .expect("listed")
+                    .decisions
+                    .push(decision);
+                self.merge_shares(id, &new);
+            }
         }
     }
 
@@ -999,6 +1040,15 @@ impl ClusterState {
                 return Err(format!(
                     "meeting {} shares hold {total} of {} participants",
                     m.id, m.participants
+                ));
+            }
+            let short = m.state == MeetingState::Placed && total < m.participants;
+            if short != self.short.contains(&m.id) {
+                return Err(format!(
+                    "meeting {} holds {total} of {} seats but short={}",
+                    m.id,
+                    m.participants,
+                    self.short.contains(&m.id)
                 ));
             }
             for d in &m.decisions {

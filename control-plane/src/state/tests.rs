@@ -348,6 +348,44 @@ fn a_lost_share_is_replaced_and_the_rest_of_the_cascade_stays() {
 }
 
 #[test]
+fn a_cascade_that_lost_a_share_with_nowhere_to_go_gets_its_seats_back_when_a_node_comes() {
+    let mut s = setup();
+    s.apply(&req(2, register("no-2", "nordic", 100))).unwrap();
+    s.apply(&req(3, schedule("uio", 150, None, None))).unwrap();
+    assert_eq!(s.meetings[&1].shares.len(), 2);
+    let lost = s.meetings[&1].shares[0].node.clone();
+    let kept = s.meetings[&1].shares[1].clone();
+    for n in ["no-1", "no-2", "eu-1"] {
+        if n != lost {
+            s.apply(&req(
+                400,
+                Command::Heartbeat {
+                    id: n.into(),
+                    participants: 0,
+                },
+            ))
+            .unwrap();
+        }
+    }
+    // The lost share finds no room: the meeting runs on with fewer seats.
+    s.apply(&req(600, Command::ExpireLeases { lease_ms: 500 }))
+        .unwrap();
+    assert_eq!(s.meetings[&1].state, MeetingState::Placed);
+    assert_eq!(shares(&s, 1), vec![(kept.node.clone(), kept.participants)]);
+    s.check_invariants().unwrap();
+    // A new node brings the missing seats back.
+    s.apply(&req(700, register("no-3", "nordic", 100))).unwrap();
+    let seats: u32 = s.meetings[&1].shares.iter().map(|s| s.participants).sum();
+    assert_eq!(seats, 150);
+    assert!(s.meetings[&1].shares.iter().any(|s| s.node == "no-3"));
+    assert_eq!(
+        s.meetings[&1].decisions.last().unwrap().trigger,
+        Trigger::Retry
+    );
+    s.check_invariants().unwrap();
+}
+
+#[test]
 fn move_takes_a_meeting_off_its_node_or_refuses_and_changes_nothing() {
     let mut s = setup();
     s.apply(&req(2, register("no-2", "nordic", 100))).unwrap();
