@@ -44,7 +44,7 @@ const INSTITUTIONS: &[(&str, &str, Option<&str>, u32)] = &[
 /// Media nodes: QUIC on these UDP ports.
 const NODES: &[(&str, &str, &str, u32)] = &[
     ("nordic-1", "nordic", "127.0.0.1:7201", 500),
-    ("eu-1", "eu", "127.0.0.1:7202", 1000),
+    ("eu-1", "eu", "127.0.0.1:7202", 600),
 ];
 
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
@@ -140,6 +140,11 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     println!("  fjord ctl --endpoints {eps} node list");
     println!("  fjord ctl --endpoints {eps} meeting schedule --institution uio --participants 40");
     println!("  fjord ctl --endpoints {eps} meeting explain 1");
+    println!(
+        "  fjord ctl --endpoints {eps} meeting schedule --institution cern --participants 1000   # cascades over both nodes"
+    );
+    println!("  fjord ctl --endpoints {eps} meeting move ID [--from NODE]");
+    println!("  fjord ctl --endpoints {eps} node drain eu-1 --evacuate");
     if let Some(m) = &sample {
         let id = m.meeting.as_ref().map(|m| m.id).unwrap_or_default();
         println!();
