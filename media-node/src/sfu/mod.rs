@@ -329,8 +329,11 @@ impl<H: Clone> Sfu<H> {
     /// `&self`, so datagrams from different connections route in parallel.
     pub fn route(&self, conn: ConnId, d: &[u8]) -> Result<Arc<[H]>, DropReason> {
         let c = &self.datagram_counters;
-        bump(&c.datagrams_in, 1);
         let r = self.route_inner(conn, d);
+        // Counted together after routing, so a snapshot taken meanwhile
+        // sees a datagram with all its copies or not at all (nearly: the
+        // adds are separate, nanoseconds apart).
+        bump(&c.datagrams_in, 1);
         match &r {
             Ok((subs, links, remote)) => {
                 bump(&c.datagrams_out, subs.len() as u64);
