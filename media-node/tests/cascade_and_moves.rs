@@ -140,10 +140,12 @@ async fn a_meeting_two_and_a_half_times_a_node_spans_three_nodes_and_each_datagr
             "{id}: {local} local datagrams routed, {} sent over links",
             links1 - links0
         );
-        assert_eq!(
-            links1 - links0,
-            2 * local,
-            "{id}: each local datagram once per link"
+        // Exactly twice, up to the few datagrams being routed at the
+        // moments the counters were read (the node is running meanwhile).
+        let sent = links1 - links0;
+        assert!(
+            sent.abs_diff(2 * local) <= 4,
+            "{id}: each local datagram once per link: {sent} vs 2 x {local}"
         );
     }
     let out: u64 = stack
