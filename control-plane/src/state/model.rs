@@ -151,6 +151,7 @@ impl MeetingState {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "StoredMeeting")]
 pub struct Meeting {
     pub id: u64,
     pub institution: String,
@@ -169,6 +170,55 @@ pub struct Meeting {
     pub decisions: Vec<Decision>,
     #[serde(default)]
     pub access: MeetingAccess,
+}
+
+/// A meeting as stored: the current form, or the one from before
+/// cascading, which named a single `node` and had no shares. Snapshots and
+/// logs written by earlier versions load into the current form.
+#[derive(Deserialize)]
+struct StoredMeeting {
+    id: u64,
+    institution: String,
+    participants: u32,
+    start_ms: u64,
+    end_ms: u64,
+    state: MeetingState,
+    #[serde(default)]
+    shares: Vec<Share>,
+    #[serde(default)]
+    node: Option<String>,
+    created_at_ms: u64,
+    ended_at_ms: Option<u64>,
+    request_id: Option<String>,
+    decisions: Vec<Decision>,
+    #[serde(default)]
+    access: MeetingAccess,
+}
+
+impl From<StoredMeeting> for Meeting {
+    fn from(m: StoredMeeting) -> Meeting {
+        let shares = match (m.shares.is_empty(), m.node) {
+            (true, Some(node)) => vec![Share {
+                node,
+                participants: m.participants,
+            }],
+            _ => m.shares,
+        };
+        Meeting {
+            id: m.id,
+            institution: m.institution,
+            participants: m.participants,
+            start_ms: m.start_ms,
+            end_ms: m.end_ms,
+            state: m.state,
+            shares,
+            created_at_ms: m.created_at_ms,
+            ended_at_ms: m.ended_at_ms,
+            request_id: m.request_id,
+            decisions: m.decisions,
+            access: m.access,
+        }
+    }
 }
 
 /// One node's part of a meeting.

@@ -511,6 +511,18 @@ fn capacity_cannot_shrink_below_reservations() {
 }
 
 #[test]
+fn a_meeting_stored_before_cascading_loads_with_one_share() {
+    let mut s = setup();
+    s.apply(&req(2, schedule("uio", 50, None, None))).unwrap();
+    let mut v = serde_json::to_value(&s.meetings[&1]).unwrap();
+    let o = v.as_object_mut().unwrap();
+    o.remove("shares");
+    o.insert("node".into(), serde_json::json!("no-1"));
+    let old: Meeting = serde_json::from_value(v).unwrap();
+    assert_eq!(old, s.meetings[&1]);
+}
+
+#[test]
 fn state_survives_a_json_round_trip() {
     let mut s = setup();
     s.apply(&req(2, schedule("uio", 60, None, Some("k"))))
