@@ -36,10 +36,27 @@ pub enum ClientError {
     Connect(String),
     #[error("the media node closed the session: {0}")]
     Closed(String),
+    /// The node declined for now (shutting down, busy, meeting moved):
+    /// asking the control plane again may land elsewhere.
+    #[error("the media node asks to join again: {0}")]
+    RetryLater(String),
+    /// The connection died without a word from the node (node gone,
+    /// network cut, idle timeout).
+    #[error("lost the connection to the media node")]
+    ConnectionLost,
     #[error("timed out waiting for {0}")]
     Timeout(&'static str),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+}
+
+/// The error for a node's `Closed`.
+fn closed(c: pb::Closed) -> ClientError {
+    if c.retry {
+        ClientError::RetryLater(c.reason)
+    } else {
+        ClientError::Closed(c.reason)
+    }
 }
 
 /// How long a QUIC handshake with a media node may take.
@@ -260,9 +277,9 @@ impl Participant {
             match tokio::time::timeout(Duration::from_secs(10), ev_rx.recv()).await {
                 Ok(Some(OutMsg::Joined(j))) => break Admission::Joined(j),
                 Ok(Some(OutMsg::Waiting(w))) => break Admission::Waiting(w),
-                Ok(Some(OutMsg::Closed(c))) => return Err(ClientError::Closed(c.reason)),
+                Ok(Some(OutMsg::Closed(c))) => return Err(closed(c)),
                 Ok(Some(_)) => continue,
-                Ok(None) => return Err(ClientError::Closed("connection lost".into())),
+                Ok(None) => return Err(ClientError::ConnectionLost),
                 Err(_) => return Err(ClientError::Timeout("the node's answer to join")),
             }
         };
@@ -306,10 +323,10 @@ impl Participant {
                         return Ok(t);
                     }
                     if let OutMsg::Closed(c) = m {
-                        return Err(ClientError::Closed(c.reason));
+                        return Err(closed(c));
                     }
                 }
-                Ok(None) => return Err(ClientError::Closed("connection lost".into())),
+                Ok(None) => return Err(ClientError::ConnectionLost),
                 Err(_) => return Err(ClientError::Timeout("an event")),
             }
         }

@@ -148,13 +148,9 @@ async fn supervise(
         state.generation.fetch_add(1, Ordering::AcqRel);
         let mut p = match Participant::enter(&req, token, stats.clone()).await {
             Ok(p) => p,
-            // A node shutting down or shedding a join storm says to retry;
-            // anything else it says (locked, refused) ends the session.
-            Err(ClientError::Closed(why))
-                if !why.contains("shutting down") && !why.contains("retry later") =>
-            {
-                return end(why)
-            }
+            // Refused for good (locked, bad token): the session ends.
+            // Declined for now, or unreachable: ask the control plane again.
+            Err(ClientError::Closed(why)) => return end(why),
             Err(e) => {
                 tracing::debug!(%node, error = %e, "could not enter the node; asking again");
                 unreachable = Some(node);
@@ -202,7 +198,7 @@ async fn supervise(
                 tracing::info!(%node, "meeting moved; joining its new node");
                 old = Some((p, media));
             }
-            Err(ClientError::Closed(why)) if why == "connection lost" => {
+            Err(ClientError::ConnectionLost) => {
                 state.rejoins_after_loss.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(%node, "lost the media node; joining again");
                 for h in media {
@@ -210,6 +206,14 @@ async fn supervise(
                 }
                 p.close();
                 unreachable = Some(node);
+            }
+            Err(ClientError::RetryLater(why)) => {
+                // E.g. the room closed after a move this session missed.
+                tracing::info!(%node, reason = %why, "the node asks to join again");
+                for h in media {
+                    h.abort();
+                }
+                p.close();
             }
             Err(e) => {
                 for h in media {

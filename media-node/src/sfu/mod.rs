@@ -445,21 +445,18 @@ impl<H: Clone> Sfu<H> {
             }
         }
         for id in gone {
-            let moved = self.rooms[&id].moved_at_ms.is_some();
-            self.close_room(
-                id,
-                if moved {
-                    "the meeting moved to another media node"
-                } else {
-                    "the meeting has ended"
-                },
-            );
+            if self.rooms[&id].moved_at_ms.is_some() {
+                // Anyone still here joins again and finds the new node.
+                self.close_room(id, "the meeting moved to another media node", true);
+            } else {
+                self.close_room(id, "the meeting has ended", false);
+            }
         }
         self.open_links_for_assignments();
         std::mem::take(&mut self.out)
     }
 
-    fn close_room(&mut self, meeting: u64, reason: &str) {
+    fn close_room(&mut self, meeting: u64, reason: &str, retry: bool) {
         let Some(room) = self.rooms.get(&meeting) else {
             return;
         };
@@ -469,6 +466,7 @@ impl<H: Clone> Sfu<H> {
                 conn,
                 OutMsg::Closed(pb::Closed {
                     reason: reason.into(),
+                    retry,
                 }),
             );
             self.out.push(Output::Close(conn, reason.into()));
@@ -487,12 +485,24 @@ impl<H: Clone> Sfu<H> {
         self.send(conn, refused(action, reason));
     }
 
+    /// Refuses a join for good (bad token, locked meeting, ...).
     fn refuse_join(&mut self, conn: ConnId, reason: &str) {
+        self.close_join(conn, reason, false);
+    }
+
+    /// Declines a join for now: the client should ask the control plane
+    /// again (and may be sent elsewhere).
+    fn decline_join(&mut self, conn: ConnId, reason: &str) {
+        self.close_join(conn, reason, true);
+    }
+
+    fn close_join(&mut self, conn: ConnId, reason: &str, retry: bool) {
         self.counters.joins_refused += 1;
         self.send(
             conn,
             OutMsg::Closed(pb::Closed {
                 reason: reason.into(),
+                retry,
             }),
         );
         self.out.push(Output::Close(conn, reason.into()));
@@ -518,10 +528,10 @@ impl<H: Clone> Sfu<H> {
         if self.joins_by_source.take(&source, now_ms).is_err()
             || self.joins_by_meeting.take(&j.meeting_id, now_ms).is_err()
         {
-            return self.refuse_join(conn, "too many join attempts; retry later");
+            return self.decline_join(conn, "too many join attempts; retry later");
         }
         let Some(key) = &self.join_key else {
-            return self.refuse_join(conn, "node is not registered with the control plane yet");
+            return self.decline_join(conn, "node is not registered with the control plane yet");
         };
         let claims = match verify_token(
             key,
@@ -545,7 +555,7 @@ impl<H: Clone> Sfu<H> {
         let pid = claims.participant_id;
         let meeting = claims.meeting_id;
         if self.shutting_down && !self.rooms.contains_key(&meeting) {
-            return self.refuse_join(
+            return self.decline_join(
                 conn,
                 "node is shutting down; join again to be placed elsewhere",
             );
@@ -959,6 +969,7 @@ impl<H: Clone> Sfu<H> {
                     conn,
                     OutMsg::Closed(pb::Closed {
                         reason: "left".into(),
+                        retry: false,
                     }),
                 );
                 self.out.push(Output::Close(conn, "left".into()));
