@@ -97,7 +97,7 @@ struct Stack {
     _dir: tempfile::TempDir,
     _replica: ReplicaHandle,
     node: MediaNodeHandle,
-    cp: Client,
+    cp: Arc<Client>,
     endpoint: String,
 }
 
@@ -131,7 +131,10 @@ async fn stack() -> anyhow::Result<Stack> {
         l,
     )
     .await?;
-    let cp = Client::new(std::slice::from_ref(&addr), ClientConfig::default())?;
+    let cp = Arc::new(Client::new(
+        std::slice::from_ref(&addr),
+        ClientConfig::default(),
+    )?);
     cp.create_institution(pb::CreateInstitutionRequest {
         name: "bench".into(),
         residency: "eu".into(),
@@ -229,15 +232,6 @@ async fn join_latency(runs: u32) -> anyhow::Result<serde_json::Value> {
     }))
 }
 
-/// MTU discovery raises the datagram limit past quinn's 1,200-byte start
-/// within a few round trips; loopback takes 1,200-byte datagrams after it.
-async fn wait_for_mtu(conn: &quinn::Connection, len: usize) {
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while conn.max_datagram_size().unwrap_or(0) < len && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 /// quinn's own rate: one connection, one side floods datagrams, the other counts.
 async fn quinn_point_to_point(seconds: u64, len: usize) -> anyhow::Result<f64> {
     let id = tls::node_identity()?;
@@ -265,7 +259,7 @@ async fn quinn_point_to_point(seconds: u64, len: usize) -> anyhow::Result<f64> {
     });
     let (_ep, conn, _send, _recv) =
         fjord_media_node::client::connect(addr, &id.certificate).await?;
-    wait_for_mtu(&conn, len).await;
+    fjord_media_node::client::wait_for_datagram_size(&conn, len).await;
     let payload = bytes::Bytes::from(vec![0xab; len]);
     let deadline = Instant::now() + Duration::from_secs(seconds);
     while Instant::now() < deadline {
@@ -371,27 +365,16 @@ async fn point_to_point_latency(
     });
     let (_ep, conn, _send, _recv) =
         fjord_media_node::client::connect(addr, &id.certificate).await?;
-    wait_for_mtu(&conn, len).await;
-    let profile = StreamProfile {
-        frames_per_second: pps,
-        frame_bytes: len - fjord_media_node::wire::HEADER_LEN,
-        keyframe_every: 0,
-        keyframe_scale: 1,
-    };
-    let mut sender = fjord_media_node::client::StreamSender::new(1, profile, len);
-    let mut tick = tokio::time::interval(Duration::from_millis(1));
-    let started = Instant::now();
-    let mut sent = 0u64;
-    while started.elapsed() < Duration::from_secs(seconds) {
-        tick.tick().await;
-        let due = (started.elapsed().as_secs_f64() * f64::from(pps)) as u64;
-        while sent < due {
-            for d in sender.next_frame() {
-                let _ = conn.send_datagram(d);
-            }
-            sent += 1;
-        }
-    }
+    let sending = ReceiveStats::new(Instant::now());
+    fjord_media_node::client::send_paced(
+        &conn,
+        &sending,
+        1,
+        len,
+        pps,
+        Duration::from_secs(seconds),
+    )
+    .await;
     counter.await?;
     Ok(stats.latency_histogram())
 }
@@ -581,10 +564,7 @@ async fn move_gap(runs: u32) -> anyhow::Result<serde_json::Value> {
     );
     c.capacity = 10_000;
     let second = node::start(c).await?;
-    let cp = Arc::new(Client::new(
-        std::slice::from_ref(&s.endpoint),
-        ClientConfig::default(),
-    )?);
+    let cp = s.cp.clone();
     let (id, passcode) = open_meeting(&cp, 4).await?;
     let sessions: Vec<Session> = (0..4)
         .map(|i| Session::start(cp.clone(), join_req(id, &passcode, &format!("p{i}")), i < 2))

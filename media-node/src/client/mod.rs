@@ -153,6 +153,57 @@ pub async fn request_token(
     }
 }
 
+/// MTU discovery lifts quinn's datagram limit past its 1,200-byte start
+/// within a few round trips; waits for room for `len` bytes (at most a
+/// second, then goes on regardless).
+pub async fn wait_for_datagram_size(conn: &quinn::Connection, len: usize) {
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while conn.max_datagram_size().unwrap_or(0) < len && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Sends `pps` single-datagram frames of `len` bytes per second on `track`
+/// over `conn` for `duration`, paced in 1 ms bursts (tokio's timer step);
+/// the payloads carry send times, so receivers measure latency. Returns how
+/// many went out; failed sends are counted in `stats`.
+pub async fn send_paced(
+    conn: &quinn::Connection,
+    stats: &ReceiveStats,
+    track: u32,
+    len: usize,
+    pps: u32,
+    duration: Duration,
+) -> u64 {
+    wait_for_datagram_size(conn, len).await;
+    let profile = StreamProfile {
+        frames_per_second: pps.max(1),
+        frame_bytes: len.saturating_sub(wire::HEADER_LEN),
+        keyframe_every: 0,
+        keyframe_scale: 1,
+    };
+    let mut s = StreamSender::new(track, profile, len);
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let started = Instant::now();
+    let mut sent = 0u64;
+    while started.elapsed() < duration {
+        tick.tick().await;
+        let due = (started.elapsed().as_secs_f64() * f64::from(pps)) as u64;
+        while sent < due {
+            for d in s.next_frame() {
+                if conn.send_datagram(d).is_err() {
+                    stats
+                        .send_errors
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+            sent += 1;
+        }
+    }
+    sent
+}
+
 /// Opens a QUIC connection and the control stream to a node, trusting only
 /// `certificate`. Used by participants, and by tests that speak raw bytes.
 pub async fn connect(
@@ -403,12 +454,7 @@ impl Participant {
             seq: 0,
             timestamp: 0,
         };
-        // MTU discovery lifts the limit past 1,200 bytes within a few round
-        // trips; start once it has (or after a second regardless).
-        let mtu_wait = Instant::now() + Duration::from_secs(1);
-        while self.conn.max_datagram_size().unwrap_or(0) < len && Instant::now() < mtu_wait {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        wait_for_datagram_size(&self.conn, len).await;
         let deadline = Instant::now() + duration;
         let mut sent = 0u64;
         while Instant::now() < deadline {
@@ -433,32 +479,7 @@ impl Participant {
     /// `track` for `duration`, paced in 1 ms bursts; the payloads carry send
     /// times, so receivers measure latency. Returns how many went out.
     pub async fn send_paced(&self, track: u32, len: usize, pps: u32, duration: Duration) -> u64 {
-        let profile = StreamProfile {
-            frames_per_second: pps.max(1),
-            frame_bytes: len.saturating_sub(wire::HEADER_LEN),
-            keyframe_every: 0,
-            keyframe_scale: 1,
-        };
-        let mut s = StreamSender::new(track, profile, len);
-        let mut tick = tokio::time::interval(Duration::from_millis(1));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-        let started = Instant::now();
-        let mut sent = 0u64;
-        while started.elapsed() < duration {
-            tick.tick().await;
-            let due = (started.elapsed().as_secs_f64() * f64::from(pps)) as u64;
-            while sent < due {
-                for d in s.next_frame() {
-                    if self.conn.send_datagram(d).is_err() {
-                        self.stats
-                            .send_errors
-                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    }
-                }
-                sent += 1;
-            }
-        }
-        sent
+        send_paced(&self.conn, &self.stats, track, len, pps, duration).await
     }
 
     /// Sends raw bytes as one datagram (for tests of malformed input).
