@@ -7,19 +7,12 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use fjord_benches::free_port;
 use fjord_control_plane::client::{Client, ClientConfig};
 use fjord_proto::v1 as pb;
 use serde_json::Value;
 
 const FJORD: &str = env!("CARGO_BIN_EXE_fjord");
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 struct Replica {
     id: u64,

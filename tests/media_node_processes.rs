@@ -3,12 +3,13 @@
 //! the node exits 0, and `kill -9` of a node carrying part of a cascaded
 //! meeting brings every affected participant back (M5).
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
+use std::path::Path;
+use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fjord_benches::Proc;
 
 use fjord_control_plane::client::{request_id, Client, ClientConfig};
 use fjord_media_node::client::session::Session;
@@ -17,23 +18,6 @@ use fjord_proto::v1 as pb;
 use tonic::Code;
 
 const FJORD: &str = env!("CARGO_BIN_EXE_fjord");
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drained_node_takes_no_new_meeting_and_sigterm_waits_for_running_meetings() {
@@ -95,11 +79,14 @@ async fn drained_node_takes_no_new_meeting_and_sigterm_waits_for_running_meeting
 
     // SIGTERM: the node keeps serving the running meeting ...
     // SAFETY: kill(2) on a child this test started and still owns.
-    assert_eq!(unsafe { libc::kill(node.0.id() as i32, libc::SIGTERM) }, 0);
+    assert_eq!(
+        unsafe { libc::kill(node.child().id() as i32, libc::SIGTERM) },
+        0
+    );
     let before = b.stats.snapshot().received;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(
-        node.0.try_wait().unwrap().is_none(),
+        node.child().try_wait().unwrap().is_none(),
         "exited with a meeting running"
     );
     assert!(
@@ -112,7 +99,7 @@ async fn drained_node_takes_no_new_meeting_and_sigterm_waits_for_running_meeting
     a.leave().await;
     let deadline = Instant::now() + Duration::from_secs(10);
     let status = loop {
-        if let Some(s) = node.0.try_wait().unwrap() {
+        if let Some(s) = node.child().try_wait().unwrap() {
             break s;
         }
         assert!(
@@ -124,48 +111,14 @@ async fn drained_node_takes_no_new_meeting_and_sigterm_waits_for_running_meeting
     assert!(status.success(), "exit status {status:?}");
 }
 
-/// Starts a control plane with a short node lease, and returns it with its
-/// address.
-fn control_plane(dir: &std::path::Path, heartbeat_ms: u32, lease_ms: u32) -> (Proc, String) {
-    let cp_addr = format!("127.0.0.1:{}", free_port());
-    let p = Proc(
-        Command::new(FJORD)
-            .args(["control-plane", "--id", "1", "--listen", &cp_addr])
-            .args(["--peers", &format!("1={cp_addr}")])
-            .arg("--data-dir")
-            .arg(dir.join("r1"))
-            .args(["--election-timeout-min-ms", "200"])
-            .args(["--election-timeout-max-ms", "400"])
-            .args(["--raft-heartbeat-interval-ms", "50"])
-            .args(["--node-heartbeat-interval-ms", &heartbeat_ms.to_string()])
-            .args(["--node-lease-ms", &lease_ms.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    (p, cp_addr)
+/// A control plane with the given node heartbeat and lease.
+fn control_plane(dir: &Path, heartbeat_ms: u64, lease_ms: u64) -> (Proc, String) {
+    fjord_benches::control_plane(Path::new(FJORD), dir, heartbeat_ms, lease_ms)
 }
 
-/// Starts a media node and waits until it is registered and serving.
+/// A nordic media node, once registered and serving.
 fn media_node(id: &str, cp_addr: &str, capacity: u32) -> Proc {
-    let addr = format!("127.0.0.1:{}", free_port());
-    let mut node = Proc(
-        Command::new(FJORD)
-            .args(["media-node", "--region", "nordic", "--id", id])
-            .args(["--listen", &addr, "--control-plane", cp_addr])
-            .args(["--capacity", &capacity.to_string()])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let mut line = String::new();
-    BufReader::new(node.0.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.contains("listening"), "{line:?}");
-    node
+    fjord_benches::media_node(Path::new(FJORD), id, "nordic", cp_addr, capacity)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -232,7 +185,7 @@ async fn kill_9_of_a_node_in_a_cascade_brings_every_affected_participant_back() 
 
     // kill -9 (SIGKILL) the node carrying the first share.
     let killed = Instant::now();
-    nodes.get_mut(&victim).unwrap().0.kill().unwrap();
+    nodes.get_mut(&victim).unwrap().kill9();
     let mut recovered = Vec::new();
     for (s, g) in affected.iter().zip(&generations) {
         let back = s

@@ -1,5 +1,6 @@
-//! Shared helpers for Fjord's benchmark programs: starting real clusters of
-//! `fjord control-plane` and `etcd` processes on loopback, and percentiles.
+//! Shared helpers for Fjord's benchmark programs and its real-process
+//! tests: starting `fjord control-plane`, `fjord media-node` and `etcd`
+//! processes on loopback, and percentiles.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -26,6 +27,11 @@ pub fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
 pub struct Proc(pub Option<Child>);
 
 impl Proc {
+    /// The running process (panics once it was killed here).
+    pub fn child(&mut self) -> &mut Child {
+        self.0.as_mut().expect("process already killed")
+    }
+
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.0.take() {
             let _ = c.kill();
