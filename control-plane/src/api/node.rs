@@ -166,17 +166,21 @@ async fn beat(
     };
     let mut answer = replica.local_state(|s| placement_for(s, &hb.node_id, &hb.rooms));
     answer.state = convert::node_state(state) as i32;
-    let now = now_ms();
-    answer.link_token = keys.signer().await?.sign(&pb::JoinClaims {
-        meeting_id: 0,
-        participant_id: 0,
-        role: pb::Role::Node as i32,
-        node_id: hb.node_id.clone(),
-        display_name: String::new(),
-        issued_at_ms: now,
-        expires_at_ms: now + JOIN_TOKEN_TTL_MS,
-        settings: None,
-    });
+    // Only a node with cascade peers dials links; the others need no token
+    // (and the control plane no signature per beat for them).
+    if !answer.peers.is_empty() {
+        let now = now_ms();
+        answer.link_token = keys.signer().await?.sign(&pb::JoinClaims {
+            meeting_id: 0,
+            participant_id: 0,
+            role: pb::Role::Node as i32,
+            node_id: hb.node_id.clone(),
+            display_name: String::new(),
+            issued_at_ms: now,
+            expires_at_ms: now + JOIN_TOKEN_TTL_MS,
+            settings: None,
+        });
+    }
     Ok(answer)
 }
 
