@@ -225,10 +225,6 @@ impl<H: Clone> Sfu<H> {
         }
     }
 
-    pub(super) fn room_opened(&mut self, _meeting: u64) {
-        self.open_links_for_assignments();
-    }
-
     /// The last local member left: peers stop sending this meeting here.
     pub(super) fn room_closed(&mut self, meeting: u64) {
         let mut closes = Vec::new();

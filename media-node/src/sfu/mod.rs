@@ -562,7 +562,8 @@ impl<H: Clone> Sfu<H> {
         }
         if let std::collections::hash_map::Entry::Vacant(e) = self.rooms.entry(meeting) {
             e.insert(Room::new(meeting, claims.settings.unwrap_or_default()));
-            self.room_opened(meeting);
+            // Peers carrying this meeting hear that it is open here.
+            self.open_links_for_assignments();
         }
         let room = self.rooms.get_mut(&meeting).expect("just ensured");
         if room.locked {
