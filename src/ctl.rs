@@ -1,8 +1,10 @@
 //! `fjord ctl`: the operator CLI. Every command is one gRPC call through
 //! the failover-aware client; `-o json` prints machine-readable output.
 //!
-//! Exit codes: 0 ok; 2 invalid arguments; 3 cluster unreachable; 4 not
-//! found; 5 refused (exists, no capacity, precondition); 1 anything else.
+//! Exit codes: 0 ok; 2 invalid arguments (and missing TLS files); 3 cluster
+//! unreachable; 4 not found; 5 refused (exists, no capacity, precondition);
+//! 6 permission denied (the certificate's role may not do this); 1 anything
+//! else.
 
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -34,6 +36,9 @@ pub struct CtlArgs {
     /// Give up after this many seconds without a reachable replica.
     #[arg(long, default_value_t = 20)]
     timeout_s: u64,
+    /// An operator or institution-admin certificate is needed for every command.
+    #[command(flatten)]
+    tls: crate::tls_args::TlsArgs,
     #[command(subcommand)]
     command: CtlCommand,
 }
@@ -184,12 +189,18 @@ impl From<Status> for Failure {
             Code::Unavailable | Code::DeadlineExceeded => 3,
             Code::NotFound => 4,
             Code::AlreadyExists | Code::ResourceExhausted | Code::FailedPrecondition => 5,
+            Code::PermissionDenied | Code::Unauthenticated => 6,
             _ => 1,
         };
-        Failure {
-            code,
-            message: format!("{:?}: {}", s.code(), s.message()),
+        // Transport failures (a refused certificate, an unreachable host)
+        // carry the reason in their sources, not in the message.
+        let mut message = format!("{:?}: {}", s.code(), s.message());
+        let mut source = std::error::Error::source(&s);
+        while let Some(e) = source {
+            message.push_str(&format!(": {e}"));
+            source = e.source();
         }
+        Failure { code, message }
     }
 }
 
@@ -384,8 +395,10 @@ fn parse_start(s: &str) -> Result<u64, Failure> {
 }
 
 async fn execute(args: CtlArgs) -> Result<(Value, String), Failure> {
-    let client = Client::new(
+    let tls = args.tls.files(true).map_err(|e| usage(e.to_string()))?;
+    let client = Client::from_files(
         &args.endpoints,
+        &tls,
         ClientConfig {
             retry_for: Duration::from_secs(args.timeout_s),
             ..ClientConfig::default()

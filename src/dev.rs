@@ -1,6 +1,8 @@
 //! `fjord dev`: the whole system on one machine, with sample data, for
 //! trying Fjord out. Three control-plane replicas (each with its own gRPC
-//! port and Raft log on disk) and two media nodes run in this process.
+//! ports and Raft log on disk) and two media nodes run in this process.
+//! It makes a dev CA and every certificate in its data dir, so it is secure
+//! like any other cluster: TLS on every channel, roles from certificates.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -11,6 +13,7 @@ use anyhow::Context;
 use clap::Args;
 use tonic::Code;
 
+use fjord_common::pki::LocalCa;
 use fjord_control_plane::client::{request_id, Client, ClientConfig};
 use fjord_control_plane::server::{self, ReplicaConfig};
 use fjord_media_node::node::{self as media_node, MediaNodeConfig};
@@ -18,7 +21,8 @@ use fjord_proto::v1 as pb;
 
 #[derive(Args)]
 pub struct DevArgs {
-    /// First gRPC port; replicas use this and the next two.
+    /// First gRPC port; replicas use this and the next two, and the peer
+    /// ports ten above them.
     #[arg(long, default_value_t = 7101)]
     base_port: u16,
     /// Where the replicas keep their logs (default: a fresh directory under the system temp dir).
@@ -41,6 +45,9 @@ const INSTITUTIONS: &[(&str, &str, Option<&str>, u32)] = &[
     ("cern", "eu", None, 1000),
 ];
 
+/// The operator whose certificate the printed commands use.
+const DEV_OPERATOR: &str = "dev-operator";
+
 /// Media nodes: QUIC on these UDP ports.
 const NODES: &[(&str, &str, &str, u32)] = &[
     ("nordic-1", "nordic", "127.0.0.1:7201", 500),
@@ -53,22 +60,34 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         .data_dir
         .clone()
         .unwrap_or_else(|| std::env::temp_dir().join(format!("fjord-dev-{}", std::process::id())));
-    let peers: BTreeMap<u64, String> = (1..=3u64)
+    let ca = LocalCa::open_or_init(&data_dir.join("pki")).context("dev CA")?;
+    let public: BTreeMap<u64, String> = (1..=3u64)
         .map(|i| (i, format!("127.0.0.1:{}", args.base_port + i as u16 - 1)))
         .collect();
+    let peers: BTreeMap<u64, String> = (1..=3u64)
+        .map(|i| {
+            (
+                i,
+                format!("127.0.0.1:{}", args.base_port + 10 + i as u16 - 1),
+            )
+        })
+        .collect();
     let mut handles = Vec::new();
-    for (id, addr) in &peers {
+    for (id, addr) in &public {
         let config = ReplicaConfig {
             id: *id,
             listen: addr.parse().context("replica address")?,
+            peer_listen: peers[id].parse().context("replica peer address")?,
             data_dir: data_dir.join(format!("replica-{id}")),
             peers: peers.clone(),
+            tls: ca.replica(*id)?,
             ..ReplicaConfig::default()
         };
         handles.push(server::start(config).await?);
     }
-    let endpoints: Vec<String> = peers.values().cloned().collect();
-    let client = Client::new(&endpoints, ClientConfig::default())?;
+    let endpoints: Vec<String> = public.values().cloned().collect();
+    let operator = ca.operator(DEV_OPERATOR)?;
+    let client = Client::from_files(&endpoints, &operator, ClientConfig::default())?;
 
     for (name, residency, home, max) in INSTITUTIONS {
         let req = pb::CreateInstitutionRequest {
@@ -92,6 +111,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
                 region,
                 address.parse().context("node address")?,
                 endpoints.clone(),
+                ca.node(id)?,
             );
             c.capacity = *capacity;
             nodes.push(media_node::start(c).await?);
@@ -122,7 +142,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
 
     let eps = endpoints.join(",");
     println!("Fjord dev cluster is up.");
-    println!("  control plane (gRPC): {eps}");
+    println!("  control plane (gRPC, TLS): {eps}");
     println!(
         "  metrics:              http://{}/metrics",
         args.metrics_listen
@@ -134,27 +154,51 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             "  media nodes (QUIC):   nordic-1 127.0.0.1:7201 (nordic), eu-1 127.0.0.1:7202 (eu)"
         );
     }
-    println!();
-    println!("Try:");
-    println!("  fjord ctl --endpoints {eps} cluster status");
-    println!("  fjord ctl --endpoints {eps} node list");
-    println!("  fjord ctl --endpoints {eps} meeting schedule --institution uio --participants 40");
-    println!("  fjord ctl --endpoints {eps} meeting explain 1");
     println!(
-        "  fjord ctl --endpoints {eps} meeting schedule --institution cern --participants 1000   # cascades over both nodes"
+        "  peer ports (mTLS):    {}",
+        peers.values().cloned().collect::<Vec<_>>().join(",")
     );
-    println!("  fjord ctl --endpoints {eps} meeting move ID [--from NODE]");
-    println!("  fjord ctl --endpoints {eps} node drain eu-1 --evacuate");
+    println!("  CA and certificates:  {}", ca.dir().display());
+    println!();
+    println!("In another shell, first (puts `fjord` on the PATH and selects the dev CA and operator certificate):");
+    let bin_dir = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.to_path_buf()));
+    if let Some(d) = bin_dir {
+        println!("  export PATH=\"{}:$PATH\"", d.display());
+    }
+    println!(
+        "  export FJORD_CA={} FJORD_CERT={} FJORD_KEY={} FJORD_ENDPOINTS={eps}",
+        operator.ca.display(),
+        operator
+            .cert
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
+        operator
+            .key
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
+    );
+    println!();
+    println!("Then try:");
+    println!("  fjord ctl cluster status");
+    println!("  fjord ctl node list");
+    println!("  fjord ctl meeting schedule --institution uio --participants 40");
+    println!("  fjord ctl meeting explain 1");
+    println!(
+        "  fjord ctl meeting schedule --institution cern --participants 1000   # cascades over both nodes"
+    );
+    println!("  fjord ctl meeting move ID [--from NODE]");
+    println!("  fjord ctl node drain eu-1 --evacuate");
     if let Some(m) = &sample {
         let id = m.meeting.as_ref().map(|m| m.id).unwrap_or_default();
         println!();
         println!("Sample meeting {id} (uio) is open. Join as host, then as participants:");
-        println!(
-            "  fjord join --endpoints {eps} --meeting {id} --host-key {}",
-            m.host_key
-        );
-        println!("  fjord join --endpoints {eps} --link '{}'", m.join_link);
-        println!("Or load it: fjord loadgen --endpoints {eps} --institution uio --meetings 2 --participants 5 --duration-s 10");
+        println!("  fjord join --meeting {id} --host-key {}", m.host_key);
+        println!("  fjord join --link '{}'", m.join_link);
+        println!("Or load it: fjord loadgen --institution uio --meetings 2 --participants 5 --duration-s 10");
     }
     println!("Stop with Ctrl-C.");
 

@@ -4,6 +4,8 @@
 mod ctl;
 mod dev;
 mod media;
+mod pki;
+mod tls_args;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -44,6 +46,8 @@ enum Command {
     Ctl(ctl::CtlArgs),
     /// Run a whole cluster on this machine: 3 control-plane replicas, media nodes and sample data.
     Dev(dev::DevArgs),
+    /// The cluster CA and certificates for replicas, nodes, operators and institution admins.
+    Pki(pki::PkiArgs),
     /// Run one media node (QUIC selective forwarding unit).
     MediaNode(media::MediaNodeArgs),
     /// Join a meeting as a participant: sends synthetic audio/video, prints what arrives.
@@ -57,16 +61,19 @@ struct ControlPlaneArgs {
     /// This replica's id (1, 2, 3, ...).
     #[arg(long)]
     id: u64,
-    /// Address for gRPC (clients, media nodes and other replicas).
+    /// Public gRPC address (TLS): operators, institution admins, media nodes, participants.
     #[arg(long, default_value = "127.0.0.1:7101")]
     listen: SocketAddr,
+    /// Peer gRPC address (mutual TLS, replica certificates only): Raft and forwarding.
+    #[arg(long, default_value = "127.0.0.1:7111")]
+    peer_listen: SocketAddr,
     /// Address other replicas reach this one at (default: --listen).
     #[arg(long)]
     advertise: Option<String>,
     /// Directory for the Raft log and snapshots.
     #[arg(long)]
     data_dir: PathBuf,
-    /// Initial voters: ID=HOST:PORT,... (must include this replica).
+    /// Initial voters and their peer addresses: ID=HOST:PORT,... (must include this replica).
     #[arg(long, value_delimiter = ',', value_parser = parse_peer)]
     peers: Vec<(u64, String)>,
     /// Start without initialising; wait for `fjord ctl cluster add-member`.
@@ -96,6 +103,8 @@ struct ControlPlaneArgs {
     /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9101).
     #[arg(long)]
     metrics_listen: Option<SocketAddr>,
+    #[command(flatten)]
+    tls: tls_args::TlsArgs,
 }
 
 fn parse_peer(s: &str) -> Result<(u64, String), String> {
@@ -109,10 +118,13 @@ fn parse_peer(s: &str) -> Result<(u64, String), String> {
 }
 
 impl ControlPlaneArgs {
-    fn config(&self) -> ReplicaConfig {
-        ReplicaConfig {
+    fn config(&self) -> Result<ReplicaConfig, tls_args::TlsArgsError> {
+        Ok(ReplicaConfig {
             id: self.id,
             listen: self.listen,
+            peer_listen: self.peer_listen,
+            tls: self.tls.files(true)?,
+            handshake: Default::default(),
             advertise: self.advertise.clone(),
             data_dir: self.data_dir.clone(),
             peers: self.peers.iter().cloned().collect::<BTreeMap<_, _>>(),
@@ -126,7 +138,7 @@ impl ControlPlaneArgs {
             placement: self.placement,
             request_timeout_ms: ReplicaConfig::default().request_timeout_ms,
             join_limits: Default::default(),
-        }
+        })
     }
 }
 
@@ -155,9 +167,22 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Ctl(args) => runtime.block_on(ctl::run(args)),
+        Command::Pki(args) => match pki::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            }
+        },
         Command::ControlPlane(args) => {
             init_logging(cli.log_format);
-            let config = args.config();
+            let config = match args.config() {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("error: invalid configuration: {e}");
+                    return ExitCode::from(2);
+                }
+            };
             if let Err(e) = config.validate() {
                 eprintln!("error: invalid configuration: {e}");
                 return ExitCode::from(2);
@@ -176,11 +201,18 @@ fn main() -> ExitCode {
         }
         Command::MediaNode(args) => {
             init_logging(cli.log_format);
-            if let Err(e) = args.config().validate() {
+            let config = match args.config() {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("error: invalid configuration: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            if let Err(e) = config.validate() {
                 eprintln!("error: invalid configuration: {e}");
                 return ExitCode::from(2);
             }
-            exit(runtime.block_on(media::run_node(args)))
+            exit(runtime.block_on(media::run_node(args, config)))
         }
         Command::Join(args) => {
             init_logging(cli.log_format);

@@ -13,6 +13,8 @@ use fjord_media_node::client::session::Session;
 use fjord_media_node::client::{loadgen, ClientError, JoinRequest};
 use fjord_media_node::node::{self, MediaNodeConfig};
 
+use crate::tls_args::TlsArgs;
+
 #[derive(Args)]
 pub struct MediaNodeArgs {
     /// Region this node serves (e.g. nordic, eu).
@@ -24,7 +26,7 @@ pub struct MediaNodeArgs {
     /// Control-plane replicas, comma-separated HOST:PORT.
     #[arg(long, value_delimiter = ',', required = true)]
     control_plane: Vec<String>,
-    /// Node id (default: REGION-PORT).
+    /// Node id (default: the one in the node certificate).
     #[arg(long)]
     id: Option<String>,
     /// Address participants are told to use (default: --listen).
@@ -39,30 +41,42 @@ pub struct MediaNodeArgs {
     /// Serve Prometheus metrics on this address.
     #[arg(long)]
     metrics_listen: Option<SocketAddr>,
+    #[command(flatten)]
+    tls: TlsArgs,
 }
 
 impl MediaNodeArgs {
-    pub fn config(&self) -> MediaNodeConfig {
-        let id = self
-            .id
-            .clone()
-            .unwrap_or_else(|| format!("{}-{}", self.region, self.listen.port()));
-        let mut c =
-            MediaNodeConfig::new(&id, &self.region, self.listen, self.control_plane.clone());
+    pub fn config(&self) -> anyhow::Result<MediaNodeConfig> {
+        let tls = self.tls.files(true)?;
+        let id = match (&self.id, tls.identity()?) {
+            (Some(id), _) => id.clone(),
+            (None, Some(fjord_common::Identity::Node { id })) => id,
+            (None, other) => anyhow::bail!(
+                "the certificate is not a node certificate ({}); issue one with `fjord pki issue node --id ID`",
+                other.map_or("none".into(), |i| i.to_string())
+            ),
+        };
+        let mut c = MediaNodeConfig::new(
+            &id,
+            &self.region,
+            self.listen,
+            self.control_plane.clone(),
+            tls,
+        );
         c.advertise = self.advertise.clone();
         c.capacity = self.capacity;
         c.drain_timeout = self.drain_timeout;
-        c
+        Ok(c)
     }
 }
 
 /// Runs a media node until SIGTERM/Ctrl-C, then drains: no new meetings,
 /// running ones finish, then exit 0.
-pub async fn run_node(args: MediaNodeArgs) -> anyhow::Result<()> {
+pub async fn run_node(args: MediaNodeArgs, config: MediaNodeConfig) -> anyhow::Result<()> {
     if let Some(addr) = args.metrics_listen {
         super::install_metrics(addr)?;
     }
-    let handle = node::start(args.config()).await?;
+    let handle = node::start(config).await?;
     println!("media node listening on {}", handle.local_addr());
     super::shutdown_signal().await;
     tracing::info!("signal received: draining, waiting for meetings to finish");
@@ -74,7 +88,7 @@ pub async fn run_node(args: MediaNodeArgs) -> anyhow::Result<()> {
 #[derive(Args)]
 pub struct JoinArgs {
     /// Control-plane replicas, comma-separated HOST:PORT.
-    #[arg(long, value_delimiter = ',', required = true)]
+    #[arg(long, value_delimiter = ',', required = true, env = "FJORD_ENDPOINTS")]
     endpoints: Vec<String>,
     /// Meeting id (or give --link).
     #[arg(long, required_unless_present = "link")]
@@ -100,6 +114,8 @@ pub struct JoinArgs {
     /// Print the final statistics as JSON.
     #[arg(short = 'o', long, value_parser = ["text", "json"], default_value = "text")]
     output: String,
+    #[command(flatten)]
+    tls: TlsArgs,
 }
 
 pub async fn run_join(args: JoinArgs) -> anyhow::Result<()> {
@@ -121,7 +137,14 @@ pub async fn run_join(args: JoinArgs) -> anyhow::Result<()> {
         req.pin = p.clone();
     }
     req.display_name = args.name.clone();
-    let cp = Arc::new(Client::new(&args.endpoints, ClientConfig::default())?);
+    // Participants need no certificate: the CA is enough to verify the
+    // control plane, which then names the node's certificate.
+    let tls = args.tls.files(false)?;
+    let cp = Arc::new(Client::from_files(
+        &args.endpoints,
+        &tls,
+        ClientConfig::default(),
+    )?);
     // The session re-joins by itself when its node dies or the meeting moves.
     let session = Session::start(cp, req.clone(), true);
     let until = args
@@ -165,7 +188,7 @@ pub async fn run_join(args: JoinArgs) -> anyhow::Result<()> {
 #[derive(Args)]
 pub struct LoadgenArgs {
     /// Control-plane replicas, comma-separated HOST:PORT.
-    #[arg(long, value_delimiter = ',', required = true)]
+    #[arg(long, value_delimiter = ',', required = true, env = "FJORD_ENDPOINTS")]
     endpoints: Vec<String>,
     /// Institution the meetings are scheduled for.
     #[arg(long)]
@@ -179,6 +202,9 @@ pub struct LoadgenArgs {
     duration_s: u64,
     #[arg(short = 'o', long, value_parser = ["text", "json"], default_value = "text")]
     output: String,
+    /// Scheduling needs an operator or the institution's admin certificate.
+    #[command(flatten)]
+    tls: TlsArgs,
 }
 
 pub async fn run_loadgen(args: LoadgenArgs) -> anyhow::Result<()> {
@@ -189,7 +215,8 @@ pub async fn run_loadgen(args: LoadgenArgs) -> anyhow::Result<()> {
         duration: Duration::from_secs(args.duration_s),
     };
     config.validate().map_err(|e| anyhow::anyhow!(e))?;
-    let cp = Client::new(&args.endpoints, ClientConfig::default())?;
+    let tls = args.tls.files(true)?;
+    let cp = Client::from_files(&args.endpoints, &tls, ClientConfig::default())?;
     let r = loadgen::run(&cp, &config, |line| eprintln!("{line}")).await?;
     if args.output == "json" {
         println!("{}", serde_json::to_string_pretty(&r)?);

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use fjord_benches::free_port;
+use fjord_benches::{free_port, local_ca, operator, with_tls};
 use fjord_control_plane::client::{Client, ClientConfig};
 use fjord_proto::v1 as pb;
 use serde_json::Value;
@@ -17,6 +17,7 @@ const FJORD: &str = env!("CARGO_BIN_EXE_fjord");
 struct Replica {
     id: u64,
     addr: String,
+    peer: String,
     child: Option<Child>,
 }
 
@@ -29,19 +30,22 @@ impl Drop for Replica {
     }
 }
 
-fn spawn(id: u64, addr: &str, peers: &str, dir: &Path) -> Child {
-    Command::new(FJORD)
+fn spawn(r: &Replica, peers: &str, dir: &Path) -> Child {
+    let tls = local_ca(dir).replica(r.id).unwrap();
+    with_tls(&mut Command::new(FJORD), &tls)
         .args([
             "control-plane",
             "--id",
-            &id.to_string(),
+            &r.id.to_string(),
             "--listen",
-            addr,
+            &r.addr,
+            "--peer-listen",
+            &r.peer,
             "--peers",
             peers,
         ])
         .arg("--data-dir")
-        .arg(dir.join(format!("r{id}")))
+        .arg(dir.join(format!("r{}", r.id)))
         .args([
             "--election-timeout-min-ms",
             "300",
@@ -61,8 +65,9 @@ fn spawn(id: u64, addr: &str, peers: &str, dir: &Path) -> Child {
         .expect("spawn fjord control-plane")
 }
 
-fn ctl(endpoints: &str, args: &[&str]) -> Result<Value, String> {
-    let out = Command::new(FJORD)
+/// `fjord ctl` as the operator, TLS files from the environment.
+fn ctl(dir: &Path, endpoints: &str, args: &[&str]) -> Result<Value, String> {
+    let out = with_tls(&mut Command::new(FJORD), &operator(&local_ca(dir)))
         .args([
             "ctl",
             "--endpoints",
@@ -97,12 +102,13 @@ fn kill_the_leader_keep_scheduling_restart_and_catch_up() {
         .map(|id| Replica {
             id,
             addr: format!("127.0.0.1:{}", free_port()),
+            peer: format!("127.0.0.1:{}", free_port()),
             child: None,
         })
         .collect();
     let peers = replicas
         .iter()
-        .map(|r| format!("{}={}", r.id, r.addr))
+        .map(|r| format!("{}={}", r.id, r.peer))
         .collect::<Vec<_>>()
         .join(",");
     let endpoints = replicas
@@ -111,11 +117,11 @@ fn kill_the_leader_keep_scheduling_restart_and_catch_up() {
         .collect::<Vec<_>>()
         .join(",");
     for r in &mut replicas {
-        r.child = Some(spawn(r.id, &r.addr, &peers, dir.path()));
+        r.child = Some(spawn(r, &peers, dir.path()));
     }
     let mut leader = 0;
     wait_for("a leader", Duration::from_secs(15), || {
-        leader = ctl(&endpoints, &["cluster", "status"])
+        leader = ctl(dir.path(), &endpoints, &["cluster", "status"])
             .ok()
             .and_then(|s| s["leader_id"].as_u64())
             .unwrap_or(0);
@@ -123,6 +129,7 @@ fn kill_the_leader_keep_scheduling_restart_and_catch_up() {
     });
 
     ctl(
+        dir.path(),
         &endpoints,
         &[
             "institution",
@@ -136,6 +143,7 @@ fn kill_the_leader_keep_scheduling_restart_and_catch_up() {
     )
     .unwrap();
     ctl(
+        dir.path(),
         &endpoints,
         &[
             "institution",
@@ -152,12 +160,14 @@ fn kill_the_leader_keep_scheduling_restart_and_catch_up() {
     // Register nodes through the node API, as media nodes do.
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let client = Client::new(
-            &endpoints.split(',').map(String::from).collect::<Vec<_>>(),
-            ClientConfig::default(),
-        )
-        .unwrap();
         for (id, region) in [("no-1", "nordic"), ("no-2", "nordic"), ("eu-1", "eu")] {
+            // Each node registers with its own certificate.
+            let client = Client::from_files(
+                &endpoints.split(',').map(String::from).collect::<Vec<_>>(),
+                &local_ca(dir.path()).node(id).unwrap(),
+                ClientConfig::default(),
+            )
+            .unwrap();
             client
                 .call(|ch| async move {
                     pb::node_service_client::NodeServiceClient::new(ch)
@@ -178,6 +188,7 @@ fn kill_the_leader_keep_scheduling_restart_and_catch_up() {
     let mut ids = Vec::new();
     let schedule = |ids: &mut Vec<u64>, inst: &str| {
         let r = ctl(
+            dir.path(),
             &endpoints,
             &[
                 "meeting",
@@ -212,12 +223,12 @@ fn kill_the_leader_keep_scheduling_restart_and_catch_up() {
     for i in 0..15 {
         schedule(&mut ids, if i % 2 == 0 { "uio" } else { "cern" });
     }
-    let new_leader = ctl(&endpoints, &["cluster", "status"]).unwrap()["leader_id"]
+    let new_leader = ctl(dir.path(), &endpoints, &["cluster", "status"]).unwrap()["leader_id"]
         .as_u64()
         .unwrap();
     assert_ne!(new_leader, leader);
 
-    let all = ctl(&endpoints, &["meeting", "list", "--all"]).unwrap();
+    let all = ctl(dir.path(), &endpoints, &["meeting", "list", "--all"]).unwrap();
     let listed: Vec<u64> = all
         .as_array()
         .unwrap()
@@ -230,17 +241,17 @@ fn kill_the_leader_keep_scheduling_restart_and_catch_up() {
     }
 
     // Restart the old leader on the same data dir; it catches up.
-    let target = ctl(&endpoints, &["cluster", "status"]).unwrap()["last_applied_index"]
+    let target = ctl(dir.path(), &endpoints, &["cluster", "status"]).unwrap()["last_applied_index"]
         .as_u64()
         .unwrap();
     let victim = replicas.iter_mut().find(|r| r.id == leader).unwrap();
-    victim.child = Some(spawn(leader, &victim_addr, &peers, dir.path()));
+    victim.child = Some(spawn(victim, &peers, dir.path()));
     wait_for(
         "the restarted replica to catch up",
         Duration::from_secs(20),
         || {
             // Status is answered by the replica itself, from its own state.
-            ctl(&victim_addr, &["cluster", "status"])
+            ctl(dir.path(), &victim_addr, &["cluster", "status"])
                 .ok()
                 .is_some_and(|s| {
                     s["replica_id"].as_u64() == Some(leader)
@@ -248,7 +259,7 @@ fn kill_the_leader_keep_scheduling_restart_and_catch_up() {
                 })
         },
     );
-    let s = ctl(&victim_addr, &["cluster", "status"]).unwrap();
+    let s = ctl(dir.path(), &victim_addr, &["cluster", "status"]).unwrap();
     assert!(
         s["snapshot_index"].as_u64().unwrap() > 0,
         "log was compacted into a snapshot: {s}"
@@ -264,6 +275,7 @@ fn kill_the_leader_keep_scheduling_restart_and_catch_up() {
     c.wait().unwrap();
     schedule(&mut ids, "cern");
     let m = ctl(
+        dir.path(),
         &victim_addr,
         &["meeting", "get", &ids.last().unwrap().to_string()],
     )

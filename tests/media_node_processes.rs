@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fjord_benches::Proc;
+use fjord_benches::{local_ca, operator, with_tls, Proc};
 
 use fjord_control_plane::client::{request_id, Client, ClientConfig};
 use fjord_media_node::client::session::Session;
@@ -23,7 +23,7 @@ const FJORD: &str = env!("CARGO_BIN_EXE_fjord");
 async fn drained_node_takes_no_new_meeting_and_sigterm_waits_for_running_meetings() {
     let dir = tempfile::tempdir().unwrap();
     let (_cp, cp_addr) = control_plane(dir.path(), 200, 3000);
-    let cp = Client::new(std::slice::from_ref(&cp_addr), ClientConfig::default()).unwrap();
+    let cp = operator_client(dir.path(), &cp_addr);
     cp.create_institution(pb::CreateInstitutionRequest {
         name: "uni".into(),
         residency: "nordic".into(),
@@ -34,7 +34,7 @@ async fn drained_node_takes_no_new_meeting_and_sigterm_waits_for_running_meeting
     .unwrap();
 
     // Returns once the node is registered and serving.
-    let mut node = media_node("n1", &cp_addr, 500);
+    let mut node = media_node(dir.path(), "n1", &cp_addr, 500);
 
     let schedule = || async {
         cp.schedule_meeting(pb::ScheduleMeetingRequest {
@@ -65,7 +65,7 @@ async fn drained_node_takes_no_new_meeting_and_sigterm_waits_for_running_meeting
     let sending = a.send_stream(video, StreamProfile::video());
 
     // Drain through the CLI: no new meeting goes to n1 (the only node).
-    let out = Command::new(FJORD)
+    let out = with_tls(&mut Command::new(FJORD), &operator(&local_ca(dir.path())))
         .args(["ctl", "--endpoints", &cp_addr, "node", "drain", "n1"])
         .output()
         .unwrap();
@@ -117,16 +117,32 @@ fn control_plane(dir: &Path, heartbeat_ms: u64, lease_ms: u64) -> (Proc, String)
 }
 
 /// A nordic media node, once registered and serving.
-fn media_node(id: &str, cp_addr: &str, capacity: u32) -> Proc {
-    fjord_benches::media_node(Path::new(FJORD), id, "nordic", cp_addr, capacity)
+fn media_node(dir: &Path, id: &str, cp_addr: &str, capacity: u32) -> Proc {
+    fjord_benches::media_node(
+        Path::new(FJORD),
+        &local_ca(dir),
+        id,
+        "nordic",
+        cp_addr,
+        capacity,
+    )
+}
+
+/// The operator's client, as `fjord ctl` would have.
+fn operator_client(dir: &Path, cp_addr: &str) -> Client {
+    Client::from_files(
+        std::slice::from_ref(&cp_addr.to_string()),
+        &operator(&local_ca(dir)),
+        ClientConfig::default(),
+    )
+    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_of_a_node_in_a_cascade_brings_every_affected_participant_back() {
     let dir = tempfile::tempdir().unwrap();
     let (_cp, cp_addr) = control_plane(dir.path(), 250, 1000);
-    let cp =
-        Arc::new(Client::new(std::slice::from_ref(&cp_addr), ClientConfig::default()).unwrap());
+    let cp = Arc::new(operator_client(dir.path(), &cp_addr));
     cp.create_institution(pb::CreateInstitutionRequest {
         name: "uni".into(),
         residency: "nordic".into(),
@@ -139,7 +155,7 @@ async fn kill_9_of_a_node_in_a_cascade_brings_every_affected_participant_back() 
     // is the spare the lost share moves to.
     let mut nodes: std::collections::BTreeMap<String, Proc> = ["n1", "n2", "n3"]
         .iter()
-        .map(|id| (id.to_string(), media_node(id, &cp_addr, 3)))
+        .map(|id| (id.to_string(), media_node(dir.path(), id, &cp_addr, 3)))
         .collect();
     let m = cp
         .schedule_meeting(pb::ScheduleMeetingRequest {
@@ -236,9 +252,9 @@ async fn kill_9_of_a_node_in_a_cascade_brings_every_affected_participant_back() 
     // `node drain --evacuate` moves the share of the node the first
     // participant is on to it; those participants switch over without
     // losing their connection or leaving.
-    nodes.insert("n4".into(), media_node("n4", &cp_addr, 3));
+    nodes.insert("n4".into(), media_node(dir.path(), "n4", &cp_addr, 3));
     let drained = sessions[0].node();
-    let out = Command::new(FJORD)
+    let out = with_tls(&mut Command::new(FJORD), &operator(&local_ca(dir.path())))
         .args([
             "ctl",
             "--endpoints",

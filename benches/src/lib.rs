@@ -6,6 +6,30 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use fjord_common::pki::LocalCa;
+use fjord_common::TlsFiles;
+
+/// The CA every process of a benchmark or test run trusts, made in
+/// `dir/pki` on first use.
+pub fn local_ca(dir: &Path) -> LocalCa {
+    LocalCa::open_or_init(&dir.join("pki")).expect("creating the test CA")
+}
+
+/// Points a `fjord` command at `files` through `FJORD_CA`, `FJORD_CERT`
+/// and `FJORD_KEY`, as an operator's shell would.
+pub fn with_tls<'a>(cmd: &'a mut Command, files: &TlsFiles) -> &'a mut Command {
+    cmd.env("FJORD_CA", &files.ca);
+    match (&files.cert, &files.key) {
+        (Some(c), Some(k)) => cmd.env("FJORD_CERT", c).env("FJORD_KEY", k),
+        _ => cmd.env_remove("FJORD_CERT").env_remove("FJORD_KEY"),
+    }
+}
+
+/// The operator certificate tests and benchmarks administer with.
+pub fn operator(ca: &LocalCa) -> TlsFiles {
+    ca.operator("bench-operator").expect("operator certificate")
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .expect("bind")
@@ -49,7 +73,11 @@ impl Drop for Proc {
 pub struct FjordCluster {
     pub bin: PathBuf,
     pub dir: PathBuf,
+    pub ca: LocalCa,
+    /// Public ports.
     pub addrs: Vec<String>,
+    /// Peer ports.
+    pub peer_addrs: Vec<String>,
     pub peers: String,
     pub procs: Vec<Proc>,
 }
@@ -59,7 +87,10 @@ impl FjordCluster {
         let addrs: Vec<String> = (0..3)
             .map(|_| format!("127.0.0.1:{}", free_port()))
             .collect();
-        let peers = addrs
+        let peer_addrs: Vec<String> = (0..3)
+            .map(|_| format!("127.0.0.1:{}", free_port()))
+            .collect();
+        let peers = peer_addrs
             .iter()
             .enumerate()
             .map(|(i, a)| format!("{}={a}", i + 1))
@@ -68,7 +99,9 @@ impl FjordCluster {
         let mut c = FjordCluster {
             bin: bin.into(),
             dir: dir.into(),
+            ca: local_ca(dir),
             addrs,
+            peer_addrs,
             peers,
             procs: Vec::new(),
         };
@@ -80,14 +113,17 @@ impl FjordCluster {
     }
 
     pub fn spawn(&self, id: usize) -> Proc {
+        let tls = self.ca.replica(id as u64).expect("replica certificate");
         Proc(Some(
-            Command::new(&self.bin)
+            with_tls(&mut Command::new(&self.bin), &tls)
                 .args([
                     "control-plane",
                     "--id",
                     &id.to_string(),
                     "--listen",
                     &self.addrs[id - 1],
+                    "--peer-listen",
+                    &self.peer_addrs[id - 1],
                 ])
                 .args(["--peers", &self.peers, "--node-lease-ms", "600000"])
                 .arg("--data-dir")
@@ -159,13 +195,16 @@ impl EtcdCluster {
 }
 
 /// One `fjord control-plane` replica on loopback with the given node
-/// heartbeat interval and lease; returns it and its address.
+/// heartbeat interval and lease, trusting [`local_ca`]`(dir)`; returns it
+/// and its public address.
 pub fn control_plane(bin: &Path, dir: &Path, heartbeat_ms: u64, lease_ms: u64) -> (Proc, String) {
     let addr = format!("127.0.0.1:{}", free_port());
+    let peer = format!("127.0.0.1:{}", free_port());
+    let tls = local_ca(dir).replica(1).expect("replica certificate");
     let p = Proc(Some(
-        Command::new(bin)
+        with_tls(&mut Command::new(bin), &tls)
             .args(["control-plane", "--id", "1", "--listen", &addr])
-            .args(["--peers", &format!("1={addr}")])
+            .args(["--peer-listen", &peer, "--peers", &format!("1={peer}")])
             .args(["--election-timeout-min-ms", "200"])
             .args(["--election-timeout-max-ms", "400"])
             .args(["--raft-heartbeat-interval-ms", "50"])
@@ -181,11 +220,20 @@ pub fn control_plane(bin: &Path, dir: &Path, heartbeat_ms: u64, lease_ms: u64) -
     (p, addr)
 }
 
-/// A `fjord media-node` process, returned once it is registered and serving.
-pub fn media_node(bin: &Path, id: &str, region: &str, cp_addr: &str, capacity: u32) -> Proc {
+/// A `fjord media-node` process with its node certificate from `ca`,
+/// returned once it is registered and serving.
+pub fn media_node(
+    bin: &Path,
+    ca: &LocalCa,
+    id: &str,
+    region: &str,
+    cp_addr: &str,
+    capacity: u32,
+) -> Proc {
     use std::io::{BufRead, BufReader};
     let addr = format!("127.0.0.1:{}", free_port());
-    let mut child = Command::new(bin)
+    let tls = ca.node(id).expect("node certificate");
+    let mut child = with_tls(&mut Command::new(bin), &tls)
         .args(["media-node", "--region", region, "--id", id])
         .args(["--listen", &addr, "--control-plane", cp_addr])
         .args(["--capacity", &capacity.to_string()])

@@ -1,13 +1,19 @@
 //! A client for the control plane that tolerates replica loss: it talks to
 //! one endpoint at a time and moves to the next when a replica cannot be
 //! reached. Any replica serves any request (followers forward to the leader),
-//! so there is no leader tracking here.
+//! so there is no leader tracking here. Every channel is TLS: replicas are
+//! verified against the cluster CA and must present a replica certificate;
+//! the caller presents its own certificate when it has one.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use tonic::transport::{Channel, Endpoint};
+use std::sync::Arc;
+
+use fjord_common::grpc::{tls_channel, ChannelOptions};
+use fjord_common::{Role, TlsFiles};
+use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 #[derive(Debug, thiserror::Error)]
@@ -16,6 +22,8 @@ pub enum ClientError {
     NoEndpoints,
     #[error("bad endpoint {endpoint:?}: {reason}")]
     BadEndpoint { endpoint: String, reason: String },
+    #[error(transparent)]
+    Tls(#[from] fjord_common::TlsError),
 }
 
 #[derive(Clone, Debug)]
@@ -52,27 +60,39 @@ fn is_transport_failure(s: &Status) -> bool {
 }
 
 impl Client {
-    pub fn new(endpoints: &[String], config: ClientConfig) -> Result<Self, ClientError> {
+    /// A client with the trust anchors and (optional) certificate in `files`.
+    pub fn from_files(
+        endpoints: &[String],
+        files: &TlsFiles,
+        config: ClientConfig,
+    ) -> Result<Self, ClientError> {
+        let tls = fjord_common::tls::client_config(files)?;
+        Client::new(endpoints, tls, config)
+    }
+
+    pub fn new(
+        endpoints: &[String],
+        tls: Arc<rustls::ClientConfig>,
+        config: ClientConfig,
+    ) -> Result<Self, ClientError> {
         if endpoints.is_empty() {
             return Err(ClientError::NoEndpoints);
         }
+        let options = ChannelOptions {
+            connect_timeout: config.connect_timeout,
+            call_timeout: Some(config.call_timeout),
+            keep_alive: None,
+            server_role: Role::Replica,
+        };
         let channels = endpoints
             .iter()
             .map(|e| {
-                let uri = if e.contains("://") {
-                    e.clone()
-                } else {
-                    format!("http://{e}")
-                };
-                let ch = Endpoint::from_shared(uri)
-                    .map_err(|err| ClientError::BadEndpoint {
+                let ch = tls_channel(e, tls.clone(), options).map_err(|err| {
+                    ClientError::BadEndpoint {
                         endpoint: e.clone(),
                         reason: err.to_string(),
-                    })?
-                    .connect_timeout(config.connect_timeout)
-                    .timeout(config.call_timeout)
-                    .tcp_nodelay(true)
-                    .connect_lazy();
+                    }
+                })?;
                 Ok((e.clone(), ch))
             })
             .collect::<Result<Vec<_>, ClientError>>()?;

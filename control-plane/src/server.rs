@@ -10,14 +10,15 @@ use openraft::BasicNode;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
-use tokio_stream::StreamExt;
 
 use fjord_proto::v1::cluster_service_server::ClusterServiceServer;
 use fjord_proto::v1::institution_service_server::InstitutionServiceServer;
 use fjord_proto::v1::meeting_service_server::MeetingServiceServer;
 use fjord_proto::v1::node_service_server::NodeServiceServer;
 use fjord_proto::v1::raft_service_server::RaftServiceServer;
+
+use fjord_common::grpc::{tls_incoming, HandshakeLimits};
+use fjord_common::{ClientAuth, Identity, TlsFiles};
 
 use crate::api::{ClusterApi, InstitutionApi, JoinLimits, MeetingApi, NodeApi, SigningKeys};
 use crate::placement::Strategy;
@@ -27,12 +28,22 @@ use crate::state::{Command, NodeState};
 #[derive(Debug, Clone)]
 pub struct ReplicaConfig {
     pub id: NodeId,
+    /// The public port: clients, operators, media nodes (TLS, client
+    /// certificates optional and verified).
     pub listen: SocketAddr,
+    /// The peer port: Raft and forwarding between replicas (mutual TLS,
+    /// replica certificates only).
+    pub peer_listen: SocketAddr,
     /// Address other replicas use to reach this one; defaults to `listen`.
     pub advertise: Option<String>,
     pub data_dir: PathBuf,
-    /// The initial voters. Empty with `join`: wait to be added.
+    /// The initial voters and their peer-port addresses. Empty with `join`:
+    /// wait to be added.
     pub peers: BTreeMap<NodeId, String>,
+    /// CA, and this replica's certificate (`spiffe://fjord/replica/ID`).
+    pub tls: TlsFiles,
+    /// Bounds on TLS handshakes in progress, per port.
+    pub handshake: HandshakeLimits,
     /// Start without initialising a cluster; `cluster add-member` adds it.
     pub join: bool,
     pub raft_heartbeat_interval_ms: u64,
@@ -56,9 +67,12 @@ impl Default for ReplicaConfig {
         ReplicaConfig {
             id: 1,
             listen: SocketAddr::from(([127, 0, 0, 1], 7101)),
+            peer_listen: SocketAddr::from(([127, 0, 0, 1], 7201)),
             advertise: None,
             data_dir: PathBuf::from("fjord-data"),
             peers: BTreeMap::new(),
+            tls: TlsFiles::with_cert("ca.pem", "replica.pem", "replica.key"),
+            handshake: HandshakeLimits::default(),
             join: false,
             raft_heartbeat_interval_ms: 100,
             election_timeout_min_ms: 500,
@@ -87,6 +101,12 @@ pub enum ConfigError {
     Timing(&'static str),
     #[error("{0}")]
     JoinLimits(String),
+    #[error("TLS: {0}")]
+    Tls(#[from] fjord_common::TlsError),
+    #[error("the certificate says {found}, but this is replica {id}: issue one with `fjord pki issue replica --id {id}`")]
+    WrongIdentity { id: NodeId, found: String },
+    #[error("--listen and --peer-listen must differ (the peer port serves replicas only)")]
+    SamePorts,
 }
 
 impl ReplicaConfig {
@@ -135,6 +155,19 @@ impl ReplicaConfig {
         self.join_limits
             .validate()
             .map_err(ConfigError::JoinLimits)?;
+        if self.listen == self.peer_listen && self.listen.port() != 0 {
+            return Err(ConfigError::SamePorts);
+        }
+        self.tls.validate()?;
+        match self.tls.identity()? {
+            Some(Identity::Replica { id }) if id == self.id => {}
+            found => {
+                return Err(ConfigError::WrongIdentity {
+                    id: self.id,
+                    found: found.map_or("no certificate".into(), |i| i.to_string()),
+                })
+            }
+        }
         if self.request_timeout_ms < self.election_timeout_max_ms {
             return Err(ConfigError::Timing(
                 "request timeout must outlast an election",
@@ -179,8 +212,10 @@ pub enum StartError {
 pub struct ReplicaHandle {
     pub replica: Arc<Replica>,
     pub local_addr: SocketAddr,
+    pub peer_addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     server: JoinHandle<()>,
+    peer_server: JoinHandle<()>,
     lease_checker: JoinHandle<()>,
 }
 
@@ -194,6 +229,7 @@ impl ReplicaHandle {
         let _ = self.replica.raft.shutdown().await;
         // Open streams (node heartbeats) would hold a graceful stop forever.
         self.server.abort();
+        self.peer_server.abort();
     }
 
     /// Waits until the server task ends (it only ends on shutdown or error).
@@ -202,28 +238,43 @@ impl ReplicaHandle {
     }
 }
 
-/// Validates the config, binds, opens the store and starts the replica.
-pub async fn start(config: ReplicaConfig) -> Result<ReplicaHandle, StartError> {
-    config.validate()?;
-    let listener = TcpListener::bind(config.listen)
+async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
         .await
-        .map_err(|source| StartError::Bind {
-            addr: config.listen,
-            source,
-        })?;
-    start_with_listener(config, listener).await
+        .map_err(|source| StartError::Bind { addr, source })
 }
 
-/// As [`start`], on a listener the caller already bound (tests bind port 0).
-pub async fn start_with_listener(
+/// Validates the config, binds both ports, opens the store and starts the replica.
+pub async fn start(config: ReplicaConfig) -> Result<ReplicaHandle, StartError> {
+    config.validate()?;
+    let public = bind(config.listen).await?;
+    let peer = bind(config.peer_listen).await?;
+    start_with_listeners(config, public, peer).await
+}
+
+/// As [`start`], on listeners the caller already bound (tests bind port 0).
+pub async fn start_with_listeners(
     config: ReplicaConfig,
     listener: TcpListener,
+    peer_listener: TcpListener,
 ) -> Result<ReplicaHandle, StartError> {
     config.validate()?;
     let local_addr = listener.local_addr().map_err(|source| StartError::Bind {
         addr: config.listen,
         source,
     })?;
+    let peer_addr = peer_listener
+        .local_addr()
+        .map_err(|source| StartError::Bind {
+            addr: config.peer_listen,
+            source,
+        })?;
+    let (public_tls, _) = fjord_common::tls::server_config(&config.tls, ClientAuth::Optional)
+        .map_err(ConfigError::Tls)?;
+    let (peer_tls, _) = fjord_common::tls::server_config(&config.tls, ClientAuth::Required)
+        .map_err(ConfigError::Tls)?;
+    let peer_client_tls =
+        fjord_common::tls::client_config(&config.tls).map_err(ConfigError::Tls)?;
     let raft_config = Arc::new(
         config
             .raft_config()
@@ -232,7 +283,10 @@ pub async fn start_with_listener(
     );
     let (log_store, state_machine) = open_stores(&config.data_dir)?;
     let applied = state_machine.applied.clone();
-    let raft = openraft::Raft::new(config.id, raft_config, Network, log_store, state_machine)
+    let network = Network {
+        tls: peer_client_tls.clone(),
+    };
+    let raft = openraft::Raft::new(config.id, raft_config, network, log_store, state_machine)
         .await
         .map_err(|e| StartError::Raft(e.to_string()))?;
     let replica = Arc::new(Replica::new(
@@ -244,15 +298,24 @@ pub async fn start_with_listener(
             request_timeout: Duration::from_millis(config.request_timeout_ms),
             attempt_timeout: Duration::from_millis((config.election_timeout_max_ms * 3).max(1000)),
         },
+        peer_client_tls,
     ));
 
     let heartbeat = Duration::from_millis(config.node_heartbeat_interval_ms);
     let lease = Duration::from_millis(config.node_lease_ms);
     let keys = Arc::new(SigningKeys::new(replica.clone()));
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let router = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
-        .add_service(RaftServiceServer::new(RaftGrpc::new(replica.clone())))
+    let peer_router = limits(tonic::transport::Server::builder(), &config)
+        .add_service(RaftServiceServer::new(RaftGrpc::new(replica.clone())));
+    let peer_incoming = tls_incoming(peer_listener, peer_tls, "peer", config.handshake);
+    let peer_server = tokio::spawn(async move {
+        // Stopped by abort on shutdown, after Raft itself.
+        if let Err(e) = peer_router.serve_with_incoming(peer_incoming).await {
+            tracing::error!(error = %e, "peer gRPC server stopped");
+        }
+    });
+    // The public port never serves the peer service.
+    let router = limits(tonic::transport::Server::builder(), &config)
         .add_service(InstitutionServiceServer::new(InstitutionApi::new(
             replica.clone(),
         )))
@@ -271,14 +334,8 @@ pub async fn start_with_listener(
             (lease / 3 + heartbeat).as_millis() as u64 + 250,
         )))
         .add_service(ClusterServiceServer::new(ClusterApi::new(replica.clone())));
+    let incoming = tls_incoming(listener, public_tls, "public", config.handshake);
     let server = tokio::spawn(async move {
-        // The builder's tcp_nodelay only covers listeners it binds itself;
-        // without it here, Nagle + delayed ACKs add ~40 ms to every RPC.
-        let incoming = TcpListenerStream::new(listener).map(|conn| {
-            conn.inspect(|s| {
-                let _ = s.set_nodelay(true);
-            })
-        });
         if let Err(e) = router
             .serve_with_incoming_shutdown(incoming, async {
                 let _ = stop_rx.await;
@@ -307,17 +364,33 @@ pub async fn start_with_listener(
             tracing::warn!(error = %e, "initialise skipped");
         }
     }
-    tracing::info!(replica = config.id, addr = %local_addr, data_dir = %config.data_dir.display(), "control-plane replica started");
+    tracing::info!(replica = config.id, addr = %local_addr, peer_addr = %peer_addr, data_dir = %config.data_dir.display(), "control-plane replica started");
 
     let lease_checker = tokio::spawn(lease_loop(replica.clone(), lease));
     Ok(ReplicaHandle {
         replica,
         local_addr,
+        peer_addr,
         stop: Some(stop_tx),
         server,
+        peer_server,
         lease_checker,
     })
 }
+
+/// Explicit limits on every gRPC server: concurrent streams per connection,
+/// a deadline on every request, keep-alives that find dead clients. Message
+/// sizes stay at tonic's 4 MiB decode limit.
+fn limits(b: tonic::transport::Server, config: &ReplicaConfig) -> tonic::transport::Server {
+    b.tcp_nodelay(true)
+        .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
+        .timeout(Duration::from_millis(config.request_timeout_ms + 5_000))
+        .http2_keepalive_interval(Some(Duration::from_secs(10)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+}
+
+/// Streams one client connection may have open at once.
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 256;
 
 /// On the leader: declare down the nodes whose lease expired. A fresh leader
 /// waits one lease first, so nodes that were beating to the old leader's

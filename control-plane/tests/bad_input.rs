@@ -31,7 +31,7 @@ async fn every_api_refuses_bad_input_and_changes_nothing() {
     let cluster = Cluster::start(3, config).await;
     let client = cluster.client();
     create_institution(&client, "uio", "nordic", 100).await;
-    register_node(&client, "no-1", "nordic", 1000).await;
+    register_node(&cluster, "no-1", "nordic", 1000).await;
     let (_, ch) = client.channel_at(0);
     let visible = |c: &Cluster| {
         c.replicas[&1].replica.local_state(|s| {
@@ -116,7 +116,9 @@ async fn every_api_refuses_bad_input_and_changes_nothing() {
         "nope",
     );
 
-    let mut nodes = NodeServiceClient::new(ch.clone());
+    // Registrations come from the node's own certificate.
+    let (_, node_ch) = cluster.node_client("n").channel_at(0);
+    let mut nodes = NodeServiceClient::new(node_ch);
     let rn = |id: &str, region: &str, address: &str, capacity: u32| pb::RegisterNodeRequest {
         id: id.into(),
         region: region.into(),
@@ -125,9 +127,11 @@ async fn every_api_refuses_bad_input_and_changes_nothing() {
         ..Default::default()
     };
     assert_refused(
-        nodes.register_node(rn("", "eu", "127.0.0.1:1", 10)).await,
-        Code::InvalidArgument,
-        "id",
+        nodes
+            .register_node(rn("other", "eu", "127.0.0.1:1", 10))
+            .await,
+        Code::PermissionDenied,
+        "register_node",
     );
     assert_refused(
         nodes
@@ -158,6 +162,7 @@ async fn every_api_refuses_bad_input_and_changes_nothing() {
         Code::InvalidArgument,
         "capacity",
     );
+    let mut nodes = NodeServiceClient::new(ch.clone());
     assert_refused(
         nodes
             .drain_node(pb::DrainNodeRequest {

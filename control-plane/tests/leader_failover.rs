@@ -18,7 +18,7 @@ async fn leader_killed_mid_stream_loses_and_duplicates_nothing() {
     let mut cluster = Cluster::start(3, config).await;
     let client = cluster.client();
     create_institution(&client, "cern", "eu", 1000).await;
-    register_node(&client, "eu-1", "eu", 1_000_000).await;
+    register_node(&cluster, "eu-1", "eu", 1_000_000).await;
 
     let first_leader = cluster.leader().unwrap();
     let writer = {

@@ -66,7 +66,7 @@ async fn add_two_members_then_remove_one() {
         .find(|id| Some(**id) != cluster.leader())
         .unwrap();
     cluster.kill(victim).await;
-    register_node(&cluster.client(), "eu-1", "eu", 100).await;
+    register_node(&cluster, "eu-1", "eu", 100).await;
     assert!(schedule(&cluster.client(), "cern", 10, "after-changes")
         .await
         .is_ok());

@@ -24,7 +24,7 @@ async fn silent_node_is_marked_down_and_its_meetings_replaced_within_residency()
         ("eu-1", "eu", 1000),
     ] {
         let (tx, rx) = tokio::sync::watch::channel(false);
-        let c = cluster.client();
+        let c = cluster.node_client(id);
         let reg = NodeRegistration {
             id: id.into(),
             region: region.into(),

@@ -71,7 +71,7 @@ async fn a_meeting_two_and_a_half_times_a_node_spans_three_nodes_and_each_datagr
         10
     );
 
-    let cp = Arc::new(stack.client());
+    let cp = Arc::new(stack.participant_client());
     // Ten participants; shares fill in proportion to their size, least
     // filled first, so the first three land one on each node: they speak.
     let mut sessions = Vec::new();

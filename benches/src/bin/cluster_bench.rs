@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 use clap::{Parser, Subcommand};
 use serde_json::json;
 
-use fjord_benches::{percentile_ms, EtcdCluster, FjordCluster};
+use fjord_benches::{operator, percentile_ms, EtcdCluster, FjordCluster};
+use fjord_common::TlsFiles;
 use fjord_control_plane::client::{Client, ClientConfig};
 use fjord_proto::v1 as pb;
 
@@ -51,9 +52,11 @@ enum Mode {
     },
 }
 
-fn client(endpoints: &[String], retry_for: Duration) -> Client {
-    Client::new(
+/// A client with `files` (the bench operator unless said otherwise).
+fn client_as(endpoints: &[String], files: &TlsFiles, retry_for: Duration) -> Client {
+    Client::from_files(
         endpoints,
+        files,
         ClientConfig {
             retry_for,
             call_timeout: Duration::from_secs(2),
@@ -84,7 +87,11 @@ async fn schedule(c: &Client, key: String) -> Result<(), tonic::Status> {
     .map(|_| ())
 }
 
-async fn setup(c: &Client) {
+fn client(cluster: &FjordCluster, endpoints: &[String], retry_for: Duration) -> Client {
+    client_as(endpoints, &operator(&cluster.ca), retry_for)
+}
+
+async fn setup(cluster: &FjordCluster, c: &Client) {
     let inst = pb::CreateInstitutionRequest {
         name: "bench".into(),
         residency: "eu".into(),
@@ -108,16 +115,19 @@ async fn setup(c: &Client) {
         capacity: 1_000_000,
         ..Default::default()
     };
-    c.call(|ch| {
-        let r = node.clone();
-        async move {
-            pb::node_service_client::NodeServiceClient::new(ch)
-                .register_node(r)
-                .await
-        }
-    })
-    .await
-    .expect("register bench node");
+    // Registered with the node's own certificate, as a media node does.
+    let files = cluster.ca.node("bench-node").expect("node certificate");
+    client_as(&cluster.addrs, &files, Duration::from_secs(20))
+        .call(|ch| {
+            let r = node.clone();
+            async move {
+                pb::node_service_client::NodeServiceClient::new(ch)
+                    .register_node(r)
+                    .await
+            }
+        })
+        .await
+        .expect("register bench node");
 }
 
 /// Runs `op` from `clients` concurrent tasks for `seconds` (or `max_ops`).
@@ -193,9 +203,9 @@ async fn wait_ready(c: &Client) {
 async fn throughput(args: &Args, seconds: u64, max_ops: u64, no_etcd: bool) -> serde_json::Value {
     let dir = tempfile::tempdir().expect("tempdir");
     let cluster = FjordCluster::start(&args.fjord, dir.path());
-    let c = Arc::new(client(&cluster.addrs, Duration::from_secs(20)));
+    let c = Arc::new(client(&cluster, &cluster.addrs, Duration::from_secs(20)));
     wait_ready(&c).await;
-    setup(&c).await;
+    setup(&cluster, &c).await;
     let mut fjord = Vec::new();
     for clients in [1usize, 64] {
         let c = c.clone();
@@ -256,9 +266,9 @@ async fn throughput(args: &Args, seconds: u64, max_ops: u64, no_etcd: bool) -> s
 async fn failover(args: &Args, runs: usize) -> serde_json::Value {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut cluster = FjordCluster::start(&args.fjord, dir.path());
-    let c = client(&cluster.addrs, Duration::from_secs(30));
+    let c = client(&cluster, &cluster.addrs, Duration::from_secs(30));
     wait_ready(&c).await;
-    setup(&c).await;
+    setup(&cluster, &c).await;
     let mut times = Vec::new();
     for run in 0..runs {
         // Everyone caught up, then find the leader as the cluster sees it.
@@ -282,7 +292,7 @@ async fn failover(args: &Args, runs: usize) -> serde_json::Value {
             .filter(|(i, _)| i + 1 != leader)
             .map(|(_, a)| a.clone())
             .collect();
-        let sc = client(&survivors, Duration::from_secs(30));
+        let sc = client(&cluster, &survivors, Duration::from_secs(30));
         let killed = Instant::now();
         cluster.procs[leader - 1].kill9();
         schedule(&sc, format!("post-{run}"))

@@ -32,10 +32,11 @@ use clap::{Parser, Subcommand};
 use hdrhistogram::Histogram;
 use serde_json::json;
 
+use fjord_common::pki::LocalCa;
 use fjord_control_plane::api::JoinLimits;
 use fjord_control_plane::client::{request_id, Client, ClientConfig};
 use fjord_control_plane::ratelimit::Rate;
-use fjord_control_plane::server::{start_with_listener, ReplicaConfig, ReplicaHandle};
+use fjord_control_plane::server::{start_with_listeners, ReplicaConfig, ReplicaHandle};
 use fjord_media_node::client::session::Session;
 use fjord_media_node::client::{JoinRequest, Participant, ReceiveStats, StreamProfile};
 use fjord_media_node::node::{self, MediaNodeConfig, MediaNodeHandle};
@@ -95,6 +96,7 @@ enum Mode {
 
 struct Stack {
     _dir: tempfile::TempDir,
+    ca: LocalCa,
     _replica: ReplicaHandle,
     node: MediaNodeHandle,
     cp: Arc<Client>,
@@ -103,14 +105,18 @@ struct Stack {
 
 async fn stack() -> anyhow::Result<Stack> {
     let dir = tempfile::tempdir()?;
+    let ca = fjord_benches::local_ca(dir.path());
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = l.local_addr()?.to_string();
-    let replica = start_with_listener(
+    let pl = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let replica = start_with_listeners(
         ReplicaConfig {
             id: 1,
             listen: l.local_addr()?,
+            peer_listen: pl.local_addr()?,
             data_dir: dir.path().join("r1"),
-            peers: [(1, addr.clone())].into_iter().collect(),
+            peers: [(1, pl.local_addr()?.to_string())].into_iter().collect(),
+            tls: ca.replica(1)?,
             election_timeout_min_ms: 200,
             election_timeout_max_ms: 400,
             raft_heartbeat_interval_ms: 50,
@@ -129,10 +135,12 @@ async fn stack() -> anyhow::Result<Stack> {
             ..ReplicaConfig::default()
         },
         l,
+        pl,
     )
     .await?;
-    let cp = Arc::new(Client::new(
+    let cp = Arc::new(Client::from_files(
         std::slice::from_ref(&addr),
+        &fjord_benches::operator(&ca),
         ClientConfig::default(),
     )?);
     cp.create_institution(pb::CreateInstitutionRequest {
@@ -147,6 +155,7 @@ async fn stack() -> anyhow::Result<Stack> {
         "eu",
         "127.0.0.1:0".parse()?,
         vec![addr.clone()],
+        ca.node("bench-node")?,
     );
     c.capacity = 10_000;
     c.sfu.joins_per_source = Rate {
@@ -157,6 +166,7 @@ async fn stack() -> anyhow::Result<Stack> {
     let node = node::start(c).await?;
     Ok(Stack {
         _dir: dir,
+        ca,
         _replica: replica,
         node,
         cp,
@@ -432,8 +442,10 @@ async fn recovery(bin: &std::path::Path, runs: u32) -> anyhow::Result<serde_json
     let hb = ReplicaConfig::default().node_heartbeat_interval_ms;
     let lease = ReplicaConfig::default().node_lease_ms;
     let (_cp, cp_addr) = fjord_benches::control_plane(bin, dir.path(), hb, lease);
-    let cp = Arc::new(Client::new(
+    let ca = fjord_benches::local_ca(dir.path());
+    let cp = Arc::new(Client::from_files(
         std::slice::from_ref(&cp_addr),
+        &fjord_benches::operator(&ca),
         ClientConfig::default(),
     )?);
     cp.create_institution(pb::CreateInstitutionRequest {
@@ -450,7 +462,7 @@ async fn recovery(bin: &std::path::Path, runs: u32) -> anyhow::Result<serde_json
         let id = format!("n{next}");
         nodes.insert(
             id.clone(),
-            fjord_benches::media_node(bin, &id, "eu", &cp_addr, 100),
+            fjord_benches::media_node(bin, &ca, &id, "eu", &cp_addr, 100),
         );
     };
     spawn(&mut nodes);
@@ -561,6 +573,7 @@ async fn move_gap(runs: u32) -> anyhow::Result<serde_json::Value> {
         "eu",
         "127.0.0.1:0".parse()?,
         vec![s.endpoint.clone()],
+        s.ca.node("bench-node-2")?,
     );
     c.capacity = 10_000;
     let second = node::start(c).await?;

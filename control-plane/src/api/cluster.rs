@@ -5,6 +5,7 @@ use tonic::{Request, Response, Status};
 use fjord_proto::v1 as pb;
 use fjord_proto::v1::cluster_service_server::ClusterService;
 
+use super::authz::{authorize, Rpc};
 use super::{convert, finish, validate, ApiError};
 use crate::raft::Replica;
 
@@ -23,17 +24,20 @@ impl ClusterService for ClusterApi {
     /// Answered by the replica that receives it: its own view of the cluster.
     async fn status(
         &self,
-        _req: Request<pb::StatusRequest>,
+        req: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
-        finish("status", Ok(convert::status(&self.replica.status()))).map(Response::new)
+        let r =
+            authorize(&req, Rpc::ClusterStatus).map(|_| convert::status(&self.replica.status()));
+        finish("status", r).map(Response::new)
     }
 
     async fn add_member(
         &self,
         req: Request<pb::AddMemberRequest>,
     ) -> Result<Response<pb::AddMemberResponse>, Status> {
-        let r = req.into_inner();
         let result = async {
+            authorize(&req, Rpc::AddMember)?;
+            let r = req.into_inner();
             validate::id("id", r.id)?;
             validate::address("address", &r.address)?;
             let members = self.replica.add_member(r.id, r.address).await?;
@@ -49,8 +53,9 @@ impl ClusterService for ClusterApi {
         &self,
         req: Request<pb::RemoveMemberRequest>,
     ) -> Result<Response<pb::RemoveMemberResponse>, Status> {
-        let r = req.into_inner();
         let result = async {
+            authorize(&req, Rpc::RemoveMember)?;
+            let r = req.into_inner();
             validate::id("id", r.id)?;
             let members = self.replica.remove_member(r.id).await?;
             Ok::<_, ApiError>(pb::RemoveMemberResponse {

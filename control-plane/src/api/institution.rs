@@ -5,6 +5,7 @@ use tonic::{Request, Response, Status};
 use fjord_proto::v1 as pb;
 use fjord_proto::v1::institution_service_server::InstitutionService;
 
+use super::authz::{authorize, Rpc};
 use super::{convert, finish, validate, ApiError};
 use crate::raft::Replica;
 use crate::state::{Command, Output, Query, QueryOutput};
@@ -83,20 +84,34 @@ impl InstitutionService for InstitutionApi {
         &self,
         req: Request<pb::CreateInstitutionRequest>,
     ) -> Result<Response<pb::CreateInstitutionResponse>, Status> {
-        finish("create_institution", self.create(req.into_inner()).await).map(Response::new)
+        let r = async {
+            authorize(&req, Rpc::CreateInstitution)?;
+            self.create(req.into_inner()).await
+        };
+        finish("create_institution", r.await).map(Response::new)
     }
 
     async fn get_institution(
         &self,
         req: Request<pb::GetInstitutionRequest>,
     ) -> Result<Response<pb::GetInstitutionResponse>, Status> {
-        finish("get_institution", self.get(req.into_inner()).await).map(Response::new)
+        let r = async {
+            let caller = authorize(&req, Rpc::GetInstitution)?;
+            let r = req.into_inner();
+            caller.check_institution(&r.name)?;
+            self.get(r).await
+        };
+        finish("get_institution", r.await).map(Response::new)
     }
 
     async fn list_institutions(
         &self,
-        _req: Request<pb::ListInstitutionsRequest>,
+        req: Request<pb::ListInstitutionsRequest>,
     ) -> Result<Response<pb::ListInstitutionsResponse>, Status> {
-        finish("list_institutions", self.list().await).map(Response::new)
+        let r = async {
+            authorize(&req, Rpc::ListInstitutions)?;
+            self.list().await
+        };
+        finish("list_institutions", r.await).map(Response::new)
     }
 }

@@ -7,6 +7,7 @@ use tonic::{Request, Response, Status};
 use fjord_proto::v1 as pb;
 use fjord_proto::v1::meeting_service_server::MeetingService;
 
+use super::authz::{authorize, Rpc};
 use super::{convert, finish, validate, ApiError, SigningKeys};
 use crate::access::{self, JOIN_TOKEN_TTL_MS, PIN_REVEAL_BEFORE_START_MS};
 use crate::raft::{now_ms, Replica};
@@ -212,17 +213,6 @@ impl MeetingApi {
         let now = crate::raft::now_ms();
         if r.start_ms > now.saturating_add(validate::MAX_SCHEDULE_AHEAD_MS) {
             return Err(ApiError::invalid("start_ms", "more than 400 days ahead"));
-        }
-        if r.request_id.len() > validate::MAX_REQUEST_ID_LEN
-            || r.request_id.chars().any(|c| c.is_control())
-        {
-            return Err(ApiError::invalid(
-                "request_id",
-                format!(
-                    "at most {} printable characters",
-                    validate::MAX_REQUEST_ID_LEN
-                ),
-            ));
         }
         let out = self
             .replica
@@ -453,73 +443,126 @@ impl MeetingService for MeetingApi {
         &self,
         req: Request<pb::JoinMeetingRequest>,
     ) -> Result<Response<pb::JoinMeetingResponse>, Status> {
-        let source = req
-            .remote_addr()
-            .map(|a| a.ip())
+        let source = fjord_common::grpc::peer_info(&req)
+            .map(|p| p.remote.ip())
             .unwrap_or(IpAddr::from([0, 0, 0, 0]));
-        finish("join_meeting", self.join(source, req.into_inner()).await).map(Response::new)
+        let r = async {
+            authorize(&req, Rpc::JoinMeeting)?;
+            self.join(source, req.into_inner()).await
+        };
+        finish("join_meeting", r.await).map(Response::new)
     }
 
     async fn move_meeting(
         &self,
         req: Request<pb::MoveMeetingRequest>,
     ) -> Result<Response<pb::MoveMeetingResponse>, Status> {
-        finish("move_meeting", self.move_meeting(req.into_inner()).await).map(Response::new)
+        let r = async {
+            authorize(&req, Rpc::MoveMeeting)?;
+            self.move_meeting(req.into_inner()).await
+        };
+        finish("move_meeting", r.await).map(Response::new)
     }
 
     async fn get_meeting_pin(
         &self,
         req: Request<pb::GetMeetingPinRequest>,
     ) -> Result<Response<pb::GetMeetingPinResponse>, Status> {
-        finish("get_meeting_pin", self.pin(req.into_inner()).await).map(Response::new)
+        let r = async {
+            authorize(&req, Rpc::GetMeetingPin)?;
+            self.pin(req.into_inner()).await
+        };
+        finish("get_meeting_pin", r.await).map(Response::new)
     }
 
     async fn schedule_meeting(
         &self,
         req: Request<pb::ScheduleMeetingRequest>,
     ) -> Result<Response<pb::ScheduleMeetingResponse>, Status> {
-        finish("schedule_meeting", self.schedule(req.into_inner()).await).map(Response::new)
+        let r = async {
+            let caller = authorize(&req, Rpc::ScheduleMeeting)?;
+            let mut r = req.into_inner();
+            caller.check_institution(&r.institution)?;
+            // Idempotency keys are the caller's own: the same key from
+            // someone else is another request, never an answer with the
+            // secrets of this caller's meeting.
+            if !r.request_id.is_empty() {
+                validate::request_id(&r.request_id)?;
+                let who = caller
+                    .identity
+                    .as_ref()
+                    .map(|i| i.uri())
+                    .unwrap_or_default();
+                r.request_id = format!("{who}#{}", r.request_id);
+            }
+            self.schedule(r).await
+        };
+        finish("schedule_meeting", r.await).map(Response::new)
     }
 
     async fn get_meeting(
         &self,
         req: Request<pb::GetMeetingRequest>,
     ) -> Result<Response<pb::GetMeetingResponse>, Status> {
-        let r = self
-            .meeting(req.into_inner().id)
-            .await
-            .map(|m| pb::GetMeetingResponse {
+        let r = async {
+            let caller = authorize(&req, Rpc::GetMeeting)?;
+            let m = self.meeting(req.into_inner().id).await?;
+            caller.check_institution(&m.institution)?;
+            Ok(pb::GetMeetingResponse {
                 meeting: Some(convert::meeting(&m)),
-            });
-        finish("get_meeting", r).map(Response::new)
+            })
+        };
+        finish("get_meeting", r.await).map(Response::new)
     }
 
     async fn list_meetings(
         &self,
         req: Request<pb::ListMeetingsRequest>,
     ) -> Result<Response<pb::ListMeetingsResponse>, Status> {
-        finish("list_meetings", self.list(req.into_inner()).await).map(Response::new)
+        let r = async {
+            let caller = authorize(&req, Rpc::ListMeetings)?;
+            let mut r = req.into_inner();
+            if let Some(own) = caller.own_institution() {
+                if r.institution.is_empty() {
+                    r.institution = own.to_string();
+                }
+                caller.check_institution(&r.institution)?;
+            }
+            self.list(r).await
+        };
+        finish("list_meetings", r.await).map(Response::new)
     }
 
     async fn end_meeting(
         &self,
         req: Request<pb::EndMeetingRequest>,
     ) -> Result<Response<pb::EndMeetingResponse>, Status> {
-        finish("end_meeting", self.end(req.into_inner().id).await).map(Response::new)
+        let r = async {
+            let caller = authorize(&req, Rpc::EndMeeting)?;
+            let id = req.into_inner().id;
+            if caller.own_institution().is_some() {
+                let m = self.meeting(id).await?;
+                caller.check_institution(&m.institution)?;
+            }
+            self.end(id).await
+        };
+        finish("end_meeting", r.await).map(Response::new)
     }
 
     async fn explain_meeting(
         &self,
         req: Request<pb::ExplainMeetingRequest>,
     ) -> Result<Response<pb::ExplainMeetingResponse>, Status> {
-        let r = self
-            .meeting(req.into_inner().id)
-            .await
-            .map(|m| pb::ExplainMeetingResponse {
+        let r = async {
+            let caller = authorize(&req, Rpc::ExplainMeeting)?;
+            let m = self.meeting(req.into_inner().id).await?;
+            caller.check_institution(&m.institution)?;
+            Ok(pb::ExplainMeetingResponse {
                 meeting: Some(convert::meeting(&m)),
                 decisions: m.decisions.iter().map(convert::decision).collect(),
-            });
-        finish("explain_meeting", r).map(Response::new)
+            })
+        };
+        finish("explain_meeting", r.await).map(Response::new)
     }
 }
 

@@ -4,6 +4,7 @@
 //! [`Query`](crate::state::Query), and hands it to the [`Replica`], which
 //! forwards to the leader when needed. All errors map to `Status` in one place.
 
+pub mod authz;
 mod cluster;
 mod convert;
 mod institution;
@@ -42,6 +43,12 @@ pub enum ApiError {
     Denied,
     #[error("too many attempts; retry in {retry_after_ms} ms")]
     RateLimited { retry_after_ms: u64 },
+    /// The caller's certificate (or its absence) does not allow this call.
+    #[error("permission denied: {role} may not call {rpc} on this resource")]
+    Forbidden {
+        rpc: &'static str,
+        role: &'static str,
+    },
     #[error("{0}")]
     NotYet(String),
     #[error("{0}")]
@@ -67,7 +74,7 @@ impl ApiError {
     fn code(&self) -> Code {
         match self {
             ApiError::Invalid { .. } => Code::InvalidArgument,
-            ApiError::Denied => Code::PermissionDenied,
+            ApiError::Denied | ApiError::Forbidden { .. } => Code::PermissionDenied,
             ApiError::RateLimited { .. } => Code::ResourceExhausted,
             ApiError::NotYet(_) => Code::FailedPrecondition,
             ApiError::Unavailable(_) => Code::Unavailable,

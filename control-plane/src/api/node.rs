@@ -10,6 +10,7 @@ use tonic::{Request, Response, Status, Streaming};
 use fjord_proto::v1 as pb;
 use fjord_proto::v1::node_service_server::NodeService;
 
+use super::authz::{authorize, Rpc};
 use super::{convert, finish, validate, ApiError, SigningKeys};
 use crate::access::JOIN_TOKEN_TTL_MS;
 use crate::raft::{now_ms, Replica};
@@ -245,7 +246,14 @@ impl NodeService for NodeApi {
         &self,
         req: Request<pb::RegisterNodeRequest>,
     ) -> Result<Response<pb::RegisterNodeResponse>, Status> {
-        finish("register_node", self.register(req.into_inner()).await).map(Response::new)
+        let r = async {
+            let caller = authorize(&req, Rpc::RegisterNode)?;
+            let mut r = req.into_inner();
+            // The node id is the one in the certificate, never the request's.
+            r.id = caller.own_node(&r.id)?;
+            self.register(r).await
+        };
+        finish("register_node", r.await).map(Response::new)
     }
 
     type HeartbeatStream = HeartbeatStream;
@@ -254,6 +262,8 @@ impl NodeService for NodeApi {
         &self,
         req: Request<Streaming<pb::HeartbeatRequest>>,
     ) -> Result<Response<HeartbeatStream>, Status> {
+        let caller = finish("heartbeat", authorize(&req, Rpc::Heartbeat))?;
+        let node_id = finish("heartbeat", caller.own_node(""))?;
         let mut inbound = req.into_inner();
         let (tx, rx) = mpsc::channel(4);
         let replica = self.replica.clone();
@@ -263,10 +273,17 @@ impl NodeService for NodeApi {
             let mut last = None;
             while let Some(msg) = inbound.next().await {
                 let Ok(hb) = msg else { break };
-                let r = finish(
-                    "heartbeat",
-                    beat(&replica, &keys, hb, &mut last, commit_interval).await,
-                );
+                let r = match caller.own_node(&hb.node_id) {
+                    Ok(_) => {
+                        let hb = pb::HeartbeatRequest {
+                            node_id: node_id.clone(),
+                            ..hb
+                        };
+                        beat(&replica, &keys, hb, &mut last, commit_interval).await
+                    }
+                    Err(e) => Err(e),
+                };
+                let r = finish("heartbeat", r);
                 let stop = r.is_err();
                 if tx.send(r).await.is_err() || stop {
                     break;
@@ -280,20 +297,32 @@ impl NodeService for NodeApi {
         &self,
         req: Request<pb::DrainNodeRequest>,
     ) -> Result<Response<pb::DrainNodeResponse>, Status> {
-        finish("drain_node", self.drain(req.into_inner()).await).map(Response::new)
+        let r = async {
+            authorize(&req, Rpc::DrainNode)?;
+            self.drain(req.into_inner()).await
+        };
+        finish("drain_node", r.await).map(Response::new)
     }
 
     async fn get_node(
         &self,
         req: Request<pb::GetNodeRequest>,
     ) -> Result<Response<pb::GetNodeResponse>, Status> {
-        finish("get_node", self.get(req.into_inner().id).await).map(Response::new)
+        let r = async {
+            authorize(&req, Rpc::GetNode)?;
+            self.get(req.into_inner().id).await
+        };
+        finish("get_node", r.await).map(Response::new)
     }
 
     async fn list_nodes(
         &self,
-        _req: Request<pb::ListNodesRequest>,
+        req: Request<pb::ListNodesRequest>,
     ) -> Result<Response<pb::ListNodesResponse>, Status> {
-        finish("list_nodes", self.list().await).map(Response::new)
+        let r = async {
+            authorize(&req, Rpc::ListNodes)?;
+            self.list().await
+        };
+        finish("list_nodes", r.await).map(Response::new)
     }
 }

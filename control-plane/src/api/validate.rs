@@ -86,3 +86,14 @@ pub fn display_name(field: &'static str, v: &str) -> Result<(), ApiError> {
     }
     Ok(())
 }
+
+/// An idempotency key: at most 128 printable characters.
+pub fn request_id(v: &str) -> Result<(), ApiError> {
+    if v.len() > MAX_REQUEST_ID_LEN || v.chars().any(|c| c.is_control()) {
+        return Err(ApiError::invalid(
+            "request_id",
+            format!("at most {MAX_REQUEST_ID_LEN} printable characters"),
+        ));
+    }
+    Ok(())
+}

@@ -1,10 +1,12 @@
-//! Replica-to-replica RPCs over gRPC. openraft's messages travel as JSON
-//! inside a `RaftPayload`; the channel to each peer is created lazily and
-//! reused, and a peer that cannot be reached is reported `Unreachable` so
-//! openraft backs off instead of spinning.
+//! Replica-to-replica RPCs over gRPC with mutual TLS on the peer port.
+//! openraft's messages travel as JSON inside a `RaftPayload`; the channel to
+//! each peer is created lazily and reused, and a peer that cannot be reached
+//! is reported `Unreachable` so openraft backs off instead of spinning.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use fjord_common::grpc::{tls_channel, ChannelError, ChannelOptions};
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
 };
@@ -16,25 +18,36 @@ use openraft::raft::{
 use openraft::BasicNode;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use fjord_proto::v1::raft_service_client::RaftServiceClient;
 use fjord_proto::v1::RaftPayload;
 
 use super::{NodeId, TypeConfig};
 
-/// A lazily connecting channel to `addr` (host:port).
-pub(crate) fn channel(addr: &str) -> Result<Channel, tonic::transport::Error> {
-    Ok(Endpoint::from_shared(format!("http://{addr}"))?
-        .connect_timeout(Duration::from_millis(500))
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(5))
-        .keep_alive_timeout(Duration::from_secs(5))
-        .connect_lazy())
+/// A lazily connecting mutual-TLS channel to a peer's `addr` (host:port),
+/// which must present a replica certificate.
+pub(crate) fn channel(
+    addr: &str,
+    tls: &Arc<rustls::ClientConfig>,
+) -> Result<Channel, ChannelError> {
+    tls_channel(
+        addr,
+        tls.clone(),
+        ChannelOptions {
+            connect_timeout: Duration::from_millis(500),
+            call_timeout: None,
+            keep_alive: Some(Duration::from_secs(5)),
+            server_role: fjord_common::Role::Replica,
+        },
+    )
 }
 
-#[derive(Clone, Default)]
-pub struct Network;
+/// Opens peer connections with this replica's certificate.
+#[derive(Clone)]
+pub struct Network {
+    pub(crate) tls: Arc<rustls::ClientConfig>,
+}
 
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Connection;
@@ -42,7 +55,9 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Connection {
         Connection {
             target,
-            client: channel(&node.addr).ok().map(RaftServiceClient::new),
+            client: channel(&node.addr, &self.tls)
+                .ok()
+                .map(RaftServiceClient::new),
         }
     }
 }

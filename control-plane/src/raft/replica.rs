@@ -92,6 +92,8 @@ pub struct Replica {
     applied: Arc<RwLock<Applied>>,
     tuning: ReplicaTuning,
     peers: Mutex<HashMap<String, RaftServiceClient<Channel>>>,
+    /// Client side of the peer port: this replica's certificate.
+    peer_tls: Arc<rustls::ClientConfig>,
     seeds: RandomState,
 }
 
@@ -130,6 +132,7 @@ impl Replica {
         raft: Raft,
         applied: Arc<RwLock<Applied>>,
         tuning: ReplicaTuning,
+        peer_tls: Arc<rustls::ClientConfig>,
     ) -> Self {
         Replica {
             id,
@@ -137,6 +140,7 @@ impl Replica {
             applied,
             tuning,
             peers: Mutex::default(),
+            peer_tls,
             seeds: RandomState::new(),
         }
     }
@@ -316,6 +320,18 @@ impl Replica {
         }
     }
 
+    /// Voters and learners: the replicas whose peer calls are accepted.
+    pub fn member_ids(&self) -> Vec<NodeId> {
+        self.raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .nodes()
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
     fn voters(&self) -> BTreeSet<NodeId> {
         self.raft
             .metrics()
@@ -338,7 +354,9 @@ impl Replica {
             match peers.get(addr) {
                 Some(c) => c.clone(),
                 None => {
-                    let c = RaftServiceClient::new(channel(addr).map_err(|e| e.to_string())?);
+                    let c = RaftServiceClient::new(
+                        channel(addr, &self.peer_tls).map_err(|e| e.to_string())?,
+                    );
                     peers.insert(addr.to_string(), c.clone());
                     c
                 }

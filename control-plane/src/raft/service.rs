@@ -1,4 +1,9 @@
-//! The receiving side of replica-to-replica traffic.
+//! The receiving side of replica-to-replica traffic, served only on the
+//! peer port (mutual TLS): every call must come from a replica certificate
+//! whose id is a member or learner of this cluster. A replica that has no
+//! membership yet (started with `--join`, waiting to be added) accepts any
+//! replica of the cluster CA, since it cannot know its cluster before the
+//! leader's first append.
 
 use std::sync::Arc;
 
@@ -8,6 +13,7 @@ use fjord_proto::v1::raft_service_server::RaftService;
 use fjord_proto::v1::RaftPayload;
 
 use super::replica::{Operation, Replica};
+use crate::api::authz::{authorize, Rpc};
 
 pub struct RaftGrpc {
     replica: Arc<Replica>,
@@ -16,6 +22,12 @@ pub struct RaftGrpc {
 impl RaftGrpc {
     pub fn new(replica: Arc<Replica>) -> Self {
         RaftGrpc { replica }
+    }
+
+    fn authorize<T>(&self, req: &Request<T>, rpc: Rpc) -> Result<(), Status> {
+        let checked =
+            authorize(req, rpc).and_then(|caller| caller.check_member(&self.replica.member_ids()));
+        crate::api::finish(rpc.name(), checked)
     }
 }
 
@@ -38,11 +50,13 @@ impl RaftService for RaftGrpc {
         &self,
         req: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
+        self.authorize(&req, Rpc::RaftAppendEntries)?;
         let rpc = decode(req.get_ref())?;
         encode(&self.replica.raft.append_entries(rpc).await)
     }
 
     async fn vote(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        self.authorize(&req, Rpc::RaftVote)?;
         let rpc = decode(req.get_ref())?;
         encode(&self.replica.raft.vote(rpc).await)
     }
@@ -51,11 +65,13 @@ impl RaftService for RaftGrpc {
         &self,
         req: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
+        self.authorize(&req, Rpc::RaftInstallSnapshot)?;
         let rpc = decode(req.get_ref())?;
         encode(&self.replica.raft.install_snapshot(rpc).await)
     }
 
     async fn forward(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        self.authorize(&req, Rpc::RaftForward)?;
         let op: Operation = decode(req.get_ref())?;
         // Run here or answer NotLeader: never forward again, so a stale
         // leader hint cannot bounce a request around the cluster.

@@ -1,21 +1,36 @@
-//! An in-process cluster of real replicas: each has its own gRPC server on a
-//! loopback port, its own redb log in a temp dir, and talks to the others
-//! over real gRPC. "Killing" a replica stops its server and its Raft.
+//! An in-process cluster of real replicas: each has its own public and peer
+//! gRPC ports on loopback (TLS, certificates from a CA made in the temp
+//! dir), its own redb log in a temp dir, and talks to the others over real
+//! gRPC with mutual TLS. "Killing" a replica stops its servers and its Raft.
 
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use fjord_common::pki::LocalCa;
+use fjord_common::TlsFiles;
 use fjord_control_plane::client::{Client, ClientConfig};
-use fjord_control_plane::server::{start_with_listener, ReplicaConfig, ReplicaHandle};
+use fjord_control_plane::server::{start_with_listeners, ReplicaConfig, ReplicaHandle};
 use fjord_proto::v1 as pb;
 
 pub struct Cluster {
     pub dir: tempfile::TempDir,
+    pub ca: LocalCa,
     pub replicas: BTreeMap<u64, ReplicaHandle>,
+    /// Public ports.
     pub addrs: BTreeMap<u64, String>,
+    /// Peer ports (Raft, forwarding).
+    pub peer_addrs: BTreeMap<u64, String>,
     base: ReplicaConfig,
+}
+
+pub const OPERATOR: &str = "test-operator";
+
+async fn bind() -> (tokio::net::TcpListener, String) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let a = l.local_addr().unwrap().to_string();
+    (l, a)
 }
 
 pub fn fast_config() -> ReplicaConfig {
@@ -39,50 +54,62 @@ impl Cluster {
                 .try_init();
         }
         let dir = tempfile::tempdir().unwrap();
+        let ca = LocalCa::open_or_init(&dir.path().join("pki")).unwrap();
         let mut listeners = BTreeMap::new();
         let mut addrs = BTreeMap::new();
+        let mut peer_addrs = BTreeMap::new();
         for id in 1..=n {
-            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            addrs.insert(id, l.local_addr().unwrap().to_string());
-            listeners.insert(id, l);
+            let (l, a) = bind().await;
+            let (pl, pa) = bind().await;
+            addrs.insert(id, a);
+            peer_addrs.insert(id, pa);
+            listeners.insert(id, (l, pl));
         }
         let mut replicas = BTreeMap::new();
-        for (id, l) in listeners {
+        for (id, (l, pl)) in listeners {
             let config = ReplicaConfig {
                 id,
                 listen: l.local_addr().unwrap(),
+                peer_listen: pl.local_addr().unwrap(),
                 data_dir: dir.path().join(format!("r{id}")),
-                peers: addrs.clone(),
+                peers: peer_addrs.clone(),
+                tls: ca.replica(id).unwrap(),
                 ..base.clone()
             };
-            replicas.insert(id, start_with_listener(config, l).await.unwrap());
+            replicas.insert(id, start_with_listeners(config, l, pl).await.unwrap());
         }
         let c = Cluster {
             dir,
+            ca,
             replicas,
             addrs,
+            peer_addrs,
             base,
         };
         c.wait_leader(Duration::from_secs(10)).await;
         c
     }
 
-    /// Starts a replica that waits to be added with add-member.
+    /// Starts a replica that waits to be added with add-member; answers
+    /// its peer address (the one add-member takes).
     pub async fn start_joiner(&mut self, id: u64) -> String {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap().to_string();
+        let (l, addr) = bind().await;
+        let (pl, peer_addr) = bind().await;
         let config = ReplicaConfig {
             id,
             listen: l.local_addr().unwrap(),
+            peer_listen: pl.local_addr().unwrap(),
             data_dir: self.dir.path().join(format!("r{id}")),
             peers: BTreeMap::new(),
             join: true,
+            tls: self.ca.replica(id).unwrap(),
             ..self.base.clone()
         };
         self.replicas
-            .insert(id, start_with_listener(config, l).await.unwrap());
-        self.addrs.insert(id, addr.clone());
-        addr
+            .insert(id, start_with_listeners(config, l, pl).await.unwrap());
+        self.addrs.insert(id, addr);
+        self.peer_addrs.insert(id, peer_addr.clone());
+        peer_addr
     }
 
     pub fn endpoints(&self) -> Vec<String> {
@@ -92,8 +119,24 @@ impl Cluster {
             .collect()
     }
 
+    /// A client with the test operator's certificate.
     pub fn client(&self) -> Client {
-        Client::new(&self.endpoints(), ClientConfig::default()).unwrap()
+        self.client_with(&self.ca.operator(OPERATOR).unwrap())
+    }
+
+    /// A client presenting `files` (or only trusting the CA).
+    pub fn client_with(&self, files: &TlsFiles) -> Client {
+        Client::from_files(&self.endpoints(), files, ClientConfig::default()).unwrap()
+    }
+
+    /// A client with node `id`'s certificate.
+    pub fn node_client(&self, id: &str) -> Client {
+        self.client_with(&self.ca.node(id).unwrap())
+    }
+
+    /// A participant: no certificate.
+    pub fn anonymous_client(&self) -> Client {
+        self.client_with(&self.ca.anonymous())
     }
 
     pub fn leader(&self) -> Option<u64> {
@@ -148,7 +191,9 @@ pub async fn create_institution(client: &Client, name: &str, residency: &str, ma
     client.create_institution(req).await.unwrap();
 }
 
-pub async fn register_node(client: &Client, id: &str, region: &str, capacity: u32) {
+/// Registers node `id` with its own certificate, as a media node would.
+pub async fn register_node(cluster: &Cluster, id: &str, region: &str, capacity: u32) {
+    let client = cluster.node_client(id);
     let req = pb::RegisterNodeRequest {
         id: id.into(),
         region: region.into(),

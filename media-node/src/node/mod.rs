@@ -53,10 +53,19 @@ pub struct MediaNodeConfig {
     /// How long to wait for the first registration with the control plane.
     pub register_timeout: Duration,
     pub sfu: SfuConfig,
+    /// The cluster CA and this node's certificate (`spiffe://fjord/node/ID`),
+    /// presented to the control plane.
+    pub tls: fjord_common::TlsFiles,
 }
 
 impl MediaNodeConfig {
-    pub fn new(id: &str, region: &str, listen: SocketAddr, control_plane: Vec<String>) -> Self {
+    pub fn new(
+        id: &str,
+        region: &str,
+        listen: SocketAddr,
+        control_plane: Vec<String>,
+        tls: fjord_common::TlsFiles,
+    ) -> Self {
         MediaNodeConfig {
             id: id.into(),
             region: region.into(),
@@ -67,6 +76,7 @@ impl MediaNodeConfig {
             drain_timeout: Duration::from_secs(4 * 3600),
             register_timeout: Duration::from_secs(30),
             sfu: SfuConfig::new(id),
+            tls,
         }
     }
 
@@ -97,6 +107,21 @@ impl MediaNodeConfig {
         }
         if self.sfu.node_id != self.id {
             return bad("sfu node id must equal the node id".into());
+        }
+        self.tls
+            .validate()
+            .map_err(|e| NodeError::Config(e.to_string()))?;
+        match self.tls.identity() {
+            Ok(Some(fjord_common::Identity::Node { id })) if id == self.id => {}
+            Ok(found) => {
+                return bad(format!(
+                    "the certificate says {}, but this is node {:?}: issue one with `fjord pki issue node --id {}`",
+                    found.map_or("nothing".into(), |i| i.to_string()),
+                    self.id,
+                    self.id
+                ))
+            }
+            Err(e) => return bad(e.to_string()),
         }
         self.sfu.validate().map_err(NodeError::Config)
     }
@@ -195,7 +220,7 @@ pub async fn start(config: MediaNodeConfig) -> Result<MediaNodeHandle, NodeError
         links: link::Links::new(config.id.clone(), endpoint.clone()),
     });
     let client = Arc::new(
-        Client::new(&config.control_plane, ClientConfig::default())
+        Client::from_files(&config.control_plane, &config.tls, ClientConfig::default())
             .map_err(|e| NodeError::Config(e.to_string()))?,
     );
     let (stop_tx, stop_rx) = watch::channel(false);

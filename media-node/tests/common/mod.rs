@@ -6,13 +6,16 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use fjord_common::pki::LocalCa;
+use fjord_common::TlsFiles;
 use fjord_control_plane::client::{Client, ClientConfig};
-use fjord_control_plane::server::{start_with_listener, ReplicaConfig, ReplicaHandle};
+use fjord_control_plane::server::{start_with_listeners, ReplicaConfig, ReplicaHandle};
 use fjord_media_node::node::{self, MediaNodeConfig, MediaNodeHandle};
 use fjord_proto::v1 as pb;
 
 pub struct Stack {
     pub dir: tempfile::TempDir,
+    pub ca: LocalCa,
     pub replica: ReplicaHandle,
     pub endpoints: Vec<String>,
     pub nodes: BTreeMap<String, MediaNodeHandle>,
@@ -37,13 +40,18 @@ impl Stack {
     pub async fn start_with(base: ReplicaConfig, nodes: &[(&str, &str, u32)]) -> Stack {
         init_logs();
         let dir = tempfile::tempdir().unwrap();
+        let ca = LocalCa::open_or_init(&dir.path().join("pki")).unwrap();
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap().to_string();
+        let pl = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let peer_addr = pl.local_addr().unwrap().to_string();
         let config = ReplicaConfig {
             id: 1,
             listen: l.local_addr().unwrap(),
+            peer_listen: pl.local_addr().unwrap(),
             data_dir: dir.path().join("r1"),
-            peers: [(1, addr.clone())].into_iter().collect(),
+            peers: [(1, peer_addr)].into_iter().collect(),
+            tls: ca.replica(1).unwrap(),
             raft_heartbeat_interval_ms: 50,
             election_timeout_min_ms: 200,
             election_timeout_max_ms: 400,
@@ -51,9 +59,10 @@ impl Stack {
             node_lease_ms: 2000,
             ..base
         };
-        let replica = start_with_listener(config, l).await.unwrap();
+        let replica = start_with_listeners(config, l, pl).await.unwrap();
         let mut stack = Stack {
             dir,
+            ca,
             replica,
             endpoints: vec![addr],
             nodes: BTreeMap::new(),
@@ -80,15 +89,27 @@ impl Stack {
             region,
             "127.0.0.1:0".parse().unwrap(),
             self.endpoints.clone(),
+            self.ca.node(id).unwrap(),
         );
         c.capacity = capacity;
         let h = node::start(c).await.unwrap();
         self.nodes.insert(id.to_string(), h);
     }
 
+    /// An operator's client: schedules, moves, drains (and may join).
     pub fn client(&self) -> Client {
-        Client::new(
+        self.client_with(&self.ca.operator("test-operator").unwrap())
+    }
+
+    /// A participant's client: trusts the CA, presents no certificate.
+    pub fn participant_client(&self) -> Client {
+        self.client_with(&self.ca.anonymous())
+    }
+
+    pub fn client_with(&self, files: &TlsFiles) -> Client {
+        Client::from_files(
             &self.endpoints,
+            files,
             ClientConfig {
                 retry_for: Duration::from_secs(10),
                 ..ClientConfig::default()
