@@ -211,6 +211,8 @@ pub struct ChannelOptions {
     pub keep_alive: Option<Duration>,
     /// The role the server's certificate must carry.
     pub server_role: Role,
+    /// Source address to connect from (default: the system's choice).
+    pub local_address: Option<std::net::IpAddr>,
 }
 
 impl Default for ChannelOptions {
@@ -220,6 +222,7 @@ impl Default for ChannelOptions {
             call_timeout: None,
             keep_alive: None,
             server_role: Role::Replica,
+            local_address: None,
         }
     }
 }
@@ -284,10 +287,26 @@ pub fn tls_channel(
     }
     let connector = tokio_rustls::TlsConnector::from(tls);
     let role = opts.server_role;
+    let local = opts.local_address;
     let connect = tower::service_fn(move |_: Uri| {
         let (connector, server_name, host) = (connector.clone(), server_name.clone(), host.clone());
         async move {
-            let tcp = TcpStream::connect((host.as_str(), port)).await?;
+            let tcp = match local {
+                None => TcpStream::connect((host.as_str(), port)).await?,
+                Some(ip) => {
+                    let remote = tokio::net::lookup_host((host.as_str(), port))
+                        .await?
+                        .find(|a| a.is_ipv4() == ip.is_ipv4())
+                        .ok_or_else(|| io::Error::other("no address of the local address's family"))?;
+                    let socket = if ip.is_ipv4() {
+                        tokio::net::TcpSocket::new_v4()?
+                    } else {
+                        tokio::net::TcpSocket::new_v6()?
+                    };
+                    socket.bind(SocketAddr::new(ip, 0))?;
+                    socket.connect(remote).await?
+                }
+            };
             let _ = tcp.set_nodelay(true);
             let stream = connector.connect(server_name, tcp).await?;
             let identity = stream

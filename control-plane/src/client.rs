@@ -83,6 +83,7 @@ impl Client {
             call_timeout: Some(config.call_timeout),
             keep_alive: None,
             server_role: Role::Replica,
+            local_address: None,
         };
         let channels = endpoints
             .iter()

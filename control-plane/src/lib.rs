@@ -17,6 +17,7 @@ pub mod api;
 pub mod client;
 pub mod placement;
 pub mod raft;
+pub mod join_guard;
 pub mod ratelimit;
 pub mod server;
 pub mod state;

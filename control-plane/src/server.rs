@@ -20,7 +20,8 @@ use fjord_proto::v1::raft_service_server::RaftServiceServer;
 use fjord_common::grpc::{tls_incoming, HandshakeLimits};
 use fjord_common::{ClientAuth, Identity, TlsFiles};
 
-use crate::api::{ClusterApi, InstitutionApi, JoinLimits, MeetingApi, NodeApi, SigningKeys};
+use crate::api::{ClusterApi, InstitutionApi, MeetingApi, NodeApi, SigningKeys};
+use crate::join_guard::JoinLimits;
 use crate::placement::Strategy;
 use crate::raft::{open_stores, Network, NodeId, RaftGrpc, Replica, ReplicaTuning};
 use crate::state::{Command, NodeState};
@@ -299,6 +300,7 @@ pub async fn start_with_listeners(
             attempt_timeout: Duration::from_millis((config.election_timeout_max_ms * 3).max(1000)),
         },
         peer_client_tls,
+        config.join_limits,
     ));
 
     let heartbeat = Duration::from_millis(config.node_heartbeat_interval_ms);
@@ -328,7 +330,6 @@ pub async fn start_with_listeners(
         .add_service(MeetingServiceServer::new(MeetingApi::new(
             replica.clone(),
             keys,
-            config.join_limits,
             // Normal age of a committed heartbeat is up to a commit interval
             // (a third of the lease) plus one beat; more means overdue.
             (lease / 3 + heartbeat).as_millis() as u64 + 250,

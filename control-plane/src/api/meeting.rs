@@ -11,95 +11,13 @@ use super::authz::{authorize, Rpc};
 use super::{convert, finish, validate, ApiError, SigningKeys};
 use crate::access::{self, JOIN_TOKEN_TTL_MS, PIN_REVEAL_BEFORE_START_MS};
 use crate::raft::{now_ms, Replica};
-use crate::ratelimit::{KeyedLimiter, Rate};
+use crate::join_guard::GuardStep;
 use crate::state::{Command, Meeting, MeetingState, Output, Query, QueryOutput, Share};
 
 /// Limits on join attempts, kept by each replica for the calls it receives.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct JoinLimits {
-    /// Every attempt from one source address (join floods).
-    pub per_source: Rate,
-    /// Every attempt at one meeting id, known or not.
-    pub per_meeting: Rate,
-    /// Failed attempts at one meeting id (passcode/PIN guessing). When spent,
-    /// the meeting takes no join attempts at all until it refills.
-    pub failures_per_meeting: Rate,
-    /// Failed attempts from one source address.
-    pub failures_per_source: Rate,
-}
-
-impl Default for JoinLimits {
-    fn default() -> Self {
-        JoinLimits {
-            per_source: Rate {
-                burst: 200,
-                per_second: 50.0,
-            },
-            per_meeting: Rate {
-                burst: 1000,
-                per_second: 200.0,
-            },
-            failures_per_meeting: Rate {
-                burst: 10,
-                per_second: 0.2,
-            },
-            failures_per_source: Rate {
-                burst: 10,
-                per_second: 0.2,
-            },
-        }
-    }
-}
-
-impl JoinLimits {
-    pub fn validate(&self) -> Result<(), String> {
-        self.per_source.validate("join per-source rate")?;
-        self.per_meeting.validate("join per-meeting rate")?;
-        self.failures_per_meeting
-            .validate("failed joins per-meeting rate")?;
-        self.failures_per_source
-            .validate("failed joins per-source rate")
-    }
-}
-
-/// Keys kept per limiter before idle ones are forgotten.
-const LIMITER_KEYS: usize = 100_000;
-
-struct JoinGuards {
-    per_source: KeyedLimiter<IpAddr>,
-    per_meeting: KeyedLimiter<u64>,
-    failures_per_meeting: KeyedLimiter<u64>,
-    failures_per_source: KeyedLimiter<IpAddr>,
-}
-
-impl JoinGuards {
-    fn new(l: &JoinLimits) -> Self {
-        JoinGuards {
-            per_source: KeyedLimiter::new(l.per_source, LIMITER_KEYS),
-            per_meeting: KeyedLimiter::new(l.per_meeting, LIMITER_KEYS),
-            failures_per_meeting: KeyedLimiter::new(l.failures_per_meeting, LIMITER_KEYS),
-            failures_per_source: KeyedLimiter::new(l.failures_per_source, LIMITER_KEYS),
-        }
-    }
-
-    /// Admits an attempt or says how long to wait.
-    fn admit(&mut self, source: IpAddr, meeting: u64, now: u64) -> Result<(), u64> {
-        self.failures_per_source.check(&source, now)?;
-        self.failures_per_meeting.check(&meeting, now)?;
-        self.per_source.take(&source, now)?;
-        self.per_meeting.take(&meeting, now)
-    }
-
-    fn failed(&mut self, source: IpAddr, meeting: u64, now: u64) {
-        let _ = self.failures_per_source.take(&source, now);
-        let _ = self.failures_per_meeting.take(&meeting, now);
-    }
-}
-
 pub struct MeetingApi {
     replica: Arc<Replica>,
     keys: Arc<SigningKeys>,
-    guards: Mutex<JoinGuards>,
     /// Tokens issued per meeting and node by this replica: spreads a
     /// cascaded meeting's joiners over its shares in proportion to their
     /// size, and sends re-joiners to the share that replaced a lost one.
@@ -107,7 +25,15 @@ pub struct MeetingApi {
     /// A node whose last committed heartbeat is older than this is overdue
     /// (a client reporting it unreachable is believed).
     node_overdue_ms: u64,
+    /// Sources the leader's guards refused, until when: refused here again
+    /// without asking the leader, so a flood costs the cluster one peer
+    /// call per source and refill, not one per attempt. (This only ever
+    /// refuses more than the leader would, never admits more.)
+    refused_sources: Mutex<HashMap<IpAddr, u64>>,
 }
+
+/// Sources remembered as refused before the oldest are forgotten.
+const REFUSED_SOURCES: usize = 100_000;
 
 /// Which share a joiner goes to: the one least filled so far, counting
 /// the tokens already `issued` for each node against the share's size, so
@@ -157,15 +83,14 @@ impl MeetingApi {
     pub fn new(
         replica: Arc<Replica>,
         keys: Arc<SigningKeys>,
-        limits: JoinLimits,
         node_overdue_ms: u64,
     ) -> Self {
         MeetingApi {
             replica,
             keys,
-            guards: Mutex::new(JoinGuards::new(&limits)),
             issued: Mutex::new(HashMap::new()),
             node_overdue_ms,
+            refused_sources: Mutex::new(HashMap::new()),
         }
     }
 
@@ -270,14 +195,13 @@ impl MeetingApi {
             validate::name("unreachable_node_id", &r.unreachable_node_id)?;
         }
         let now = now_ms();
-        self.guards
-            .lock()
-            .expect("join guards poisoned")
-            .admit(source, r.meeting_id, now)
-            .map_err(|retry_after_ms| {
-                metrics::counter!("fjord_join_rate_limited_total").increment(1);
-                ApiError::RateLimited { retry_after_ms }
-            })?;
+        let pin = r.host_key.is_empty() && !r.pin.is_empty();
+        self.guard(GuardStep::Admit {
+            source,
+            meeting: r.meeting_id,
+            pin,
+        })
+        .await?;
         let meeting = match self.replica.read(Query::Meeting { id: r.meeting_id }).await {
             Ok(QueryOutput::Meeting(m)) => Some(m),
             Ok(other) => unreachable!("meeting query answered {other:?}"),
@@ -287,13 +211,19 @@ impl MeetingApi {
         let Some((meeting, role)) =
             meeting.and_then(|m| credential_role(&m, &r, now).map(|role| (m, role)))
         else {
-            self.guards
-                .lock()
-                .expect("join guards poisoned")
-                .failed(source, r.meeting_id, now);
+            self.guard(GuardStep::Failed {
+                source,
+                meeting: r.meeting_id,
+                pin,
+            })
+            .await?;
             metrics::counter!("fjord_join_denied_total").increment(1);
             return Err(ApiError::Denied);
         };
+        self.guard(GuardStep::Joined {
+            meeting: meeting.id,
+        })
+        .await?;
         let unplaced = || {
             ApiError::Unavailable("the meeting has no media node right now; retry shortly".into())
         };
@@ -354,8 +284,53 @@ impl MeetingApi {
         })
     }
 
+    /// One step on the cluster-wide join guards.
+    async fn guard(&self, step: GuardStep) -> Result<(), ApiError> {
+        let limited = |retry_after_ms| {
+            metrics::counter!("fjord_join_rate_limited_total").increment(1);
+            ApiError::RateLimited { retry_after_ms }
+        };
+        // Passcode and host-key attempts are refused only per source, so a
+        // refusal can be remembered per source (PIN attempts may also be
+        // refused per meeting, so those always ask).
+        let source = match step {
+            GuardStep::Admit {
+                source, pin: false, ..
+            } => Some(source),
+            _ => None,
+        };
+        let now = now_ms();
+        if let Some(src) = source {
+            let mut refused = self.refused_sources.lock().expect("refused lock poisoned");
+            match refused.get(&src) {
+                Some(until) if *until > now => return Err(limited(until - now)),
+                Some(_) => {
+                    refused.remove(&src);
+                }
+                None => {}
+            }
+        }
+        match self.replica.join_guard(step).await? {
+            Ok(()) => Ok(()),
+            Err(retry_after_ms) => {
+                if let Some(src) = source {
+                    let mut refused = self.refused_sources.lock().expect("refused lock poisoned");
+                    if refused.len() >= REFUSED_SOURCES {
+                        refused.retain(|_, until| *until > now);
+                        if refused.len() >= REFUSED_SOURCES {
+                            refused.clear();
+                        }
+                    }
+                    refused.insert(src, now + retry_after_ms);
+                }
+                Err(limited(retry_after_ms))
+            }
+        }
+    }
+
     async fn pin(
         &self,
+        source: IpAddr,
         r: pb::GetMeetingPinRequest,
     ) -> Result<pb::GetMeetingPinResponse, ApiError> {
         validate::id("id", r.id)?;
@@ -365,16 +340,35 @@ impl MeetingApi {
                 "must be the meeting's host key",
             ));
         }
+        // Host-key guesses here count like wrong joins.
+        let step = |ok: bool| {
+            if ok {
+                GuardStep::Admit {
+                    source,
+                    meeting: r.id,
+                    pin: false,
+                }
+            } else {
+                GuardStep::Failed {
+                    source,
+                    meeting: r.id,
+                    pin: false,
+                }
+            }
+        };
+        self.guard(step(true)).await?;
         let m = match self.replica.read(Query::Meeting { id: r.id }).await {
-            Ok(QueryOutput::Meeting(m)) => m,
+            Ok(QueryOutput::Meeting(m)) => Some(m),
             Ok(other) => unreachable!("meeting query answered {other:?}"),
-            Err(crate::raft::ClusterError::State(_)) => return Err(ApiError::Denied),
+            Err(crate::raft::ClusterError::State(_)) => None,
             Err(e) => return Err(e.into()),
         };
-        if !access::secrets_equal(&m.access.host_key, &r.host_key) || m.state == MeetingState::Ended
-        {
+        let Some(m) = m.filter(|m| {
+            access::secrets_equal(&m.access.host_key, &r.host_key) && m.state != MeetingState::Ended
+        }) else {
+            self.guard(step(false)).await?;
             return Err(ApiError::Denied);
-        }
+        };
         let reveal_at = m.start_ms.saturating_sub(PIN_REVEAL_BEFORE_START_MS);
         let now = now_ms();
         if now < reveal_at {
@@ -468,9 +462,12 @@ impl MeetingService for MeetingApi {
         &self,
         req: Request<pb::GetMeetingPinRequest>,
     ) -> Result<Response<pb::GetMeetingPinResponse>, Status> {
+        let source = fjord_common::grpc::peer_info(&req)
+            .map(|p| p.remote.ip())
+            .unwrap_or(IpAddr::from([0, 0, 0, 0]));
         let r = async {
             authorize(&req, Rpc::GetMeetingPin)?;
-            self.pin(req.into_inner()).await
+            self.pin(source, req.into_inner()).await
         };
         finish("get_meeting_pin", r.await).map(Response::new)
     }

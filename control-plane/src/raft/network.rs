@@ -39,6 +39,7 @@ pub(crate) fn channel(
             call_timeout: None,
             keep_alive: Some(Duration::from_secs(5)),
             server_role: fjord_common::Role::Replica,
+            local_address: None,
         },
     )
 }

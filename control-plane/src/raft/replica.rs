@@ -18,6 +18,7 @@ use fjord_proto::v1::RaftPayload;
 use super::network::channel;
 use super::store::Applied;
 use super::{NodeId, Raft};
+use crate::join_guard::{GuardStep, JoinGuards, JoinLimits};
 use crate::placement::Strategy;
 use crate::state::{Command, Output, Query, QueryOutput, Request, StateError};
 
@@ -73,6 +74,8 @@ pub struct ClusterStatus {
 pub(crate) enum Operation {
     Write { command: Command, op_id: u64 },
     Read { query: Query },
+    /// A step of a join attempt, counted by the leader's join guards.
+    JoinGuard { step: GuardStep },
     AddMember { id: NodeId, address: String },
     RemoveMember { id: NodeId },
 }
@@ -84,6 +87,8 @@ pub(crate) enum OperationOutput {
     Write(Output),
     Read(QueryOutput),
     Members(Vec<MemberInfo>),
+    /// `Err(ms)`: rate limited, retry after that long.
+    Guard(Result<(), u64>),
 }
 
 pub struct Replica {
@@ -94,6 +99,10 @@ pub struct Replica {
     peers: Mutex<HashMap<String, RaftServiceClient<Channel>>>,
     /// Client side of the peer port: this replica's certificate.
     peer_tls: Arc<rustls::ClientConfig>,
+    /// Join rate limits; consulted only while this replica leads.
+    guards: Mutex<JoinGuards>,
+    /// Concurrent linearizable reads share one leadership confirmation.
+    reads: ReadBarrier,
     seeds: RandomState,
 }
 
@@ -133,6 +142,7 @@ impl Replica {
         applied: Arc<RwLock<Applied>>,
         tuning: ReplicaTuning,
         peer_tls: Arc<rustls::ClientConfig>,
+        join_limits: JoinLimits,
     ) -> Self {
         Replica {
             id,
@@ -141,6 +151,8 @@ impl Replica {
             tuning,
             peers: Mutex::default(),
             peer_tls,
+            guards: Mutex::new(JoinGuards::new(&join_limits)),
+            reads: ReadBarrier::default(),
             seeds: RandomState::new(),
         }
     }
@@ -160,6 +172,15 @@ impl Replica {
         match self.execute(Operation::Read { query }).await? {
             OperationOutput::Read(o) => Ok(o),
             other => unreachable!("read answered with {other:?}"),
+        }
+    }
+
+    /// Applies a join-attempt step on the leader's guards (cluster-wide
+    /// limits): `Ok(Err(ms))` means rate limited.
+    pub async fn join_guard(&self, step: GuardStep) -> Result<Result<(), u64>, ClusterError> {
+        match self.execute(Operation::JoinGuard { step }).await? {
+            OperationOutput::Guard(r) => Ok(r),
+            other => unreachable!("join guard answered {other:?}"),
         }
     }
 
@@ -274,19 +295,30 @@ impl Replica {
                 Ok(OperationOutput::Write(resp.data?))
             }
             Operation::Read { query } => {
-                self.raft.ensure_linearizable().await.map_err(|e| match e {
-                    RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)) => leader_hint(f),
-                    // Lost contact with a quorum: let the caller retry, maybe
-                    // through another leader.
-                    RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_)) => {
-                        ClusterError::NotLeader { leader: None }
-                    }
-                    RaftError::Fatal(f) => ClusterError::Unavailable {
-                        reason: f.to_string(),
-                    },
-                })?;
+                self.reads.confirm(&self.raft).await?;
                 let out = self.local_state(|s| s.query(query, now_ms()))?;
                 Ok(OperationOutput::Read(out))
+            }
+            Operation::JoinGuard { step } => {
+                let leader = {
+                    let m = self.raft.metrics().borrow().clone();
+                    let hint = m.current_leader.and_then(|l| {
+                        m.membership_config
+                            .membership()
+                            .get_node(&l)
+                            .map(|n| (l, n.addr.clone()))
+                    });
+                    (m.current_leader == Some(self.id), hint)
+                };
+                if !leader.0 {
+                    return Err(ClusterError::NotLeader { leader: leader.1 });
+                }
+                let r = self
+                    .guards
+                    .lock()
+                    .expect("join guards poisoned")
+                    .step(*step, now_ms());
+                Ok(OperationOutput::Guard(r))
             }
             Operation::AddMember { id, address } => {
                 self.raft
@@ -379,6 +411,57 @@ impl Replica {
             .into_iter()
             .map(|m| (m.id, m.address))
             .collect()
+    }
+}
+
+/// Read-index batching: a linearizable read needs a leadership
+/// confirmation (a heartbeat round to a quorum) that *started after the read
+/// arrived*. Reads that arrive while one round runs wait for the next one
+/// and all share it, so N concurrent reads cost two rounds, not N (which,
+/// under a join flood, starved Raft's own heartbeats).
+struct ReadBarrier {
+    /// Rounds started so far; a round's number is the count when it started.
+    started: std::sync::atomic::AtomicU64,
+    /// Held while a round runs; holds the last finished round and its result.
+    last: tokio::sync::Mutex<(u64, Result<(), ClusterError>)>,
+}
+
+impl Default for ReadBarrier {
+    fn default() -> Self {
+        ReadBarrier {
+            started: Default::default(),
+            last: tokio::sync::Mutex::new((0, Ok(()))),
+        }
+    }
+}
+
+impl ReadBarrier {
+    async fn confirm(&self, raft: &Raft) -> Result<(), ClusterError> {
+        use std::sync::atomic::Ordering;
+        let arrived = self.started.load(Ordering::SeqCst);
+        let mut last = self.last.lock().await;
+        if last.0 > arrived {
+            // A round that started after this read arrived has finished.
+            return last.1.clone();
+        }
+        let round = self.started.fetch_add(1, Ordering::SeqCst) + 1;
+        let result = raft
+            .ensure_linearizable()
+            .await
+            .map(|_| ())
+            .map_err(|e| match e {
+                RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)) => leader_hint(f),
+                // Lost contact with a quorum: let the caller retry, maybe
+                // through another leader.
+                RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_)) => {
+                    ClusterError::NotLeader { leader: None }
+                }
+                RaftError::Fatal(f) => ClusterError::Unavailable {
+                    reason: f.to_string(),
+                },
+            });
+        *last = (round, result.clone());
+        result
     }
 }
 
