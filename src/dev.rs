@@ -81,6 +81,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             data_dir: data_dir.join(format!("replica-{id}")),
             peers: peers.clone(),
             tls: ca.replica(*id)?,
+            kek_file: ca.kek()?,
             ..ReplicaConfig::default()
         };
         handles.push(server::start(config).await?);

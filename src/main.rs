@@ -105,6 +105,10 @@ struct ControlPlaneArgs {
     metrics_listen: Option<SocketAddr>,
     #[command(flatten)]
     tls: tls_args::TlsArgs,
+    /// Key-encryption key file, the same on every replica (`fjord pki kek`):
+    /// meeting secrets and the join-signing key derive from it.
+    #[arg(long, env = "FJORD_KEK")]
+    kek: PathBuf,
 }
 
 fn parse_peer(s: &str) -> Result<(u64, String), String> {
@@ -124,6 +128,7 @@ impl ControlPlaneArgs {
             listen: self.listen,
             peer_listen: self.peer_listen,
             tls: self.tls.files(true)?,
+            kek_file: self.kek.clone(),
             handshake: Default::default(),
             advertise: self.advertise.clone(),
             data_dir: self.data_dir.clone(),

@@ -22,6 +22,12 @@ enum PkiCommand {
     /// Issue a certificate signed by the CA in DIR.
     #[command(subcommand)]
     Issue(IssueCommand),
+    /// Create the control plane's key-encryption key (kek.key) in DIR; copy
+    /// it to every replica (`--kek`), keep it out of backups of the Raft data.
+    Kek {
+        #[arg(long)]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -76,6 +82,10 @@ enum IssueCommand {
 
 pub fn run(args: PkiArgs) -> Result<(), pki::PkiError> {
     let files = match args.command {
+        PkiCommand::Kek { dir } => {
+            println!("key-encryption key {}", pki::init_kek(&dir)?.display());
+            return Ok(());
+        }
         PkiCommand::Init { dir } => pki::init_ca(&dir)?,
         PkiCommand::Issue(c) => {
             let (identity, sans, common) = match c {

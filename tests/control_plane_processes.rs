@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use fjord_benches::{free_port, local_ca, operator, with_tls};
+use fjord_benches::{free_port, local_ca, operator, with_kek, with_tls};
 use fjord_control_plane::client::{Client, ClientConfig};
 use fjord_proto::v1 as pb;
 use serde_json::Value;
@@ -31,8 +31,9 @@ impl Drop for Replica {
 }
 
 fn spawn(r: &Replica, peers: &str, dir: &Path) -> Child {
-    let tls = local_ca(dir).replica(r.id).unwrap();
-    with_tls(&mut Command::new(FJORD), &tls)
+    let ca = local_ca(dir);
+    let tls = ca.replica(r.id).unwrap();
+    with_tls(with_kek(&mut Command::new(FJORD), &ca), &tls)
         .args([
             "control-plane",
             "--id",

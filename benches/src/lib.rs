@@ -15,6 +15,11 @@ pub fn local_ca(dir: &Path) -> LocalCa {
     LocalCa::open_or_init(&dir.join("pki")).expect("creating the test CA")
 }
 
+/// A replica's `--kek` file from [`local_ca`], as `FJORD_KEK`.
+pub fn with_kek<'a>(cmd: &'a mut Command, ca: &LocalCa) -> &'a mut Command {
+    cmd.env("FJORD_KEK", ca.kek().expect("key-encryption key"))
+}
+
 /// Points a `fjord` command at `files` through `FJORD_CA`, `FJORD_CERT`
 /// and `FJORD_KEY`, as an operator's shell would.
 pub fn with_tls<'a>(cmd: &'a mut Command, files: &TlsFiles) -> &'a mut Command {
@@ -115,7 +120,7 @@ impl FjordCluster {
     pub fn spawn(&self, id: usize) -> Proc {
         let tls = self.ca.replica(id as u64).expect("replica certificate");
         Proc(Some(
-            with_tls(&mut Command::new(&self.bin), &tls)
+            with_tls(with_kek(&mut Command::new(&self.bin), &self.ca), &tls)
                 .args([
                     "control-plane",
                     "--id",
@@ -200,9 +205,10 @@ impl EtcdCluster {
 pub fn control_plane(bin: &Path, dir: &Path, heartbeat_ms: u64, lease_ms: u64) -> (Proc, String) {
     let addr = format!("127.0.0.1:{}", free_port());
     let peer = format!("127.0.0.1:{}", free_port());
-    let tls = local_ca(dir).replica(1).expect("replica certificate");
+    let ca = local_ca(dir);
+    let tls = ca.replica(1).expect("replica certificate");
     let p = Proc(Some(
-        with_tls(&mut Command::new(bin), &tls)
+        with_tls(with_kek(&mut Command::new(bin), &ca), &tls)
             .args(["control-plane", "--id", "1", "--listen", &addr])
             .args(["--peer-listen", &peer, "--peers", &format!("1={peer}")])
             .args(["--election-timeout-min-ms", "200"])

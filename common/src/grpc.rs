@@ -297,7 +297,9 @@ pub fn tls_channel(
                     let remote = tokio::net::lookup_host((host.as_str(), port))
                         .await?
                         .find(|a| a.is_ipv4() == ip.is_ipv4())
-                        .ok_or_else(|| io::Error::other("no address of the local address's family"))?;
+                        .ok_or_else(|| {
+                            io::Error::other("no address of the local address's family")
+                        })?;
                     let socket = if ip.is_ipv4() {
                         tokio::net::TcpSocket::new_v4()?
                     } else {

@@ -33,7 +33,7 @@ pub enum PkiError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path} already exists; refusing to overwrite a CA key")]
+    #[error("{path} already exists; refusing to overwrite a key")]
     CaExists { path: PathBuf },
     #[error("no CA in {dir} (run `fjord pki init --dir {dir}` first)")]
     NoCa { dir: PathBuf },
@@ -132,6 +132,26 @@ pub fn init_ca(dir: &Path) -> Result<IssuedFiles, PkiError> {
     write_file(&files.key, &key.serialize_pem(), true)?;
     write_file(&files.cert, &cert.pem(), false)?;
     Ok(files)
+}
+
+pub const KEK_FILE: &str = "kek.key";
+
+/// Creates `kek.key` in `dir`: the control plane's key-encryption key (32
+/// random bytes as hex), the same file on every replica. Meeting secrets
+/// and the join-signing key are derived from it, so it never goes into the
+/// Raft log. Refuses to overwrite one: every secret derived from it would
+/// change.
+pub fn init_kek(dir: &Path) -> Result<PathBuf, PkiError> {
+    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let path = dir.join(KEK_FILE);
+    if path.exists() {
+        return Err(PkiError::CaExists { path });
+    }
+    let mut k = [0u8; 32];
+    ring_fill(&mut k);
+    let hex: String = k.iter().map(|b| format!("{b:02x}")).collect();
+    write_file(&path, &format!("{hex}\n"), true)?;
+    Ok(path)
 }
 
 /// Whether a CA exists in `dir`.
@@ -267,6 +287,16 @@ impl LocalCa {
 
     pub fn ca_path(&self) -> PathBuf {
         self.dir.join(CA_CERT_FILE)
+    }
+
+    /// The key-encryption key file, made on first use.
+    pub fn kek(&self) -> Result<PathBuf, PkiError> {
+        let path = self.dir.join(KEK_FILE);
+        if path.exists() {
+            Ok(path)
+        } else {
+            init_kek(&self.dir)
+        }
     }
 
     /// Trust anchors only: a participant.

@@ -56,21 +56,153 @@ pub fn random_u64() -> u64 {
     u64::from_le_bytes(random_bytes::<8>())
 }
 
-/// Fresh secrets for a new meeting.
+/// A new meeting's access: a fresh random salt its secrets derive from.
 pub fn new_meeting_access(settings: crate::state::MeetingSettings) -> crate::state::MeetingAccess {
-    // Rejection sampling keeps every PIN equally likely.
-    let pin = loop {
-        let v = u32::from_le_bytes(random_bytes::<4>());
-        if v < 4_000_000_000 {
-            break format!("{:0width$}", v % 100_000_000, width = PIN_DIGITS);
-        }
-    };
     crate::state::MeetingAccess {
-        passcode: hex(&random_bytes::<PASSCODE_BYTES>()),
-        host_key: hex(&random_bytes::<HOST_KEY_BYTES>()),
-        pin,
+        secret_salt: hex(&random_bytes::<32>()),
         settings,
+        ..Default::default()
     }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KekError {
+    #[error("{path}: {reason}")]
+    Read { path: String, reason: String },
+    #[error("{path}: expected 64 hex digits (32 bytes); make one with `fjord pki kek --dir DIR`")]
+    Malformed { path: String },
+}
+
+/// The cluster's key-encryption key: 32 random bytes in a file on every
+/// replica (or a Kubernetes Secret mounted as one), never in the Raft log.
+/// Meeting secrets and the join-signing key are derived from it and a salt
+/// that is in the log, so the log and snapshots alone reveal neither.
+#[derive(Clone)]
+pub struct Kek([u8; 32]);
+
+impl std::fmt::Debug for Kek {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Kek(..)")
+    }
+}
+
+/// A meeting's secrets, as derived; `Debug` shows none of them.
+#[derive(Clone, PartialEq, Eq)]
+pub struct MeetingSecrets {
+    pub passcode: String,
+    pub host_key: String,
+    pub pin: String,
+}
+
+impl std::fmt::Debug for MeetingSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MeetingSecrets(..)")
+    }
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+impl Kek {
+    pub fn generate() -> Kek {
+        Kek(random_bytes::<32>())
+    }
+
+    /// The file's contents: 64 hex digits and a newline.
+    pub fn to_file_contents(&self) -> String {
+        format!("{}\n", hex(&self.0))
+    }
+
+    pub fn load(path: &std::path::Path) -> Result<Kek, KekError> {
+        let p = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| KekError::Read {
+            path: p.clone(),
+            reason: e.to_string(),
+        })?;
+        let bytes = unhex(text.trim()).filter(|b| b.len() == 32);
+        let bytes = bytes.ok_or(KekError::Malformed { path: p })?;
+        let mut k = [0u8; 32];
+        k.copy_from_slice(&bytes);
+        Ok(Kek(k))
+    }
+
+    /// HMAC-SHA256 of `label` and `salt` under the KEK.
+    fn derive(&self, label: &str, salt: &[u8]) -> [u8; 32] {
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &self.0);
+        let mut ctx = ring::hmac::Context::with_key(&key);
+        ctx.update(label.as_bytes());
+        ctx.update(&[0]);
+        ctx.update(salt);
+        let tag = ctx.sign();
+        let mut out = [0u8; 32];
+        out.copy_from_slice(tag.as_ref());
+        out
+    }
+
+    /// The passcode, host key and PIN of a meeting.
+    pub fn meeting_secrets(&self, access: &crate::state::MeetingAccess) -> MeetingSecrets {
+        if access.secret_salt.is_empty() {
+            return MeetingSecrets {
+                passcode: access.legacy_passcode.clone(),
+                host_key: access.legacy_host_key.clone(),
+                pin: access.legacy_pin.clone(),
+            };
+        }
+        let salt = access.secret_salt.as_bytes();
+        let passcode = self.derive("fjord meeting passcode", salt);
+        let host_key = self.derive("fjord meeting host key", salt);
+        let pin_bytes = self.derive("fjord meeting pin", salt);
+        // Rejection sampling over the derived words keeps every PIN equally
+        // likely; 8 tries fail with probability (0.07)^8, then fall back to
+        // a second derivation.
+        let mut pin = None;
+        for round in 0u8.. {
+            let words = if round == 0 {
+                pin_bytes
+            } else {
+                self.derive(&format!("fjord meeting pin {round}"), salt)
+            };
+            pin = words
+                .chunks_exact(4)
+                .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .find(|v| *v < 4_000_000_000);
+            if pin.is_some() {
+                break;
+            }
+        }
+        let pin = pin.unwrap_or_default() % 100_000_000;
+        MeetingSecrets {
+            passcode: hex(&passcode[..PASSCODE_BYTES]),
+            host_key: hex(&host_key[..HOST_KEY_BYTES]),
+            pin: format!("{pin:0width$}", width = PIN_DIGITS),
+        }
+    }
+
+    /// The join-signing key for a salt kept in the replicated state.
+    pub fn join_signer(&self, salt: &[u8]) -> Result<TokenSigner, TokenError> {
+        let seed = self.derive("fjord join-signing key", salt);
+        Ed25519KeyPair::from_seed_unchecked(&seed)
+            .map(|key| TokenSigner { key })
+            .map_err(|_| TokenError::Malformed)
+    }
+
+    /// The raw Ed25519 seed of the join-signing key (tests look for it in
+    /// files to show it is not there).
+    pub fn join_key_seed(&self, salt: &[u8]) -> [u8; 32] {
+        self.derive("fjord join-signing key", salt)
+    }
+}
+
+/// A fresh salt for the join-signing key.
+pub fn new_join_key_salt() -> Vec<u8> {
+    random_bytes::<32>().to_vec()
 }
 
 /// Compares secrets in time independent of where they differ.
@@ -208,8 +340,25 @@ mod tests {
 
     #[test]
     fn meeting_secrets_have_the_promised_entropy_and_shape() {
-        let a = new_meeting_access(Default::default());
-        let b = new_meeting_access(Default::default());
+        let kek = Kek::generate();
+        let (a, b) = (
+            new_meeting_access(Default::default()),
+            new_meeting_access(Default::default()),
+        );
+        // The same salt and KEK always give the same secrets (a retried
+        // schedule answers what the first attempt answered)...
+        assert_eq!(kek.meeting_secrets(&a), kek.meeting_secrets(&a));
+        // ...and another KEK gives others: the salt alone is worthless.
+        assert_ne!(
+            Kek::generate().meeting_secrets(&a).passcode,
+            kek.meeting_secrets(&a).passcode
+        );
+        assert_eq!(
+            format!("{:?}", kek.meeting_secrets(&a)),
+            "MeetingSecrets(..)"
+        );
+        assert!(!format!("{a:?}").contains(&a.secret_salt));
+        let (a, b) = (kek.meeting_secrets(&a), kek.meeting_secrets(&b));
         // S1: at least 64 bits; hex digits carry 4 bits each.
         assert!(a.passcode.len() * 4 >= 64, "{:?}", a.passcode);
         assert!(a.passcode.chars().all(|c| c.is_ascii_hexdigit()));

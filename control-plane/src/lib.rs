@@ -15,9 +15,9 @@
 pub mod access;
 pub mod api;
 pub mod client;
+pub mod join_guard;
 pub mod placement;
 pub mod raft;
-pub mod join_guard;
 pub mod ratelimit;
 pub mod server;
 pub mod state;

@@ -43,6 +43,9 @@ pub struct ReplicaConfig {
     pub peers: BTreeMap<NodeId, String>,
     /// CA, and this replica's certificate (`spiffe://fjord/replica/ID`).
     pub tls: TlsFiles,
+    /// The key-encryption key file (the same on every replica; never in
+    /// the log): meeting secrets and the join-signing key derive from it.
+    pub kek_file: PathBuf,
     /// Bounds on TLS handshakes in progress, per port.
     pub handshake: HandshakeLimits,
     /// Start without initialising a cluster; `cluster add-member` adds it.
@@ -73,6 +76,7 @@ impl Default for ReplicaConfig {
             data_dir: PathBuf::from("fjord-data"),
             peers: BTreeMap::new(),
             tls: TlsFiles::with_cert("ca.pem", "replica.pem", "replica.key"),
+            kek_file: PathBuf::from("kek.key"),
             handshake: HandshakeLimits::default(),
             join: false,
             raft_heartbeat_interval_ms: 100,
@@ -108,6 +112,8 @@ pub enum ConfigError {
     WrongIdentity { id: NodeId, found: String },
     #[error("--listen and --peer-listen must differ (the peer port serves replicas only)")]
     SamePorts,
+    #[error("key-encryption key: {0}")]
+    Kek(#[from] crate::access::KekError),
 }
 
 impl ReplicaConfig {
@@ -160,6 +166,7 @@ impl ReplicaConfig {
             return Err(ConfigError::SamePorts);
         }
         self.tls.validate()?;
+        crate::access::Kek::load(&self.kek_file)?;
         match self.tls.identity()? {
             Some(Identity::Replica { id }) if id == self.id => {}
             found => {
@@ -305,7 +312,8 @@ pub async fn start_with_listeners(
 
     let heartbeat = Duration::from_millis(config.node_heartbeat_interval_ms);
     let lease = Duration::from_millis(config.node_lease_ms);
-    let keys = Arc::new(SigningKeys::new(replica.clone()));
+    let kek = Arc::new(crate::access::Kek::load(&config.kek_file).map_err(ConfigError::Kek)?);
+    let keys = Arc::new(SigningKeys::new(replica.clone(), kek.clone()));
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let peer_router = limits(tonic::transport::Server::builder(), &config)
         .add_service(RaftServiceServer::new(RaftGrpc::new(replica.clone())));
@@ -330,6 +338,7 @@ pub async fn start_with_listeners(
         .add_service(MeetingServiceServer::new(MeetingApi::new(
             replica.clone(),
             keys,
+            kek,
             // Normal age of a committed heartbeat is up to a commit interval
             // (a third of the lease) plus one beat; more means overdue.
             (lease / 3 + heartbeat).as_millis() as u64 + 250,

@@ -69,8 +69,12 @@ async fn ten_thousand_wrong_passcodes_admit_nobody_and_lock_out_neither_host_nor
             .iter()
             .map(|e| MeetingServiceClient::new(channel_from(e, &anonymous, source)))
             .collect();
-        let (admitted, denied, limited, sent) =
-            (admitted.clone(), denied.clone(), limited.clone(), sent.clone());
+        let (admitted, denied, limited, sent) = (
+            admitted.clone(),
+            denied.clone(),
+            limited.clone(),
+            sent.clone(),
+        );
         flood.push(tokio::spawn(async move {
             for i in 0..GUESSES_PER_SOURCE {
                 let mut c = clients[i as usize % clients.len()].clone();
@@ -107,8 +111,7 @@ async fn ten_thousand_wrong_passcodes_admit_nobody_and_lock_out_neither_host_nor
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let mut round = 0usize;
-    while sent.load(Ordering::Relaxed) < SOURCES as u64 * GUESSES_PER_SOURCE * 9 / 10
-        && round < 60
+    while sent.load(Ordering::Relaxed) < SOURCES as u64 * GUESSES_PER_SOURCE * 9 / 10 && round < 60
     {
         let e = &endpoints[round % endpoints.len()];
         let mut host = MeetingServiceClient::new(channel_from(e, &anonymous, host_src));
@@ -143,10 +146,17 @@ async fn ten_thousand_wrong_passcodes_admit_nobody_and_lock_out_neither_host_nor
         f.await.unwrap();
     }
     flooding.store(false, Ordering::Relaxed);
-    assert!(round >= 3, "the flood ended before the host could try ({during} sent)");
+    assert!(
+        round >= 3,
+        "the flood ended before the host could try ({during} sent)"
+    );
 
     let total = SOURCES as u64 * GUESSES_PER_SOURCE;
-    assert_eq!(admitted.load(Ordering::Relaxed), 0, "a wrong passcode got in");
+    assert_eq!(
+        admitted.load(Ordering::Relaxed),
+        0,
+        "a wrong passcode got in"
+    );
     assert_eq!(
         denied.load(Ordering::Relaxed) + limited.load(Ordering::Relaxed),
         total

@@ -117,6 +117,7 @@ async fn stack() -> anyhow::Result<Stack> {
             data_dir: dir.path().join("r1"),
             peers: [(1, pl.local_addr()?.to_string())].into_iter().collect(),
             tls: ca.replica(1)?,
+            kek_file: ca.kek()?,
             election_timeout_min_ms: 200,
             election_timeout_max_ms: 400,
             raft_heartbeat_interval_ms: 50,

@@ -10,14 +10,16 @@ use fjord_proto::v1::meeting_service_server::MeetingService;
 use super::authz::{authorize, Rpc};
 use super::{convert, finish, validate, ApiError, SigningKeys};
 use crate::access::{self, JOIN_TOKEN_TTL_MS, PIN_REVEAL_BEFORE_START_MS};
-use crate::raft::{now_ms, Replica};
 use crate::join_guard::GuardStep;
+use crate::raft::{now_ms, Replica};
 use crate::state::{Command, Meeting, MeetingState, Output, Query, QueryOutput, Share};
 
 /// Limits on join attempts, kept by each replica for the calls it receives.
 pub struct MeetingApi {
     replica: Arc<Replica>,
     keys: Arc<SigningKeys>,
+    /// Derives each meeting's secrets from its salt.
+    kek: Arc<access::Kek>,
     /// Tokens issued per meeting and node by this replica: spreads a
     /// cascaded meeting's joiners over its shares in proportion to their
     /// size, and sends re-joiners to the share that replaced a lost one.
@@ -83,11 +85,13 @@ impl MeetingApi {
     pub fn new(
         replica: Arc<Replica>,
         keys: Arc<SigningKeys>,
+        kek: Arc<access::Kek>,
         node_overdue_ms: u64,
     ) -> Self {
         MeetingApi {
             replica,
             keys,
+            kek,
             issued: Mutex::new(HashMap::new()),
             node_overdue_ms,
             refused_sources: Mutex::new(HashMap::new()),
@@ -153,13 +157,16 @@ impl MeetingApi {
         match out {
             // A retried request answers the first attempt's meeting, and so
             // the secrets stored then, not the ones drawn for this attempt.
-            Output::Scheduled { meeting, decision } => Ok(pb::ScheduleMeetingResponse {
-                meeting: Some(convert::meeting(&meeting)),
-                decision: Some(convert::decision(&decision)),
-                join_link: join_link(meeting.id, &meeting.access.passcode),
-                passcode: meeting.access.passcode,
-                host_key: meeting.access.host_key,
-            }),
+            Output::Scheduled { meeting, decision } => {
+                let secrets = self.kek.meeting_secrets(&meeting.access);
+                Ok(pb::ScheduleMeetingResponse {
+                    meeting: Some(convert::meeting(&meeting)),
+                    decision: Some(convert::decision(&decision)),
+                    join_link: join_link(meeting.id, &secrets.passcode),
+                    passcode: secrets.passcode,
+                    host_key: secrets.host_key,
+                })
+            }
             other => unreachable!("schedule answered {other:?}"),
         }
     }
@@ -209,7 +216,7 @@ impl MeetingApi {
             Err(e) => return Err(e.into()),
         };
         let Some((meeting, role)) =
-            meeting.and_then(|m| credential_role(&m, &r, now).map(|role| (m, role)))
+            meeting.and_then(|m| credential_role(&self.kek, &m, &r, now).map(|role| (m, role)))
         else {
             self.guard(GuardStep::Failed {
                 source,
@@ -364,7 +371,8 @@ impl MeetingApi {
             Err(e) => return Err(e.into()),
         };
         let Some(m) = m.filter(|m| {
-            access::secrets_equal(&m.access.host_key, &r.host_key) && m.state != MeetingState::Ended
+            access::secrets_equal(&self.kek.meeting_secrets(&m.access).host_key, &r.host_key)
+                && m.state != MeetingState::Ended
         }) else {
             self.guard(step(false)).await?;
             return Err(ApiError::Denied);
@@ -377,7 +385,9 @@ impl MeetingApi {
                 (reveal_at - now).div_ceil(1000)
             )));
         }
-        Ok(pb::GetMeetingPinResponse { pin: m.access.pin })
+        Ok(pb::GetMeetingPinResponse {
+            pin: self.kek.meeting_secrets(&m.access).pin,
+        })
     }
 
     async fn meeting(&self, id: u64) -> Result<crate::state::Meeting, ApiError> {
@@ -416,19 +426,28 @@ impl MeetingApi {
 }
 
 /// Which role the credential in `r` grants for `m` at `now`, if any.
-fn credential_role(m: &Meeting, r: &pb::JoinMeetingRequest, now: u64) -> Option<pb::Role> {
-    if m.state == MeetingState::Ended || m.access.passcode.is_empty() {
+fn credential_role(
+    kek: &access::Kek,
+    m: &Meeting,
+    r: &pb::JoinMeetingRequest,
+    now: u64,
+) -> Option<pb::Role> {
+    if m.state == MeetingState::Ended {
+        return None;
+    }
+    let secrets = kek.meeting_secrets(&m.access);
+    if secrets.passcode.is_empty() {
         return None;
     }
     if !r.host_key.is_empty() {
-        return access::secrets_equal(&m.access.host_key, &r.host_key).then_some(pb::Role::Host);
+        return access::secrets_equal(&secrets.host_key, &r.host_key).then_some(pb::Role::Host);
     }
     if !r.pin.is_empty() {
         let open = now >= m.start_ms.saturating_sub(PIN_REVEAL_BEFORE_START_MS);
-        return (open && access::secrets_equal(&m.access.pin, &r.pin))
+        return (open && access::secrets_equal(&secrets.pin, &r.pin))
             .then_some(pb::Role::Participant);
     }
-    access::secrets_equal(&m.access.passcode, &r.passcode).then_some(pb::Role::Participant)
+    access::secrets_equal(&secrets.passcode, &r.passcode).then_some(pb::Role::Participant)
 }
 
 #[tonic::async_trait]

@@ -13,10 +13,10 @@ mod meeting;
 mod node;
 mod validate;
 
+pub use crate::join_guard::JoinLimits;
 pub use cluster::ClusterApi;
 pub use institution::InstitutionApi;
 pub use keys::SigningKeys;
-pub use crate::join_guard::JoinLimits;
 pub use meeting::MeetingApi;
 pub use node::NodeApi;
 pub use validate::address as validate_address;

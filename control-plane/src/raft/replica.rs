@@ -72,12 +72,24 @@ pub struct ClusterStatus {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub(crate) enum Operation {
-    Write { command: Command, op_id: u64 },
-    Read { query: Query },
+    Write {
+        command: Command,
+        op_id: u64,
+    },
+    Read {
+        query: Query,
+    },
     /// A step of a join attempt, counted by the leader's join guards.
-    JoinGuard { step: GuardStep },
-    AddMember { id: NodeId, address: String },
-    RemoveMember { id: NodeId },
+    JoinGuard {
+        step: GuardStep,
+    },
+    AddMember {
+        id: NodeId,
+        address: String,
+    },
+    RemoveMember {
+        id: NodeId,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

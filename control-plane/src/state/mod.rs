@@ -108,9 +108,15 @@ pub enum Command {
         id: u64,
     },
     /// Installs the key that signs join tokens, unless one exists: the first
-    /// committed key wins, so replicas racing to create one agree.
+    /// committed key wins, so replicas racing to create one agree. New
+    /// clusters commit only a `salt` (the key is derived from it with the
+    /// key-encryption key, which is not in the log); `pkcs8` is how logs
+    /// written before that carried the key itself.
     InitJoinKey {
+        #[serde(default)]
         pkcs8: Vec<u8>,
+        #[serde(default)]
+        salt: Vec<u8>,
     },
 }
 
@@ -159,8 +165,10 @@ pub enum Output {
         moved: Vec<u64>,
         kept: Vec<u64>,
     },
-    /// The join-token signing key in force (PKCS#8).
+    /// The join-token signing key in force, stored before salts (PKCS#8).
     JoinKey(Vec<u8>),
+    /// The salt the join-token signing key in force derives from.
+    JoinKeySalt(Vec<u8>),
 }
 
 pub type Response = Result<Output, StateError>;
@@ -219,9 +227,14 @@ pub struct ClusterState {
     /// Answers to recent writes by op id, and the same ids by time for pruning.
     recent_ops: BTreeMap<u64, Response>,
     recent_ops_by_time: BTreeSet<(u64, u64)>,
-    /// Ed25519 key (PKCS#8) that signs join tokens; created once per cluster.
+    /// Ed25519 key (PKCS#8) that signs join tokens, in clusters created
+    /// before `join_key_salt`; such a key stays in use.
     #[serde(default)]
     pub join_key: Option<Vec<u8>>,
+    /// Salt of the join-signing key (derived with the key-encryption key);
+    /// created once per cluster.
+    #[serde(default)]
+    pub join_key_salt: Option<Vec<u8>>,
     /// Last node index handed out.
     #[serde(default)]
     pub last_node_index: u32,
@@ -253,6 +266,7 @@ impl Default for ClusterState {
             recent_ops: BTreeMap::new(),
             recent_ops_by_time: BTreeSet::new(),
             join_key: None,
+            join_key_salt: None,
             last_node_index: 0,
         }
     }
@@ -358,9 +372,19 @@ impl ClusterState {
                 &mut rng,
             ),
             Command::EndMeeting { id } => self.end_meeting(*id, req.now_ms),
-            Command::InitJoinKey { pkcs8 } => {
-                let key = self.join_key.get_or_insert_with(|| pkcs8.clone());
-                Ok(Output::JoinKey(key.clone()))
+            Command::InitJoinKey { pkcs8, salt } => {
+                if self.join_key.is_none() && self.join_key_salt.is_none() {
+                    if !salt.is_empty() {
+                        self.join_key_salt = Some(salt.clone());
+                    } else if !pkcs8.is_empty() {
+                        self.join_key = Some(pkcs8.clone());
+                    }
+                }
+                match (&self.join_key_salt, &self.join_key) {
+                    (Some(s), _) => Ok(Output::JoinKeySalt(s.clone())),
+                    (None, Some(k)) => Ok(Output::JoinKey(k.clone())),
+                    (None, None) => Ok(Output::None),
+                }
             }
         }
     }

@@ -256,13 +256,33 @@ pub struct MeetingSettings {
 /// operating system's RNG by the API layer before the command is proposed
 /// (the state machine itself must stay deterministic), and live only in the
 /// on-premise Raft state.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// The secrets themselves are not stored: `secret_salt` is random, and the
+/// passcode, host key and PIN are derived from it with the cluster's
+/// key-encryption key (a file on each replica, never in the log), so the
+/// Raft log and snapshots hold nothing a reader could join with
+/// (`crate::access::Kek::meeting_secrets`).
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MeetingAccess {
-    /// Needed by every participant; rides in the join link.
-    pub passcode: String,
-    /// Makes its holder the host.
-    pub host_key: String,
-    /// Numeric PIN for room systems, revealed from shortly before start.
-    pub pin: String,
+    /// 32 random bytes, hex: the input the secrets are derived from.
+    #[serde(default)]
+    pub secret_salt: String,
+    /// Meetings stored before secrets were derived kept them in plaintext;
+    /// they still load and work, and are empty for every newer meeting.
+    #[serde(default, alias = "passcode", skip_serializing_if = "String::is_empty")]
+    pub legacy_passcode: String,
+    #[serde(default, alias = "host_key", skip_serializing_if = "String::is_empty")]
+    pub legacy_host_key: String,
+    #[serde(default, alias = "pin", skip_serializing_if = "String::is_empty")]
+    pub legacy_pin: String,
     pub settings: MeetingSettings,
+}
+
+impl std::fmt::Debug for MeetingAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print secret material, even the salt.
+        f.debug_struct("MeetingAccess")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
 }

@@ -74,6 +74,7 @@ impl Cluster {
                 data_dir: dir.path().join(format!("r{id}")),
                 peers: peer_addrs.clone(),
                 tls: ca.replica(id).unwrap(),
+                kek_file: ca.kek().unwrap(),
                 ..base.clone()
             };
             replicas.insert(id, start_with_listeners(config, l, pl).await.unwrap());
@@ -103,6 +104,7 @@ impl Cluster {
             peers: BTreeMap::new(),
             join: true,
             tls: self.ca.replica(id).unwrap(),
+            kek_file: self.ca.kek().unwrap(),
             ..self.base.clone()
         };
         self.replicas

@@ -52,6 +52,7 @@ impl Stack {
             data_dir: dir.path().join("r1"),
             peers: [(1, peer_addr)].into_iter().collect(),
             tls: ca.replica(1).unwrap(),
+            kek_file: ca.kek().unwrap(),
             raft_heartbeat_interval_ms: 50,
             election_timeout_min_ms: 200,
             election_timeout_max_ms: 400,
