@@ -427,6 +427,13 @@ async fn an_idempotency_key_answers_only_its_own_caller() {
         again.meeting.unwrap().id,
         first.meeting.as_ref().unwrap().id
     );
+    // The same key for a different request is refused, naming the key.
+    let s = schedule(&ops, "uio", 6, "shared-key")
+        .await
+        .expect_err("a reused key with other parameters must be refused");
+    assert_eq!(s.code(), Code::AlreadyExists, "{s:?}");
+    assert!(s.message().contains("shared-key"), "{s:?}");
+    assert!(!s.message().contains(&first.passcode));
     // uio's admin guessing the key gets a meeting of its own, never the
     // operator's passcode and host key.
     let admin = cluster.client_with(&cluster.ca.institution_admin("uio", "desk").unwrap());

@@ -9,6 +9,8 @@ use crate::placement::{Decision, Refusal};
 pub enum StateError {
     #[error("institution {name:?} already exists")]
     InstitutionExists { name: String },
+    #[error("idempotency key {key:?} was already used for a different meeting request")]
+    RequestIdReused { key: String },
     #[error("unknown institution {name:?}")]
     UnknownInstitution { name: String },
     #[error("unknown region {name:?}")]
@@ -58,6 +60,7 @@ impl StateError {
     pub fn code(&self) -> &'static str {
         match self {
             StateError::InstitutionExists { .. } => "institution_exists",
+            StateError::RequestIdReused { .. } => "request_id_reused",
             StateError::UnknownInstitution { .. } => "unknown_institution",
             StateError::UnknownRegion { .. } => "unknown_region",
             StateError::HomeOutsideResidency { .. } => "home_outside_residency",

@@ -366,7 +366,7 @@ impl ClusterState {
                 request_id.as_deref(),
                 institution,
                 *participants,
-                (start_ms.unwrap_or(req.now_ms), *duration_ms),
+                (*start_ms, *duration_ms),
                 access,
                 req,
                 &mut rng,
@@ -646,17 +646,32 @@ impl ClusterState {
         request_id: Option<&str>,
         institution: &str,
         participants: u32,
-        (start_ms, duration_ms): (u64, u64),
+        (requested_start, duration_ms): (Option<u64>, u64),
         access: &MeetingAccess,
         req: &Request,
         rng: &mut SplitMix64,
     ) -> Response {
-        if let Some(existing) = request_id.and_then(|r| self.request_ids.get(r)) {
-            // A retried request: answer with what the first attempt did.
-            let meeting = self.meetings[existing].clone();
+        if let Some((key, existing)) = request_id.and_then(|r| self.request_ids.get(r).map(|m| (r, m))) {
+            // A retried request: answer with what the first attempt did, but
+            // only if it is the same request; a key reused for another one
+            // is refused, never answered with the first meeting's secrets.
+            let first = &self.meetings[existing];
+            let same = first.institution == institution
+                && first.participants == participants
+                && first.access.settings == access.settings
+                && requested_start.is_none_or(|s| s == first.start_ms)
+                && (duration_ms == 0
+                    || duration_ms == first.end_ms.saturating_sub(first.start_ms));
+            if !same {
+                return Err(StateError::RequestIdReused {
+                    key: key.to_string(),
+                });
+            }
+            let meeting = first.clone();
             let decision = meeting.decisions[0].clone();
             return Ok(Output::Scheduled { meeting, decision });
         }
+        let start_ms = requested_start.unwrap_or(req.now_ms);
         let inst =
             self.institutions
                 .get(institution)
