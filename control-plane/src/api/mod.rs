@@ -82,8 +82,9 @@ impl ApiError {
             ApiError::Internal(_) => Code::Internal,
             ApiError::Cluster(c) => match c {
                 ClusterError::State(s) => match s {
-                    StateError::InstitutionExists { .. }
-                    | StateError::RequestIdReused { .. } => Code::AlreadyExists,
+                    StateError::InstitutionExists { .. } | StateError::RequestIdReused { .. } => {
+                        Code::AlreadyExists
+                    }
                     StateError::UnknownInstitution { .. }
                     | StateError::UnknownNode { .. }
                     | StateError::UnknownMeeting { .. } => Code::NotFound,

@@ -651,7 +651,9 @@ impl ClusterState {
         req: &Request,
         rng: &mut SplitMix64,
     ) -> Response {
-        if let Some((key, existing)) = request_id.and_then(|r| self.request_ids.get(r).map(|m| (r, m))) {
+        if let Some((key, existing)) =
+            request_id.and_then(|r| self.request_ids.get(r).map(|m| (r, m)))
+        {
             // A retried request: answer with what the first attempt did, but
             // only if it is the same request; a key reused for another one
             // is refused, never answered with the first meeting's secrets.
@@ -660,8 +662,7 @@ impl ClusterState {
                 && first.participants == participants
                 && first.access.settings == access.settings
                 && requested_start.is_none_or(|s| s == first.start_ms)
-                && (duration_ms == 0
-                    || duration_ms == first.end_ms.saturating_sub(first.start_ms));
+                && (duration_ms == 0 || duration_ms == first.end_ms.saturating_sub(first.start_ms));
             if !same {
                 return Err(StateError::RequestIdReused {
                     key: key.to_string(),

@@ -1,0 +1,163 @@
+//! `fjord dev` as a new user meets it: the printed `export` lines make the
+//! printed `fjord ctl`, `fjord join` and `fjord loadgen` commands work as
+//! they are, over TLS with the dev CA; without them `fjord ctl` says which
+//! flag or variable is missing.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const FJORD: &str = env!("CARGO_BIN_EXE_fjord");
+
+struct Dev(std::process::Child);
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on the pid of a child this test started.
+        unsafe {
+            libc::kill(self.0.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs `script` in bash after the export lines `fjord dev` printed.
+fn sh(exports: &str, script: &str) -> std::process::Output {
+    Command::new("bash")
+        .arg("-c")
+        .arg(format!("set -e\n{exports}\n{script}"))
+        .env_remove("FJORD_CA")
+        .env_remove("FJORD_CERT")
+        .env_remove("FJORD_KEY")
+        .env_remove("FJORD_ENDPOINTS")
+        .output()
+        .expect("run bash")
+}
+
+#[test]
+fn the_printed_exports_make_the_printed_commands_work_and_ctl_says_what_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(FJORD)
+        .args([
+            "dev",
+            "--base-port",
+            "17101",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn fjord dev");
+    let stdout = child.stdout.take().unwrap();
+    let dev = Dev(child);
+    let mut lines = Vec::new();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.unwrap();
+        let done = line.contains("Stop with Ctrl-C");
+        lines.push(line);
+        if done {
+            break;
+        }
+    }
+    let exports: String = lines
+        .iter()
+        .filter(|l| l.trim_start().starts_with("export "))
+        .map(|l| format!("{}\n", l.trim()))
+        .collect();
+    assert!(
+        exports.contains("FJORD_CA=") && exports.contains("PATH="),
+        "no export lines in {lines:#?}"
+    );
+    let printed = |prefix: &str| {
+        lines
+            .iter()
+            .map(|l| l.trim())
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no `{prefix}` line in {lines:#?}"))
+            .split("   #")
+            .next()
+            .unwrap()
+            .to_string()
+    };
+
+    // The ctl lines as printed, with `fjord` found on the PATH the exports set.
+    for cmd in [
+        printed("fjord ctl cluster status"),
+        printed("fjord ctl node list"),
+        printed("fjord ctl meeting schedule --institution uio"),
+    ] {
+        let out = sh(&exports, &cmd);
+        assert!(
+            out.status.success(),
+            "{cmd}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // The participant's join link and the host's line, as printed, for a
+    // few seconds each: both get into the sample meeting.
+    let host = printed("fjord join --meeting");
+    let guest = printed("fjord join --link");
+    let out = sh(
+        &exports,
+        &format!("{host} --duration-s 4 & {guest} --duration-s 3 -o json; wait"),
+    );
+    assert!(
+        out.status.success(),
+        "join: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stats: serde_json::Value = serde_json::from_slice(&out.stdout).expect("join -o json");
+    assert!(
+        stats["received"].as_u64().unwrap_or(0) > 0,
+        "the guest received nothing: {stats}"
+    );
+    let load = printed("Or load it: fjord loadgen")
+        .trim_start_matches("Or load it: ")
+        .replace("--duration-s 10", "--duration-s 2");
+    let out = sh(&exports, &format!("{load} -o json"));
+    assert!(
+        out.status.success(),
+        "loadgen: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Without the exports: ctl names what is missing, exit 2.
+    let path_only = exports
+        .lines()
+        .filter(|l| l.contains("PATH="))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let out = sh(
+        &path_only,
+        "fjord ctl --endpoints 127.0.0.1:17101 node list",
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--ca") && err.contains("FJORD_CA"), "{err}");
+    let ca_only = format!(
+        "{path_only}\nexport {}",
+        exports
+            .split_whitespace()
+            .find(|w| w.starts_with("FJORD_CA="))
+            .unwrap()
+    );
+    let out = sh(&ca_only, "fjord ctl --endpoints 127.0.0.1:17101 node list");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--cert") && err.contains("FJORD_CERT"),
+        "{err}"
+    );
+    drop(dev);
+}
