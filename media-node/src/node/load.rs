@@ -84,6 +84,10 @@ pub(super) async fn sample(
                 c.link_control_malformed,
             ),
             (
+                "fjord_media_link_control_unassigned_total",
+                c.link_control_unassigned,
+            ),
+            (
                 "fjord_media_send_errors_total",
                 shared.send_errors.load(Ordering::Relaxed),
             ),

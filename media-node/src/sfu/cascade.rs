@@ -33,7 +33,14 @@ pub(super) struct Link {
     pub wants: BTreeSet<u64>,
     /// Meetings this node told the peer it has a room for.
     pub announced: BTreeSet<u64>,
+    /// Rooms the peer opened for meetings not (yet) assigned to this node
+    /// with it: acted on once the control plane says so (the peer may hear
+    /// of a cascade a heartbeat earlier), and bounded.
+    pub pending_opens: BTreeSet<u64>,
 }
+
+/// Pending room opens kept per link; more are dropped.
+const MAX_PENDING_OPENS: usize = 1024;
 
 /// Why a link's hello was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -140,9 +147,84 @@ impl<H: Clone> Sfu<H> {
         self.counters.link_control_malformed += 1;
     }
 
+    /// Whether the peer behind `conn` may speak about `meeting`: the
+    /// control plane assigned it to both nodes (or this node announced its
+    /// room to the peer, which it does only for such meetings, and the room
+    /// is still open, e.g. in a move's grace period).
+    fn link_carries(&self, conn: ConnId, meeting: u64) -> bool {
+        let Some(link) = self.conns.get(&conn).and_then(|c| c.link.as_ref()) else {
+            return false;
+        };
+        link.announced.contains(&meeting)
+            || self
+                .assignments
+                .get(&meeting)
+                .is_some_and(|peers| peers.contains(&link.peer))
+    }
+
+    fn foreign_link_message(&mut self) {
+        self.counters.link_control_unassigned += 1;
+    }
+
+    /// Acts on rooms peers opened before this node's assignments named the
+    /// meeting, now that they do.
+    pub(super) fn admit_pending_link_opens(&mut self) {
+        let mut ready = Vec::new();
+        for conn in self.link_conns.iter().copied().collect::<Vec<_>>() {
+            let pending: Vec<u64> = self
+                .conns
+                .get(&conn)
+                .and_then(|c| c.link.as_ref())
+                .map(|l| l.pending_opens.iter().copied().collect())
+                .unwrap_or_default();
+            for meeting in pending {
+                if self.link_carries(conn, meeting) {
+                    ready.push((conn, meeting));
+                }
+            }
+        }
+        for (conn, meeting) in ready {
+            if let Some(l) = self.link_mut(conn) {
+                l.pending_opens.remove(&meeting);
+            }
+            self.peer_room(conn, meeting, true);
+        }
+    }
+
     pub fn link_control(&mut self, conn: ConnId, m: pb::LinkMessage) -> Vec<Output> {
         if self.conns.get(&conn).is_none_or(|c| c.link.is_none()) {
             return Vec::new();
+        }
+        // Every message names a meeting (a removed track, through the
+        // track); a peer may speak only of meetings both nodes carry.
+        let meeting = match &m.msg {
+            Some(LinkMsg::Room(r)) => Some(r.meeting_id),
+            Some(LinkMsg::ParticipantJoined(p)) => Some(p.meeting_id),
+            Some(LinkMsg::ParticipantLeft(p)) => Some(p.meeting_id),
+            Some(LinkMsg::TrackPublished(t)) => Some(t.meeting_id),
+            Some(LinkMsg::TrackRemoved(t)) => self.tracks.get(&t.track_id).map(|t| t.meeting),
+            Some(LinkMsg::Waiting(w)) => Some(w.meeting_id),
+            Some(LinkMsg::Admit(a)) => Some(a.meeting_id),
+            Some(LinkMsg::Lock(l)) => Some(l.meeting_id),
+            Some(LinkMsg::MemberState(m)) => Some(m.meeting_id),
+            Some(LinkMsg::Hello(_)) | None => None,
+        };
+        if let Some(meeting) = meeting {
+            if !self.link_carries(conn, meeting) {
+                match &m.msg {
+                    Some(LinkMsg::Room(r)) => {
+                        let link = self.link_mut(conn).expect("checked above");
+                        if !r.open {
+                            link.pending_opens.remove(&meeting);
+                        } else if link.pending_opens.len() < MAX_PENDING_OPENS {
+                            link.pending_opens.insert(meeting);
+                        }
+                        self.foreign_link_message();
+                    }
+                    _ => self.foreign_link_message(),
+                }
+                return std::mem::take(&mut self.out);
+            }
         }
         match m.msg {
             Some(LinkMsg::Room(r)) => self.peer_room(conn, r.meeting_id, r.open),

@@ -136,6 +136,9 @@ pub struct Counters {
     /// Datagrams that arrived over cascade links and were routed.
     pub link_datagrams_in: u64,
     pub link_control_malformed: u64,
+    /// Link messages about a meeting the control plane did not assign to
+    /// both nodes: dropped.
+    pub link_control_unassigned: u64,
 }
 
 /// The datagram-path counters: atomics, so that routing takes `&self` and
@@ -453,6 +456,7 @@ impl<H: Clone> Sfu<H> {
             }
         }
         self.open_links_for_assignments();
+        self.admit_pending_link_opens();
         std::mem::take(&mut self.out)
     }
 

@@ -7,6 +7,7 @@ use std::net::IpAddr;
 use fjord_control_plane::access::{generate_signing_key, TokenSigner, JOIN_TOKEN_TTL_MS};
 use fjord_proto::v1 as pb;
 use pb::client_message::Msg as In;
+use pb::link_message::Msg as LinkMsg;
 use pb::server_message::Msg as OutMsg;
 
 use super::*;
@@ -956,4 +957,77 @@ fn a_host_mutes_and_grants_screen_sharing_to_someone_on_another_node() {
     );
     c.pump();
     assert!(c.b.publish(guest, pb::TrackKind::Screen).is_some());
+}
+
+#[test]
+fn a_peer_may_speak_only_of_meetings_the_control_plane_gave_both_nodes() {
+    let (mut c, _) = Cascade::new();
+    // On B, the meeting is not cascaded with A (A is not among its peers).
+    let outs = c.b.sfu.sync_assignments(NOW, &[(MEETING, vec![])], &[]);
+    c.b.apply(outs);
+    let secure = pb::MeetingSettings::default();
+    let host = c.b.join_with(1, pb::Role::Host, secure);
+    let guest = c.b.join_with(2, pb::Role::Participant, secure);
+    c.b.send(host, In::SetLocked(pb::SetLocked { locked: true }));
+    c.b.take(host);
+    c.b.take(guest);
+    c.b.link_out.clear();
+    // A (a real, verified node) tries to unlock, admit, fake a host, inject a
+    // track and read the roster of a meeting it does not carry.
+    let fake = pb::ParticipantInfo {
+        participant_id: 99,
+        display_name: "the host".into(),
+        role: pb::Role::Host as i32,
+        ..Default::default()
+    };
+    let attacks = [
+        LinkMsg::Lock(pb::LinkLock {
+            meeting_id: MEETING,
+            locked: false,
+        }),
+        LinkMsg::Admit(pb::LinkAdmit {
+            meeting_id: MEETING,
+            participant_id: 2,
+        }),
+        LinkMsg::ParticipantJoined(pb::LinkParticipant {
+            meeting_id: MEETING,
+            info: Some(fake),
+        }),
+        LinkMsg::TrackPublished(pb::LinkTrack {
+            meeting_id: MEETING,
+            track: Some(pb::TrackInfo {
+                track_id: (1 << TRACK_INDEX_SHIFT) | 5,
+                participant_id: 99,
+                kind: pb::TrackKind::Video as i32,
+            }),
+        }),
+        LinkMsg::Room(pb::LinkRoom {
+            meeting_id: MEETING,
+            open: true,
+        }),
+    ];
+    for m in attacks {
+        let outs = c.b.sfu.link_control(LINK, pb::LinkMessage { msg: Some(m) });
+        c.b.apply(outs);
+    }
+    assert_eq!(c.b.sfu.counters().link_control_unassigned, 5);
+    assert!(c.b.link_out.is_empty(), "the roster went to a stranger");
+    assert!(c.b.take(guest).is_empty(), "the guest heard of the attack");
+    assert!(c.b.take(host).is_empty(), "the host heard of the attack");
+    assert_eq!(c.b.sfu.tracks(), 0);
+    // Still locked: a newcomer with the host's role is refused.
+    let late = c.b.join_with(3, pb::Role::Host, secure);
+    assert!(c.b.closed.contains(&late));
+
+    // Once the control plane cascades the meeting with A, the room A opened
+    // earlier is acted on: B tells A its state.
+    let outs =
+        c.b.sfu
+            .sync_assignments(NOW, &[(MEETING, vec!["peer-a".into()])], &[]);
+    c.b.apply(outs);
+    assert!(c
+        .b
+        .link_out
+        .iter()
+        .any(|(_, m)| matches!(&m.msg, Some(LinkMsg::Lock(l)) if l.locked)));
 }
