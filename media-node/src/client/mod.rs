@@ -349,6 +349,11 @@ impl Participant {
         })
     }
 
+    /// Why the node closed the connection, once it has.
+    pub fn close_reason(&self) -> Option<quinn::ConnectionError> {
+        self.conn.close_reason()
+    }
+
     pub fn is_admitted(&self) -> bool {
         matches!(self.admission, Admission::Joined(_))
     }

@@ -88,6 +88,14 @@ pub(super) async fn sample(
                 c.link_control_unassigned,
             ),
             (
+                "fjord_media_control_flood_closed_total",
+                c.control_flood_closed,
+            ),
+            (
+                "fjord_media_connections_refused_total",
+                c.connections_refused,
+            ),
+            (
                 "fjord_media_send_errors_total",
                 shared.send_errors.load(Ordering::Relaxed),
             ),

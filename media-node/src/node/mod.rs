@@ -354,11 +354,12 @@ async fn serve_connection(shared: Arc<Shared>, incoming: quinn::Incoming, id: Co
         };
     let (tx, rx) = mpsc::channel(WRITER_QUEUE);
     shared.writers.lock().expect("writers lock").insert(id, tx);
-    shared.sfu.write().expect("sfu lock").connect(
+    let outs = shared.sfu.write().expect("sfu lock").connect(
         id,
         ConnHandle(conn.clone()),
         conn.remote_address().ip(),
     );
+    shared.dispatch(outs);
     let writer = tokio::spawn(write_control(send, rx, conn.clone()));
     let datagrams = tokio::spawn(forward_datagrams(shared.clone(), conn.clone(), id));
 

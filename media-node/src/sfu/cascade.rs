@@ -119,15 +119,14 @@ impl<H: Clone> Sfu<H> {
         self.link_conns.insert(conn);
         self.conns.insert(
             conn,
-            Conn {
+            Conn::new(
                 handle,
                 source,
-                member: None,
-                link: Some(Link {
+                Some(Link {
                     peer,
                     ..Link::default()
                 }),
-            },
+            ),
         );
         self.open_links_for_assignments();
         std::mem::take(&mut self.out)

@@ -27,7 +27,7 @@ mod room;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -62,8 +62,14 @@ pub struct SfuConfig {
     pub max_tracks_per_participant: usize,
     /// Join attempts per source address (S9).
     pub joins_per_source: Rate,
-    /// Join attempts per meeting (S9).
+    /// Joins with a valid token per meeting (S9); garbage never counts.
     pub joins_per_meeting: Rate,
+    /// Control messages one participant connection may send; a connection
+    /// that floods (mute, rename, subscribe at line rate) is closed, and
+    /// nobody else is.
+    pub control_per_connection: Rate,
+    /// Connections that have not joined yet; more are closed at once.
+    pub max_unjoined_connections: usize,
 }
 
 impl SfuConfig {
@@ -79,6 +85,11 @@ impl SfuConfig {
                 burst: 1000,
                 per_second: 200.0,
             },
+            control_per_connection: Rate {
+                burst: 100,
+                per_second: 20.0,
+            },
+            max_unjoined_connections: 1000,
         }
     }
 
@@ -89,8 +100,13 @@ impl SfuConfig {
         if self.max_tracks_per_participant == 0 {
             return Err("max tracks per participant must be at least 1".into());
         }
+        if self.max_unjoined_connections == 0 {
+            return Err("max unjoined connections must be at least 1".into());
+        }
         self.joins_per_source.validate("joins per source")?;
-        self.joins_per_meeting.validate("joins per meeting")
+        self.joins_per_meeting.validate("joins per meeting")?;
+        self.control_per_connection
+            .validate("control messages per connection")
     }
 }
 
@@ -139,6 +155,10 @@ pub struct Counters {
     /// Link messages about a meeting the control plane did not assign to
     /// both nodes: dropped.
     pub link_control_unassigned: u64,
+    /// Participant connections closed for flooding control messages.
+    pub control_flood_closed: u64,
+    /// Connections closed at once: too many had not joined.
+    pub connections_refused: u64,
 }
 
 /// The datagram-path counters: atomics, so that routing takes `&self` and
@@ -166,6 +186,36 @@ struct Conn<H> {
     member: Option<(u64, u64)>,
     /// Set when this is a cascade link to another node.
     link: Option<cascade::Link>,
+    /// Control-message budget: tokens left and when last refilled.
+    budget: (f64, u64),
+    /// Closed for flooding; further messages are ignored.
+    closing: bool,
+}
+
+impl<H> Conn<H> {
+    fn new(handle: H, source: IpAddr, link: Option<cascade::Link>) -> Self {
+        Conn {
+            handle,
+            source,
+            member: None,
+            link,
+            budget: (f64::INFINITY, 0),
+            closing: false,
+        }
+    }
+
+    /// Takes a token of the control budget; `false` when it is spent.
+    fn spend(&mut self, rate: Rate, now_ms: u64) -> bool {
+        let (tokens, at) = self.budget;
+        let refilled = (tokens + now_ms.saturating_sub(at) as f64 / 1000.0 * rate.per_second)
+            .min(f64::from(rate.burst));
+        if refilled < 1.0 {
+            self.budget = (refilled, now_ms);
+            return false;
+        }
+        self.budget = (refilled - 1.0, now_ms);
+        true
+    }
 }
 
 struct Track<H> {
@@ -199,6 +249,8 @@ pub struct Sfu<H> {
     assignments: HashMap<u64, BTreeSet<String>>,
     /// Connections that are cascade links.
     link_conns: BTreeSet<ConnId>,
+    /// Participant connections that have not joined yet (capped).
+    unjoined: HashSet<ConnId>,
     joins_by_source: KeyedLimiter<IpAddr>,
     joins_by_meeting: KeyedLimiter<u64>,
     counters: Counters,
@@ -232,6 +284,7 @@ impl<H: Clone> Sfu<H> {
             node_index: 0,
             assignments: HashMap::new(),
             link_conns: BTreeSet::new(),
+            unjoined: HashSet::new(),
             counters: Counters::default(),
             datagram_counters: DatagramCounters::default(),
             out: Vec::new(),
@@ -296,22 +349,27 @@ impl<H: Clone> Sfu<H> {
 
     // ---- connections ----
 
-    pub fn connect(&mut self, conn: ConnId, handle: H, source: IpAddr) {
-        self.conns.insert(
-            conn,
-            Conn {
-                handle,
-                source,
-                member: None,
-                link: None,
-            },
-        );
+    /// A participant connection is up. Past the cap on connections that
+    /// have not joined, it is closed at once (the answer says so).
+    pub fn connect(&mut self, conn: ConnId, handle: H, source: IpAddr) -> Vec<Output> {
+        if self.unjoined.len() >= self.config.max_unjoined_connections {
+            self.counters.connections_refused += 1;
+            self.out.push(Output::Close(
+                conn,
+                "too many connections waiting to join; retry later".into(),
+            ));
+            return std::mem::take(&mut self.out);
+        }
+        self.unjoined.insert(conn);
+        self.conns.insert(conn, Conn::new(handle, source, None));
+        Vec::new()
     }
 
     /// The connection is gone (closed, timed out). A host who vanishes
     /// without handing over passes the role to the longest-present member,
     /// so no meeting is left without one.
     pub fn disconnect(&mut self, conn: ConnId) -> Vec<Output> {
+        self.unjoined.remove(&conn);
         if let Some(c) = self.conns.get(&conn) {
             let is_link = c.link.is_some();
             if let Some((meeting, pid)) = c.member {
@@ -375,9 +433,24 @@ impl<H: Clone> Sfu<H> {
 
     pub fn control(&mut self, now_ms: u64, conn: ConnId, m: pb::ClientMessage) -> Vec<Output> {
         self.counters.control_in += 1;
-        let Some(c) = self.conns.get(&conn) else {
+        let rate = self.config.control_per_connection;
+        let Some(c) = self.conns.get_mut(&conn) else {
             return Vec::new();
         };
+        if c.closing {
+            return Vec::new();
+        }
+        if c.budget.0.is_infinite() {
+            c.budget = (f64::from(rate.burst), now_ms);
+        }
+        if !c.spend(rate, now_ms) {
+            // Only the flooder goes; its messages never reach the others.
+            c.closing = true;
+            self.counters.control_flood_closed += 1;
+            self.out
+                .push(Output::Close(conn, "too many control messages".into()));
+            return std::mem::take(&mut self.out);
+        }
         let member = c.member;
         match (m.msg, member) {
             (None, _) => {
@@ -529,9 +602,7 @@ impl<H: Clone> Sfu<H> {
 
     fn join(&mut self, now_ms: u64, conn: ConnId, j: pb::MediaJoin) {
         let source = self.conns[&conn].source;
-        if self.joins_by_source.take(&source, now_ms).is_err()
-            || self.joins_by_meeting.take(&j.meeting_id, now_ms).is_err()
-        {
+        if self.joins_by_source.take(&source, now_ms).is_err() {
             return self.decline_join(conn, "too many join attempts; retry later");
         }
         let Some(key) = &self.join_key else {
@@ -555,6 +626,15 @@ impl<H: Clone> Sfu<H> {
                 return self.refuse_join(conn, reason);
             }
         };
+        // The meeting's bucket counts valid tokens only, so garbage sent at
+        // a meeting id cannot keep its participants out.
+        if self
+            .joins_by_meeting
+            .take(&claims.meeting_id, now_ms)
+            .is_err()
+        {
+            return self.decline_join(conn, "too many join attempts; retry later");
+        }
         let role = claims.role();
         let pid = claims.participant_id;
         let meeting = claims.meeting_id;
@@ -597,6 +677,7 @@ impl<H: Clone> Sfu<H> {
             },
         );
         self.conns.get_mut(&conn).expect("checked").member = Some((meeting, pid));
+        self.unjoined.remove(&conn);
         match admission {
             Admission::Admitted => {
                 let becomes_host = role == pb::Role::Host && self.rooms[&meeting].host.is_none();

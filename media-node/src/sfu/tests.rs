@@ -1031,3 +1031,59 @@ fn a_peer_may_speak_only_of_meetings_the_control_plane_gave_both_nodes() {
         .iter()
         .any(|(_, m)| matches!(&m.msg, Some(LinkMsg::Lock(l)) if l.locked)));
 }
+
+#[test]
+fn join_garbage_for_a_meeting_does_not_keep_valid_tokens_out() {
+    let (mut w, open) = World::new(open_meeting());
+    let burst = SfuConfig::new(NODE).joins_per_meeting.burst as u32;
+    // Twice the meeting's whole join budget of garbage, from many sources
+    // (so the per-source limit is not what stops it).
+    for i in 0..burst * 2 {
+        let c = w.connect_from([10, (i >> 16) as u8, (i >> 8) as u8, i as u8]);
+        w.send(
+            c,
+            In::Join(pb::MediaJoin {
+                token: vec![0xde, 0xad, 0xbe, 0xef],
+                meeting_id: MEETING,
+            }),
+        );
+        assert!(w.closed.contains(&c), "garbage join {i} not refused");
+        // The shell drops the refused connection.
+        let outs = w.sfu.disconnect(c);
+        w.apply(outs);
+    }
+    assert_eq!(w.sfu.counters().joins_refused, u64::from(burst) * 2);
+    // A participant with a real token still gets in.
+    let p = w.join_with(1, pb::Role::Participant, open);
+    assert!(w.was_admitted(p), "a valid token was kept out by garbage");
+}
+
+#[test]
+fn connections_that_never_join_are_capped() {
+    let mut w = World::default();
+    let cap = 5;
+    w.sfu.config.max_unjoined_connections = cap;
+    let idle: Vec<ConnId> = (0..cap).map(|_| w.connect_from([10, 0, 0, 1])).collect();
+    assert!(idle.iter().all(|c| !w.closed.contains(c)));
+    // One more is closed at once, and counted.
+    let c = w.next_conn;
+    w.next_conn += 1;
+    let outs = w.sfu.connect(c, c, IpAddr::from([10, 0, 0, 2]));
+    w.apply(outs);
+    assert!(w.closed.contains(&c));
+    assert_eq!(w.sfu.counters().connections_refused, 1);
+    // A connection that joins frees its place.
+    let token = w.token(7, pb::Role::Participant, pb::MeetingSettings::default());
+    w.send(
+        idle[0],
+        In::Join(pb::MediaJoin {
+            token,
+            meeting_id: MEETING,
+        }),
+    );
+    let d = w.next_conn;
+    w.next_conn += 1;
+    let outs = w.sfu.connect(d, d, IpAddr::from([10, 0, 0, 3]));
+    w.apply(outs);
+    assert!(!w.closed.contains(&d));
+}
