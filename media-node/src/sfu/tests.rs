@@ -1035,7 +1035,7 @@ fn a_peer_may_speak_only_of_meetings_the_control_plane_gave_both_nodes() {
 #[test]
 fn join_garbage_for_a_meeting_does_not_keep_valid_tokens_out() {
     let (mut w, open) = World::new(open_meeting());
-    let burst = SfuConfig::new(NODE).joins_per_meeting.burst as u32;
+    let burst = SfuConfig::new(NODE).joins_per_meeting.burst;
     // Twice the meeting's whole join budget of garbage, from many sources
     // (so the per-source limit is not what stops it).
     for i in 0..burst * 2 {
