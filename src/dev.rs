@@ -55,7 +55,7 @@ const NODES: &[(&str, &str, &str, u32)] = &[
 ];
 
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
-    super::install_metrics(args.metrics_listen)?;
+    let ready = super::ops::serve(args.metrics_listen).await?;
     let data_dir = args
         .data_dir
         .clone()
@@ -86,6 +86,10 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         };
         handles.push(server::start(config).await?);
     }
+    let replicas: Vec<_> = handles.iter().map(|h| h.replica.clone()).collect();
+    ready.set(std::sync::Arc::new(move || {
+        replicas.iter().all(|r| r.is_ready())
+    }));
     let endpoints: Vec<String> = public.values().cloned().collect();
     let operator = ca.operator(DEV_OPERATOR)?;
     let client = Client::from_files(&endpoints, &operator, ClientConfig::default())?;

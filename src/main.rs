@@ -4,6 +4,7 @@
 mod ctl;
 mod dev;
 mod media;
+mod ops;
 mod pki;
 mod tls_args;
 
@@ -12,7 +13,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use fjord_control_plane::placement::Strategy;
@@ -100,7 +100,7 @@ struct ControlPlaneArgs {
     /// Build a snapshot and compact the log after this many entries.
     #[arg(long, default_value_t = 5000)]
     snapshot_every_entries: u64,
-    /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9101).
+    /// Serve Prometheus metrics, /healthz and /readyz on this address (e.g. 127.0.0.1:9101).
     #[arg(long)]
     metrics_listen: Option<SocketAddr>,
     #[command(flatten)]
@@ -250,24 +250,29 @@ fn exit(r: anyhow::Result<()>) -> ExitCode {
     }
 }
 
-fn install_metrics(addr: SocketAddr) -> anyhow::Result<()> {
-    metrics_exporter_prometheus::PrometheusBuilder::new()
-        .with_http_listener(addr)
-        .install()
-        .with_context(|| format!("serving metrics on {addr}"))
-}
-
 async fn control_plane(config: ReplicaConfig, metrics: Option<SocketAddr>) -> anyhow::Result<()> {
-    if let Some(addr) = metrics {
-        install_metrics(addr)?;
-    }
+    let ready = match metrics {
+        Some(addr) => Some(ops::serve(addr).await?),
+        None => None,
+    };
     let mut handle = server::start(config).await?;
+    if let Some(slot) = ready {
+        let replica = handle.replica.clone();
+        slot.set(std::sync::Arc::new(move || replica.is_ready()));
+    }
+    let replica = handle.replica.clone();
+    let fatal = replica.fatal();
     tokio::select! {
         _ = shutdown_signal() => {
             tracing::info!("shutting down");
             handle.shutdown().await;
         }
         _ = handle.wait() => anyhow::bail!("gRPC server stopped"),
+        // A storage error stops Raft: exit instead of serving stale answers.
+        why = fatal => {
+            tracing::error!(reason = %why, "raft stopped on a fatal error; exiting");
+            anyhow::bail!("raft stopped: {why}");
+        }
     }
     Ok(())
 }

@@ -38,7 +38,7 @@ pub struct MediaNodeArgs {
     /// On SIGTERM, wait at most this long for meetings to finish (e.g. 4h, 30m).
     #[arg(long, default_value = "4h", value_parser = humantime::parse_duration)]
     drain_timeout: Duration,
-    /// Serve Prometheus metrics on this address.
+    /// Serve Prometheus metrics, /healthz and /readyz on this address.
     #[arg(long)]
     metrics_listen: Option<SocketAddr>,
     #[command(flatten)]
@@ -73,10 +73,14 @@ impl MediaNodeArgs {
 /// Runs a media node until SIGTERM/Ctrl-C, then drains: no new meetings,
 /// running ones finish, then exit 0.
 pub async fn run_node(args: MediaNodeArgs, config: MediaNodeConfig) -> anyhow::Result<()> {
-    if let Some(addr) = args.metrics_listen {
-        super::install_metrics(addr)?;
-    }
+    let ready = match args.metrics_listen {
+        Some(addr) => Some(super::ops::serve(addr).await?),
+        None => None,
+    };
     let handle = node::start(config).await?;
+    if let Some(slot) = ready {
+        slot.set(std::sync::Arc::new(handle.readiness()));
+    }
     println!("media node listening on {}", handle.local_addr());
     super::shutdown_signal().await;
     tracing::info!("signal received: draining, waiting for meetings to finish");

@@ -51,7 +51,7 @@ fn the_printed_exports_make_the_printed_commands_work_and_ctl_says_what_is_missi
             "--base-port",
             "17101",
             "--metrics-listen",
-            "127.0.0.1:0",
+            "127.0.0.1:17199",
         ])
         .arg("--data-dir")
         .arg(dir.path())
@@ -131,6 +131,21 @@ fn the_printed_exports_make_the_printed_commands_work_and_ctl_says_what_is_missi
         "loadgen: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+
+    // The operations port: metrics, liveness and readiness.
+    let get = |path: &str| {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect("127.0.0.1:17199").unwrap();
+        write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    };
+    assert!(get("/healthz").contains(" 200 "));
+    let ready = get("/readyz");
+    assert!(ready.contains(" 200 "), "{ready}");
+    let metrics = get("/metrics");
+    assert!(metrics.contains("fjord_raft_term"), "{metrics}");
 
     // Without the exports: ctl names what is missing, exit 2.
     let path_only = exports

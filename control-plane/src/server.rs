@@ -324,8 +324,12 @@ pub async fn start_with_listeners(
             tracing::error!(error = %e, "peer gRPC server stopped");
         }
     });
+    // gRPC health, for load balancers and probes (no certificate needed):
+    // "" is SERVING while this replica knows a leader.
+    let (health, health_service) = tonic_health::server::health_reporter();
     // The public port never serves the peer service.
     let router = limits(tonic::transport::Server::builder(), &config)
+        .add_service(health_service)
         .add_service(InstitutionServiceServer::new(InstitutionApi::new(
             replica.clone(),
         )))
@@ -377,6 +381,7 @@ pub async fn start_with_listeners(
     tracing::info!(replica = config.id, addr = %local_addr, peer_addr = %peer_addr, data_dir = %config.data_dir.display(), "control-plane replica started");
 
     let lease_checker = tokio::spawn(lease_loop(replica.clone(), lease));
+    tokio::spawn(health_loop(replica.clone(), health));
     Ok(ReplicaHandle {
         replica,
         local_addr,
@@ -401,6 +406,26 @@ fn limits(b: tonic::transport::Server, config: &ReplicaConfig) -> tonic::transpo
 
 /// Streams one client connection may have open at once.
 pub const MAX_STREAMS_PER_CONNECTION: u32 = 256;
+
+/// Keeps gRPC health in step with Raft: SERVING while this replica is a
+/// member that knows its leader. Ends when Raft shuts down.
+async fn health_loop(replica: Arc<Replica>, health: tonic_health::server::HealthReporter) {
+    let mut m = replica.raft.metrics();
+    loop {
+        let status = if replica.is_ready() {
+            tonic_health::ServingStatus::Serving
+        } else {
+            tonic_health::ServingStatus::NotServing
+        };
+        health.set_service_status("", status).await;
+        if m.changed().await.is_err() {
+            health
+                .set_service_status("", tonic_health::ServingStatus::NotServing)
+                .await;
+            return;
+        }
+    }
+}
 
 /// On the leader: declare down the nodes whose lease expired. A fresh leader
 /// waits one lease first, so nodes that were beating to the old leader's

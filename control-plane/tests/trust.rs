@@ -121,6 +121,26 @@ async fn peer_rpcs_are_refused_to_everyone_but_member_replicas() {
             );
         }
     }
+    // Health checks need no certificate.
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel(
+        &cluster.addrs[&1],
+        &cluster.ca.anonymous(),
+    ));
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let r = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        if r.status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "not serving: {r:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     // A member replica gets through (its garbage is refused as malformed,
     // not as unauthorised), so the refusals above are the role check.
     let member = peer_calls(channel(&peer, &cluster.ca.replica(2).unwrap())).await;

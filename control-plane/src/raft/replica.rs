@@ -220,6 +220,34 @@ impl Replica {
         f(&self.applied.read().expect("state lock poisoned").state)
     }
 
+    /// Waits until Raft stops on a fatal error (a storage error such as a
+    /// full disk, an I/O error or a corrupt file) and says why. A replica
+    /// must then exit rather than serve answers from a state that no longer
+    /// advances.
+    pub async fn fatal(&self) -> String {
+        let mut m = self.raft.metrics();
+        loop {
+            if let Err(e) = &m.borrow().running_state {
+                return e.to_string();
+            }
+            if m.changed().await.is_err() {
+                return "raft stopped".into();
+            }
+        }
+    }
+
+    /// Ready to serve: a member of the cluster that knows its leader, with
+    /// Raft running.
+    pub fn is_ready(&self) -> bool {
+        let m = self.raft.metrics().borrow().clone();
+        m.running_state.is_ok()
+            && m.current_leader.is_some()
+            && m.membership_config
+                .membership()
+                .nodes()
+                .any(|(id, _)| *id == self.id)
+    }
+
     pub fn is_leader(&self) -> bool {
         self.raft.metrics().borrow().current_leader == Some(self.id)
     }

@@ -440,6 +440,18 @@ impl MediaNodeHandle {
         self.shared.sfu.read().expect("sfu lock").counters()
     }
 
+    /// Ready for participants: registered (a handle exists only after
+    /// registration) and not shutting down.
+    pub fn is_ready(&self) -> bool {
+        !self.shared.sfu.read().expect("sfu lock").is_shutting_down()
+    }
+
+    /// [`is_ready`](Self::is_ready) as a check that outlives the handle.
+    pub fn readiness(&self) -> impl Fn() -> bool + Send + Sync + 'static {
+        let shared = self.shared.clone();
+        move || !shared.sfu.read().expect("sfu lock").is_shutting_down()
+    }
+
     pub fn participants(&self) -> usize {
         self.shared.sfu.read().expect("sfu lock").participants()
     }

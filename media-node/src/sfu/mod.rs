@@ -314,6 +314,11 @@ impl<H: Clone> Sfu<H> {
     }
 
     /// A snapshot of every counter.
+    /// Shutting down: no new rooms.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down
+    }
+
     pub fn counters(&self) -> Counters {
         let d = &self.datagram_counters;
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
