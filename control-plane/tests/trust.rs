@@ -150,8 +150,12 @@ async fn peer_rpcs_are_refused_to_everyone_but_member_replicas() {
         Code::InvalidArgument,
         "{append:?}"
     );
-    // Nothing an outsider sent moved the term.
-    assert_eq!(cluster.replicas[&1].replica.status().term, term_before);
+    // The forged vote (term 999999) moved nobody's term there. (A real
+    // election on a loaded machine may still move it by one or two.)
+    for h in cluster.replicas.values() {
+        let term = h.replica.status().term;
+        assert!(term < term_before + 10, "term jumped to {term}");
+    }
 }
 
 /// One call of every administrative RPC, against the institution `other`
@@ -424,13 +428,54 @@ async fn a_node_cannot_register_or_heartbeat_as_another() {
     assert_eq!(s.code(), Code::PermissionDenied);
 
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let after = cluster.replicas[&1]
+    let after_attack = cluster.replicas[&1]
         .replica
         .local_state(|s| s.nodes["no-1"].clone());
-    assert_eq!(after.address, before.address);
-    assert_eq!(after.certificate, before.certificate);
-    assert_eq!(after.last_heartbeat_ms, before.last_heartbeat_ms);
-    assert_eq!(after.load_participants, before.load_participants);
+    assert_eq!(after_attack.address, before.address);
+    assert_eq!(after_attack.certificate, before.certificate);
+    assert_eq!(after_attack.last_heartbeat_ms, before.last_heartbeat_ms);
+    assert_eq!(after_attack.load_participants, before.load_participants);
+
+    // no-1 itself: load figures that change on every beat cost one Raft
+    // write per lease third (here 200 s), not one per beat...
+    let index_before = cluster.replicas[&1].replica.status().last_log_index;
+    let own = cluster.ca.node("no-1").unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let mut first = NodeServiceClient::new(channel(&endpoint, &own))
+        .heartbeat(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    for i in 0..50u32 {
+        tx.send(pb::HeartbeatRequest {
+            participants: i % 7,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        first.message().await.unwrap().expect("an answer per beat");
+    }
+    let writes = cluster.replicas[&1].replica.status().last_log_index - index_before;
+    assert!(
+        writes <= 1,
+        "50 beats with changing load cost {writes} Raft writes"
+    );
+    // ...and a second stream of the same identity replaces the first.
+    let (tx2, rx2) = tokio::sync::mpsc::channel(4);
+    let mut second = NodeServiceClient::new(channel(&endpoint, &own))
+        .heartbeat(tokio_stream::wrappers::ReceiverStream::new(rx2))
+        .await
+        .unwrap()
+        .into_inner();
+    tx2.send(pb::HeartbeatRequest::default()).await.unwrap();
+    second
+        .message()
+        .await
+        .unwrap()
+        .expect("the new stream is answered");
+    tx.send(pb::HeartbeatRequest::default()).await.unwrap();
+    let s = first.message().await.expect_err("the old stream must end");
+    assert_eq!(s.code(), Code::Aborted, "{s:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -21,6 +21,10 @@ pub struct NodeApi {
     keys: Arc<SigningKeys>,
     heartbeat_interval: Duration,
     lease: Duration,
+    /// The newest heartbeat stream per node identity: a node opening a new
+    /// stream (reconnecting) ends its older ones on this replica, so one
+    /// identity never holds more than one.
+    streams: Arc<std::sync::Mutex<std::collections::HashMap<String, u64>>>,
 }
 
 /// Largest node certificate accepted (DER).
@@ -38,12 +42,14 @@ impl NodeApi {
             keys,
             heartbeat_interval,
             lease,
+            streams: Default::default(),
         }
     }
 
-    /// Heartbeats are soft state: a replica commits a summary for a node only
-    /// when its load changed or a third of the lease has passed, so a node
-    /// beating every second costs the Raft log a write every few seconds.
+    /// Heartbeats are soft state: a replica commits a summary for a node at
+    /// most once per third of the lease, whatever the load figures do, so
+    /// a node beating every 500 ms costs the Raft log a write every 500 ms
+    /// at most (and flapping load figures cost nothing more).
     fn commit_interval(&self) -> Duration {
         self.lease / 3
     }
@@ -144,9 +150,7 @@ async fn beat(
     }
     let due = match last {
         None => true,
-        Some((at, participants)) => {
-            at.elapsed() >= commit_interval || *participants != hb.participants
-        }
+        Some((at, _)) => at.elapsed() >= commit_interval,
     };
     let state = if due {
         let out = replica
@@ -264,6 +268,13 @@ impl NodeService for NodeApi {
     ) -> Result<Response<HeartbeatStream>, Status> {
         let caller = finish("heartbeat", authorize(&req, Rpc::Heartbeat))?;
         let node_id = finish("heartbeat", caller.own_node(""))?;
+        let generation = {
+            let mut streams = self.streams.lock().expect("streams lock");
+            let g = streams.get(&node_id).map_or(1, |g| g + 1);
+            streams.insert(node_id.clone(), g);
+            g
+        };
+        let streams = self.streams.clone();
         let mut inbound = req.into_inner();
         let (tx, rx) = mpsc::channel(4);
         let replica = self.replica.clone();
@@ -273,6 +284,20 @@ impl NodeService for NodeApi {
             let mut last = None;
             while let Some(msg) = inbound.next().await {
                 let Ok(hb) = msg else { break };
+                let superseded = streams
+                    .lock()
+                    .expect("streams lock")
+                    .get(&node_id)
+                    .is_some_and(|g| *g != generation);
+                if superseded {
+                    metrics::counter!("fjord_heartbeat_streams_superseded_total").increment(1);
+                    let _ = tx
+                        .send(Err(Status::aborted(
+                            "a newer heartbeat stream of this node replaced this one",
+                        )))
+                        .await;
+                    break;
+                }
                 let r = match caller.own_node(&hb.node_id) {
                     Ok(_) => {
                         let hb = pb::HeartbeatRequest {
