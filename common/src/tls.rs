@@ -413,6 +413,15 @@ impl ClientCertVerifier for ClientVerifier {
     }
 }
 
+/// A verifier of client certificates against the CA file (re-read on
+/// change), for servers other than gRPC (the media node's QUIC endpoint).
+pub fn client_verifier(
+    ca: PathBuf,
+    auth: ClientAuth,
+) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
+    Ok(Arc::new(ClientVerifier::new(ca, auth)?))
+}
+
 /// Verifies servers against the CA file, re-read on change.
 #[derive(Debug)]
 struct ServerVerifier {

@@ -62,13 +62,19 @@ pub struct NodeIdentity {
     pub server_config: ServerConfig,
 }
 
-pub fn node_identity() -> Result<NodeIdentity, TlsError> {
+/// The node's QUIC identity. Participants present no certificate; a node
+/// dialling a cascade link presents its cluster node certificate, verified
+/// here against the cluster CA (`client_verifier`), and the link is refused
+/// unless that certificate names the node the hello claims.
+pub fn node_identity(
+    client_verifier: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+) -> Result<NodeIdentity, TlsError> {
     let ck = rcgen::generate_simple_self_signed(vec![SERVER_NAME.to_string()])?;
     let cert = CertificateDer::from(ck.cert.der().to_vec());
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(ck.signing_key.serialize_der()));
     let mut tls = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_no_client_auth()
+        .with_client_cert_verifier(client_verifier)
         .with_single_cert(vec![cert.clone()], key)?;
     tls.alpn_protocols = vec![ALPN_MEDIA.to_vec(), ALPN_LINK.to_vec()];
     let mut server_config = ServerConfig::with_crypto(Arc::new(QuicServerConfig::try_from(tls)?));
@@ -83,21 +89,32 @@ pub fn node_identity() -> Result<NodeIdentity, TlsError> {
 
 /// A participant's configuration: trusts only `node_certificate`.
 pub fn client_config(node_certificate: &[u8]) -> Result<ClientConfig, TlsError> {
-    dial_config(node_certificate, ALPN_MEDIA)
+    dial_config(node_certificate, ALPN_MEDIA, None)
 }
 
-/// A cascade link's configuration: trusts only the peer's certificate.
-pub fn link_config(peer_certificate: &[u8]) -> Result<ClientConfig, TlsError> {
-    dial_config(peer_certificate, ALPN_LINK)
+/// A cascade link's configuration: trusts only the peer's certificate (as
+/// the control plane registered it) and presents this node's certificate.
+pub fn link_config(
+    peer_certificate: &[u8],
+    own: Arc<dyn rustls::client::ResolvesClientCert>,
+) -> Result<ClientConfig, TlsError> {
+    dial_config(peer_certificate, ALPN_LINK, Some(own))
 }
 
-fn dial_config(certificate: &[u8], alpn: &[u8]) -> Result<ClientConfig, TlsError> {
+fn dial_config(
+    certificate: &[u8],
+    alpn: &[u8],
+    own: Option<Arc<dyn rustls::client::ResolvesClientCert>>,
+) -> Result<ClientConfig, TlsError> {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(CertificateDer::from(certificate.to_vec()))?;
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider())
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+    let mut tls = match own {
+        Some(own) => builder.with_client_cert_resolver(own),
+        None => builder.with_no_client_auth(),
+    };
     tls.alpn_protocols = vec![alpn.to_vec()];
     let mut c = ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls)?));
     c.transport_config(transport(true));

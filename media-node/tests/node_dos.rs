@@ -1,6 +1,7 @@
-//! Denial of service against a media node over real sockets: a participant
-//! flooding control messages (mute and rename at line rate) is closed, and
-//! only it: the others keep receiving media and are not disconnected.
+//! Attacks on a media node over real sockets: a participant flooding
+//! control messages (mute and rename at line rate) is closed, and only it
+//! (the others keep receiving media); a cascade link is accepted only from
+//! the node whose certificate it presents, even with a valid token.
 
 mod common;
 
@@ -105,4 +106,116 @@ async fn a_control_flood_closes_only_the_offender_and_the_others_keep_receiving(
     for s in senders {
         s.abort();
     }
+}
+
+/// Dials `node`'s QUIC endpoint as a cascade link presenting `own` (or no
+/// certificate) and a hello for `claimed` carrying `token`; answers why the
+/// node closed the link, or `None` if it stayed up.
+async fn dial_link(
+    stack: &Stack,
+    node: &str,
+    own: Option<fjord_common::TlsFiles>,
+    claimed: &str,
+    token: Vec<u8>,
+) -> Option<String> {
+    let (address, certificate) = stack.replica.replica.local_state(|s| {
+        (
+            s.nodes[node].address.clone(),
+            s.nodes[node].certificate.clone(),
+        )
+    });
+    let own: std::sync::Arc<dyn rustls::client::ResolvesClientCert> = match own {
+        Some(f) => std::sync::Arc::new(
+            fjord_common::tls::OwnCert::new(f.cert.unwrap(), f.key.unwrap()).unwrap(),
+        ),
+        None => std::sync::Arc::new(NoCert),
+    };
+    let config = fjord_media_node::tls::link_config(&certificate, own).unwrap();
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(config);
+    let conn = endpoint
+        .connect(address.parse().unwrap(), fjord_media_node::tls::SERVER_NAME)
+        .unwrap()
+        .await
+        .unwrap();
+    let (mut send, _recv) = conn.open_bi().await.unwrap();
+    let hello = pb::LinkMessage {
+        msg: Some(pb::link_message::Msg::Hello(pb::LinkHello {
+            node_id: claimed.into(),
+            token,
+        })),
+    };
+    let _ = send.write_all(&fjord_media_node::wire::frame(&hello)).await;
+    let closed = tokio::time::timeout(Duration::from_secs(2), conn.closed()).await;
+    match closed {
+        Ok(quinn::ConnectionError::ApplicationClosed(c)) => {
+            Some(String::from_utf8_lossy(&c.reason).into_owned())
+        }
+        Ok(other) => Some(other.to_string()),
+        Err(_) => None,
+    }
+}
+
+/// A client that has no certificate to present.
+#[derive(Debug)]
+struct NoCert;
+
+impl rustls::client::ResolvesClientCert for NoCert {
+    fn resolve(
+        &self,
+        _hints: &[&[u8]],
+        _schemes: &[rustls::SignatureScheme],
+    ) -> Option<std::sync::Arc<rustls::sign::CertifiedKey>> {
+        None
+    }
+
+    fn has_certs(&self) -> bool {
+        false
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cascade_link_needs_the_dialling_nodes_own_certificate() {
+    let stack = Stack::start(&[("n-a", "nordic", 10), ("n-b", "nordic", 10)]).await;
+    // A valid link token for n-b, as if stolen from it: signed with the
+    // cluster's join key (derived from the salt in the state and the KEK).
+    let kek = fjord_control_plane::access::Kek::load(&stack.ca.kek().unwrap()).unwrap();
+    let salt = stack
+        .replica
+        .replica
+        .local_state(|s| s.join_key_salt.clone())
+        .expect("registration created the join key");
+    let signer = kek.join_signer(&salt).unwrap();
+    let now = fjord_media_node::node::now_ms();
+    let token = signer.sign(&pb::JoinClaims {
+        meeting_id: 0,
+        participant_id: 0,
+        role: pb::Role::Node as i32,
+        node_id: "n-b".into(),
+        display_name: String::new(),
+        issued_at_ms: now,
+        expires_at_ms: now + 60_000,
+        settings: None,
+    });
+    // Without a certificate, and with another node's: refused.
+    let refused = dial_link(&stack, "n-a", None, "n-b", token.clone()).await;
+    assert!(
+        refused
+            .as_deref()
+            .is_some_and(|r| r.contains("own certificate")),
+        "{refused:?}"
+    );
+    let other = stack.ca.node("n-c").unwrap();
+    let refused = dial_link(&stack, "n-a", Some(other), "n-b", token.clone()).await;
+    assert!(
+        refused
+            .as_deref()
+            .is_some_and(|r| r.contains("own certificate")),
+        "{refused:?}"
+    );
+    assert!(stack.nodes["n-a"].linked_peers().is_empty());
+    // With n-b's own certificate the same hello is accepted.
+    let own = stack.ca.node("n-b").unwrap();
+    let accepted = dial_link(&stack, "n-a", Some(own), "n-b", token).await;
+    assert_eq!(accepted, None, "the genuine node was refused");
 }

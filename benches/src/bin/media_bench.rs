@@ -245,7 +245,7 @@ async fn join_latency(runs: u32) -> anyhow::Result<serde_json::Value> {
 
 /// quinn's own rate: one connection, one side floods datagrams, the other counts.
 async fn quinn_point_to_point(seconds: u64, len: usize) -> anyhow::Result<f64> {
-    let id = tls::node_identity()?;
+    let id = tls::node_identity(Arc::new(quinn::rustls::server::NoClientAuth))?;
     let server = quinn::Endpoint::server(id.server_config, "127.0.0.1:0".parse()?)?;
     let addr: SocketAddr = server.local_addr()?;
     let counter = tokio::spawn(async move {
@@ -356,7 +356,7 @@ async fn point_to_point_latency(
     len: usize,
     seconds: u64,
 ) -> anyhow::Result<Histogram<u64>> {
-    let id = tls::node_identity()?;
+    let id = tls::node_identity(Arc::new(quinn::rustls::server::NoClientAuth))?;
     let server = quinn::Endpoint::server(id.server_config, "127.0.0.1:0".parse()?)?;
     let addr: SocketAddr = server.local_addr()?;
     let stats = Arc::new(ReceiveStats::new(Instant::now()));

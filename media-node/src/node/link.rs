@@ -26,6 +26,8 @@ const DIAL_TIMEOUT: Duration = Duration::from_secs(3);
 pub(super) struct Links {
     node_id: String,
     endpoint: quinn::Endpoint,
+    /// This node's cluster certificate, presented when dialling a link.
+    own_cert: Arc<fjord_common::tls::OwnCert>,
     state: Mutex<LinksState>,
 }
 
@@ -38,10 +40,15 @@ struct LinksState {
 }
 
 impl Links {
-    pub(super) fn new(node_id: String, endpoint: quinn::Endpoint) -> Self {
+    pub(super) fn new(
+        node_id: String,
+        endpoint: quinn::Endpoint,
+        own_cert: Arc<fjord_common::tls::OwnCert>,
+    ) -> Self {
         Links {
             node_id,
             endpoint,
+            own_cert,
             state: Mutex::new(LinksState::default()),
         }
     }
@@ -100,7 +107,8 @@ async fn dial(shared: Arc<Shared>, peer: pb::PeerNode, token: Vec<u8>) -> Result
         .ok()
         .and_then(|mut a| a.next())
         .ok_or_else(|| format!("bad peer address {:?}", peer.address))?;
-    let config = tls::link_config(&peer.certificate).map_err(|e| e.to_string())?;
+    let config = tls::link_config(&peer.certificate, shared.links.own_cert.clone())
+        .map_err(|e| e.to_string())?;
     let connecting = shared
         .links
         .endpoint
@@ -138,13 +146,33 @@ pub(super) async fn serve_accepted(shared: Arc<Shared>, conn: quinn::Connection,
             .and_then(|m| m.msg),
         _ => None,
     };
-    let verdict = match hello {
-        Some(pb::link_message::Msg::Hello(h)) => shared
-            .sfu
-            .read()
-            .expect("sfu lock")
-            .verify_link_hello(now_ms(), &h)
-            .map_err(|e| e.to_string()),
+    // The dialler's node certificate (verified against the cluster CA in
+    // the handshake) must name the node its hello claims to be.
+    let certified = conn
+        .peer_identity()
+        .and_then(|i| {
+            i.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+                .ok()
+        })
+        .and_then(|chain| {
+            chain
+                .first()
+                .map(|c| fjord_common::Identity::from_certificate(c))
+        });
+    let verdict = match (hello, certified) {
+        (Some(pb::link_message::Msg::Hello(h)), Some(Ok(fjord_common::Identity::Node { id })))
+            if id == h.node_id =>
+        {
+            shared
+                .sfu
+                .read()
+                .expect("sfu lock")
+                .verify_link_hello(now_ms(), &h)
+                .map_err(|e| e.to_string())
+        }
+        (Some(pb::link_message::Msg::Hello(_)), _) => {
+            Err("the link needs the dialling node's own certificate".to_string())
+        }
         _ => Err("expected a link hello".to_string()),
     };
     match verdict {

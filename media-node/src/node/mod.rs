@@ -201,7 +201,26 @@ pub struct MediaNodeHandle {
 /// plane (waiting for the first registration) and starts serving.
 pub async fn start(config: MediaNodeConfig) -> Result<MediaNodeHandle, NodeError> {
     config.validate()?;
-    let identity = tls::node_identity()?;
+    let tls_err = |e: fjord_common::TlsError| NodeError::Config(e.to_string());
+    let verifier = fjord_common::tls::client_verifier(
+        config.tls.ca.clone(),
+        fjord_common::ClientAuth::Optional,
+    )
+    .map_err(tls_err)?;
+    let (cert, key) = (
+        config
+            .tls
+            .cert
+            .clone()
+            .ok_or(NodeError::Config("a node certificate is required".into()))?,
+        config
+            .tls
+            .key
+            .clone()
+            .ok_or(NodeError::Config("a node key is required".into()))?,
+    );
+    let own_cert = Arc::new(fjord_common::tls::OwnCert::new(cert, key).map_err(tls_err)?);
+    let identity = tls::node_identity(verifier)?;
     let endpoint = quinn::Endpoint::server(identity.server_config, config.listen).map_err(|e| {
         NodeError::Bind {
             addr: config.listen,
@@ -217,7 +236,7 @@ pub async fn start(config: MediaNodeConfig) -> Result<MediaNodeHandle, NodeError
         writers: Mutex::new(HashMap::new()),
         send_errors: AtomicU64::new(0),
         next_conn: AtomicU64::new(1),
-        links: link::Links::new(config.id.clone(), endpoint.clone()),
+        links: link::Links::new(config.id.clone(), endpoint.clone(), own_cert),
     });
     let client = Arc::new(
         Client::from_files(&config.control_plane, &config.tls, ClientConfig::default())
