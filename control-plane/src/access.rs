@@ -1,20 +1,17 @@
 //! Meeting access: the secrets that guard a meeting (passcode, host key,
-//! PIN) and the signed join tokens that media nodes verify offline.
+//! PIN), derived with the key-encryption key, and the key that signs the
+//! join tokens media nodes verify offline (`fjord_common::token`).
 //!
 //! A join token is an encoded [`JoinClaims`](pb::JoinClaims) plus an Ed25519
 //! signature over those bytes, made with the cluster's key (created once and
 //! kept in the replicated state). Nodes get the public key when they
 //! register, and check signature, expiry, meeting and node themselves.
 
-use prost::Message;
 use ring::rand::{SecureRandom, SystemRandom};
-use ring::signature::{Ed25519KeyPair, KeyPair, UnparsedPublicKey, ED25519};
 
-use fjord_proto::v1 as pb;
-
-/// How long a join token stays valid: long enough to connect, short enough
-/// that a leaked token is soon useless.
-pub const JOIN_TOKEN_TTL_MS: u64 = 2 * 60 * 1000;
+pub use fjord_common::token::{
+    generate_signing_key, verify_token, TokenError, TokenSigner, JOIN_TOKEN_TTL_MS,
+};
 /// The PIN is shown to the host, and accepted, from this long before start.
 pub const PIN_REVEAL_BEFORE_START_MS: u64 = 5 * 60 * 1000;
 /// Passcode entropy: 80 bits, written as 20 lowercase hex digits.
@@ -25,20 +22,6 @@ const _: () = assert!(
     "S1: passcodes carry at least 64 bits"
 );
 pub const PIN_DIGITS: usize = 8;
-
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum TokenError {
-    #[error("join token is malformed")]
-    Malformed,
-    #[error("join token signature is not valid")]
-    BadSignature,
-    #[error("join token expired")]
-    Expired,
-    #[error("join token is for meeting {token}, not {wanted}")]
-    WrongMeeting { token: u64, wanted: u64 },
-    #[error("join token is for node {token:?}, not this node")]
-    WrongNode { token: String },
-}
 
 fn random_bytes<const N: usize>() -> [u8; N] {
     let mut b = [0u8; N];
@@ -187,10 +170,7 @@ impl Kek {
 
     /// The join-signing key for a salt kept in the replicated state.
     pub fn join_signer(&self, salt: &[u8]) -> Result<TokenSigner, TokenError> {
-        let seed = self.derive("fjord join-signing key", salt);
-        Ed25519KeyPair::from_seed_unchecked(&seed)
-            .map(|key| TokenSigner { key })
-            .map_err(|_| TokenError::Malformed)
+        TokenSigner::from_seed(&self.derive("fjord join-signing key", salt))
     }
 
     /// The raw Ed25519 seed of the join-signing key (tests look for it in
@@ -214,129 +194,9 @@ pub fn secrets_equal(a: &str, b: &str) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// A new Ed25519 key, PKCS#8-encoded.
-pub fn generate_signing_key() -> Vec<u8> {
-    Ed25519KeyPair::generate_pkcs8(&SystemRandom::new())
-        .expect("the operating system RNG failed")
-        .as_ref()
-        .to_vec()
-}
-
-/// Signs join tokens.
-pub struct TokenSigner {
-    key: Ed25519KeyPair,
-}
-
-impl TokenSigner {
-    pub fn from_pkcs8(pkcs8: &[u8]) -> Result<Self, TokenError> {
-        Ed25519KeyPair::from_pkcs8(pkcs8)
-            .map(|key| TokenSigner { key })
-            .map_err(|_| TokenError::Malformed)
-    }
-
-    pub fn public_key(&self) -> Vec<u8> {
-        self.key.public_key().as_ref().to_vec()
-    }
-
-    pub fn sign(&self, claims: &pb::JoinClaims) -> Vec<u8> {
-        let claims = claims.encode_to_vec();
-        let signature = self.key.sign(&claims).as_ref().to_vec();
-        pb::JoinToken { claims, signature }.encode_to_vec()
-    }
-}
-
-/// Checks a token as a media node does: signature by `public_key`, not
-/// expired at `now_ms`, for `meeting_id` on `node_id`.
-pub fn verify_token(
-    public_key: &[u8],
-    token: &[u8],
-    now_ms: u64,
-    meeting_id: Option<u64>,
-    node_id: &str,
-) -> Result<pb::JoinClaims, TokenError> {
-    let t = pb::JoinToken::decode(token).map_err(|_| TokenError::Malformed)?;
-    UnparsedPublicKey::new(&ED25519, public_key)
-        .verify(&t.claims, &t.signature)
-        .map_err(|_| TokenError::BadSignature)?;
-    let claims = pb::JoinClaims::decode(t.claims.as_slice()).map_err(|_| TokenError::Malformed)?;
-    if now_ms >= claims.expires_at_ms {
-        return Err(TokenError::Expired);
-    }
-    if let Some(wanted) = meeting_id {
-        if claims.meeting_id != wanted {
-            return Err(TokenError::WrongMeeting {
-                token: claims.meeting_id,
-                wanted,
-            });
-        }
-    }
-    if claims.node_id != node_id {
-        return Err(TokenError::WrongNode {
-            token: claims.node_id,
-        });
-    }
-    Ok(claims)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn claims(now: u64) -> pb::JoinClaims {
-        pb::JoinClaims {
-            meeting_id: 7,
-            participant_id: 1,
-            role: pb::Role::Participant as i32,
-            node_id: "n1".into(),
-            display_name: "a".into(),
-            issued_at_ms: now,
-            expires_at_ms: now + JOIN_TOKEN_TTL_MS,
-            settings: None,
-        }
-    }
-
-    #[test]
-    fn tokens_verify_only_with_the_right_key_meeting_node_and_time() {
-        let signer = TokenSigner::from_pkcs8(&generate_signing_key()).unwrap();
-        let other = TokenSigner::from_pkcs8(&generate_signing_key()).unwrap();
-        let pk = signer.public_key();
-        let t = signer.sign(&claims(1000));
-        assert_eq!(
-            verify_token(&pk, &t, 1001, Some(7), "n1")
-                .unwrap()
-                .meeting_id,
-            7
-        );
-        assert_eq!(
-            verify_token(&other.public_key(), &t, 1001, Some(7), "n1"),
-            Err(TokenError::BadSignature)
-        );
-        assert_eq!(
-            verify_token(&pk, &t, 1000 + JOIN_TOKEN_TTL_MS, Some(7), "n1"),
-            Err(TokenError::Expired)
-        );
-        assert!(matches!(
-            verify_token(&pk, &t, 1001, Some(8), "n1"),
-            Err(TokenError::WrongMeeting { .. })
-        ));
-        assert!(matches!(
-            verify_token(&pk, &t, 1001, Some(7), "n2"),
-            Err(TokenError::WrongNode { .. })
-        ));
-        // A claim edited after signing (role raised to host) fails.
-        let mut forged = pb::JoinToken::decode(t.as_slice()).unwrap();
-        let mut c = pb::JoinClaims::decode(forged.claims.as_slice()).unwrap();
-        c.role = pb::Role::Host as i32;
-        forged.claims = c.encode_to_vec();
-        assert_eq!(
-            verify_token(&pk, &forged.encode_to_vec(), 1001, Some(7), "n1"),
-            Err(TokenError::BadSignature)
-        );
-        assert_eq!(
-            verify_token(&pk, b"\xff\x00garbage", 1001, Some(7), "n1"),
-            Err(TokenError::Malformed)
-        );
-    }
 
     #[test]
     fn meeting_secrets_have_the_promised_entropy_and_shape() {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use fjord_control_plane::client::{request_id, Client};
+use fjord_common::client::{request_id, Client};
 use fjord_proto::v1 as pb;
 
 use super::{ClientError, JoinRequest, Participant};

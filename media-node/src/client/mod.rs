@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tonic::Code;
 
-use fjord_control_plane::client::Client;
+use fjord_common::client::Client;
 use fjord_proto::v1 as pb;
 use pb::client_message::Msg as In;
 use pb::server_message::Msg as OutMsg;

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use fjord_control_plane::client::Client;
+use fjord_common::client::Client;
 use fjord_proto::v1 as pb;
 use pb::server_message::Msg as OutMsg;
 

@@ -22,9 +22,7 @@ use prost::Message;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use fjord_control_plane::client::{
-    run_node_session, Client, ClientConfig, NodeEvent, NodeRegistration,
-};
+use fjord_common::client::{run_node_session, Client, ClientConfig, NodeEvent, NodeRegistration};
 use fjord_proto::v1 as pb;
 
 use crate::sfu::{ConnId, Counters, Output, Sfu, SfuConfig};
@@ -82,26 +80,26 @@ impl MediaNodeConfig {
 
     pub fn validate(&self) -> Result<(), NodeError> {
         let bad = |s: String| Err(NodeError::Config(s));
-        if fjord_control_plane::api::validate_name("id", &self.id).is_err() {
+        if fjord_common::validate::name(&self.id).is_err() {
             return bad(format!(
                 "bad node id {:?}: 1-63 of a-z A-Z 0-9 - _ .",
                 self.id
             ));
         }
-        if fjord_control_plane::api::validate_name("region", &self.region).is_err() {
+        if fjord_common::validate::name(&self.region).is_err() {
             return bad(format!("bad region {:?}", self.region));
         }
-        if self.capacity == 0 || self.capacity > fjord_control_plane::api::MAX_CAPACITY {
+        if self.capacity == 0 || self.capacity > fjord_common::validate::MAX_CAPACITY {
             return bad(format!(
                 "capacity must be 1..={}",
-                fjord_control_plane::api::MAX_CAPACITY
+                fjord_common::validate::MAX_CAPACITY
             ));
         }
         if self.control_plane.is_empty() {
             return bad("at least one control-plane endpoint is needed".into());
         }
         if let Some(a) = &self.advertise {
-            if fjord_control_plane::api::validate_address("advertise", a).is_err() {
+            if fjord_common::validate::address(a).is_err() {
                 return bad(format!("bad advertise address {a:?}"));
             }
         }

@@ -18,7 +18,7 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use fjord_control_plane::access::verify_token;
+use fjord_common::token::verify_token;
 use fjord_proto::v1 as pb;
 use pb::link_message::Msg as LinkMsg;
 use pb::server_message::Msg as OutMsg;

@@ -32,8 +32,8 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use fjord_control_plane::access::{verify_token, TokenError};
-use fjord_control_plane::ratelimit::{KeyedLimiter, Rate};
+use fjord_common::ratelimit::{KeyedLimiter, Rate};
+use fjord_common::token::{verify_token, TokenError};
 use fjord_proto::v1 as pb;
 use pb::client_message::Msg as In;
 use pb::server_message::Msg as OutMsg;
@@ -1302,9 +1302,7 @@ impl<H: Clone> Sfu<H> {
                 if room.settings.disable_self_rename {
                     return self.refuse(conn, "rename", "self-rename is disabled in this meeting");
                 }
-                if fjord_control_plane::api::validate_display_name("display_name", &r.display_name)
-                    .is_err()
-                {
+                if fjord_common::validate::display_name(&r.display_name).is_err() {
                     return self.refuse(conn, "rename", "1 to 64 printable characters");
                 }
                 let room = self.rooms.get_mut(&meeting).expect("present");

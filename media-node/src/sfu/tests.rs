@@ -4,7 +4,7 @@
 
 use std::net::IpAddr;
 
-use fjord_control_plane::access::{generate_signing_key, TokenSigner, JOIN_TOKEN_TTL_MS};
+use fjord_common::token::{generate_signing_key, TokenSigner, JOIN_TOKEN_TTL_MS};
 use fjord_proto::v1 as pb;
 use pb::client_message::Msg as In;
 use pb::link_message::Msg as LinkMsg;
