@@ -181,17 +181,10 @@ fn main() -> ExitCode {
         },
         Command::ControlPlane(args) => {
             init_logging(cli.log_format);
-            let config = match args.config() {
+            let config = match valid_config(args.config(), |c| c.validate()) {
                 Ok(c) => c,
-                Err(e) => {
-                    eprintln!("error: invalid configuration: {e}");
-                    return ExitCode::from(2);
-                }
+                Err(code) => return code,
             };
-            if let Err(e) = config.validate() {
-                eprintln!("error: invalid configuration: {e}");
-                return ExitCode::from(2);
-            }
             match runtime.block_on(control_plane(config, args.metrics_listen)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -206,17 +199,10 @@ fn main() -> ExitCode {
         }
         Command::MediaNode(args) => {
             init_logging(cli.log_format);
-            let config = match args.config() {
+            let config = match valid_config(args.config(), |c| c.validate()) {
                 Ok(c) => c,
-                Err(e) => {
-                    eprintln!("error: invalid configuration: {e}");
-                    return ExitCode::from(2);
-                }
+                Err(code) => return code,
             };
-            if let Err(e) = config.validate() {
-                eprintln!("error: invalid configuration: {e}");
-                return ExitCode::from(2);
-            }
             exit(runtime.block_on(media::run_node(args, config)))
         }
         Command::Join(args) => {
@@ -228,6 +214,21 @@ fn main() -> ExitCode {
             exit(runtime.block_on(media::run_loadgen(args)))
         }
     }
+}
+
+/// A configuration built from flags and validated, or exit code 2 with the
+/// reason (before any port is bound).
+fn valid_config<C, E: std::fmt::Display, V: std::fmt::Display>(
+    built: Result<C, E>,
+    validate: impl FnOnce(&C) -> Result<(), V>,
+) -> Result<C, ExitCode> {
+    let invalid = |e: &dyn std::fmt::Display| {
+        eprintln!("error: invalid configuration: {e}");
+        ExitCode::from(2)
+    };
+    let config = built.map_err(|e| invalid(&e))?;
+    validate(&config).map_err(|e| invalid(&e))?;
+    Ok(config)
 }
 
 /// Exit code for a finished role: 0, or 3 when the control plane refused
