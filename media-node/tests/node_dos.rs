@@ -219,3 +219,36 @@ async fn a_cascade_link_needs_the_dialling_nodes_own_certificate() {
     let accepted = dial_link(&stack, "n-a", Some(own), "n-b", token).await;
     assert_eq!(accepted, None, "the genuine node was refused");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_a_join_storm_new_addresses_are_validated_with_a_retry_first() {
+    let mut stack = Stack::start(&[]).await;
+    // Storm mode from the first handshake: every unvalidated address gets
+    // a Retry, and a real participant (which answers it) still gets in.
+    stack
+        .add_node_with("n-a", "nordic", 10, |c| c.retry_above_handshakes = 0)
+        .await;
+    let m = stack
+        .schedule(
+            2,
+            pb::MeetingSettings {
+                disable_waiting_room: true,
+                allow_join_before_host: true,
+                ..Default::default()
+            },
+        )
+        .await;
+    let p = Participant::join(
+        &stack.participant_client(),
+        &JoinRequest {
+            meeting_id: m.meeting.unwrap().id,
+            passcode: m.passcode,
+            display_name: "ann".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("a participant answering the Retry gets in");
+    assert!(p.is_admitted());
+    assert!(stack.nodes["n-a"].retries_sent() >= 1);
+}

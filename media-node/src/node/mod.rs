@@ -50,6 +50,10 @@ pub struct MediaNodeConfig {
     pub drain_timeout: Duration,
     /// How long to wait for the first registration with the control plane.
     pub register_timeout: Duration,
+    /// With more QUIC handshakes than this in progress (a join storm), new
+    /// connections from unvalidated addresses get a Retry first: a spoofed
+    /// source never answers it, so it costs the node no handshake.
+    pub retry_above_handshakes: usize,
     pub sfu: SfuConfig,
     /// The cluster CA and this node's certificate (`spiffe://fjord/node/ID`),
     /// presented to the control plane.
@@ -73,6 +77,7 @@ impl MediaNodeConfig {
             control_plane,
             drain_timeout: Duration::from_secs(4 * 3600),
             register_timeout: Duration::from_secs(30),
+            retry_above_handshakes: 64,
             sfu: SfuConfig::new(id),
             tls,
         }
@@ -159,6 +164,10 @@ struct Shared {
     send_errors: AtomicU64,
     next_conn: AtomicU64,
     links: link::Links,
+    /// QUIC handshakes in progress.
+    handshaking: std::sync::atomic::AtomicUsize,
+    /// Retries sent to unvalidated addresses during storms.
+    retries_sent: AtomicU64,
 }
 
 impl Shared {
@@ -235,6 +244,8 @@ pub async fn start(config: MediaNodeConfig) -> Result<MediaNodeHandle, NodeError
         send_errors: AtomicU64::new(0),
         next_conn: AtomicU64::new(1),
         links: link::Links::new(config.id.clone(), endpoint.clone(), own_cert),
+        handshaking: Default::default(),
+        retries_sent: AtomicU64::new(0),
     });
     let client = Arc::new(
         Client::from_files(&config.control_plane, &config.tls, ClientConfig::default())
@@ -315,6 +326,7 @@ pub async fn start(config: MediaNodeConfig) -> Result<MediaNodeHandle, NodeError
     tasks.push(tokio::spawn(accept_loop(
         endpoint.clone(),
         shared.clone(),
+        config.retry_above_handshakes,
         stop_rx.clone(),
     )));
     tracing::info!(id = %config.id, region = %config.region, addr = %local_addr, "media node serving");
@@ -333,6 +345,7 @@ pub async fn start(config: MediaNodeConfig) -> Result<MediaNodeHandle, NodeError
 async fn accept_loop(
     endpoint: quinn::Endpoint,
     shared: Arc<Shared>,
+    retry_above_handshakes: usize,
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
@@ -340,13 +353,28 @@ async fn accept_loop(
             i = endpoint.accept() => match i { Some(i) => i, None => return },
             _ = stop.changed() => return,
         };
+        if shared.handshaking.load(Ordering::Relaxed) >= retry_above_handshakes
+            && !incoming.remote_address_validated()
+            && incoming.may_retry()
+        {
+            // Address validation first: only a source that can receive
+            // the Retry comes back, with a token, and is then served.
+            if incoming.retry().is_ok() {
+                shared.retries_sent.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("fjord_media_retries_sent_total").increment(1);
+            }
+            continue;
+        }
         let id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(serve_connection(shared.clone(), incoming, id));
     }
 }
 
 async fn serve_connection(shared: Arc<Shared>, incoming: quinn::Incoming, id: ConnId) {
-    let conn = match incoming.await {
+    shared.handshaking.fetch_add(1, Ordering::Relaxed);
+    let handshake = incoming.await;
+    shared.handshaking.fetch_sub(1, Ordering::Relaxed);
+    let conn = match handshake {
         Ok(c) => c,
         Err(e) => {
             tracing::debug!(error = %e, "handshake failed");
@@ -455,6 +483,11 @@ impl MediaNodeHandle {
 
     pub fn counters(&self) -> Counters {
         self.shared.sfu.read().expect("sfu lock").counters()
+    }
+
+    /// Retries sent to unvalidated addresses during join storms.
+    pub fn retries_sent(&self) -> u64 {
+        self.shared.retries_sent.load(Ordering::Relaxed)
     }
 
     /// Ready for participants: registered (a handle exists only after

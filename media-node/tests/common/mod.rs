@@ -85,6 +85,17 @@ impl Stack {
     }
 
     pub async fn add_node(&mut self, id: &str, region: &str, capacity: u32) {
+        self.add_node_with(id, region, capacity, |_| {}).await
+    }
+
+    /// As [`add_node`](Self::add_node), with changes to the node's config.
+    pub async fn add_node_with(
+        &mut self,
+        id: &str,
+        region: &str,
+        capacity: u32,
+        change: impl FnOnce(&mut MediaNodeConfig),
+    ) {
         let mut c = MediaNodeConfig::new(
             id,
             region,
@@ -93,6 +104,7 @@ impl Stack {
             self.ca.node(id).unwrap(),
         );
         c.capacity = capacity;
+        change(&mut c);
         let h = node::start(c).await.unwrap();
         self.nodes.insert(id.to_string(), h);
     }
