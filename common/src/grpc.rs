@@ -186,13 +186,7 @@ pub fn tls_incoming(
             });
         }
     });
-    tokio_stream_from(rx)
-}
-
-fn tokio_stream_from(
-    mut rx: mpsc::Receiver<TlsConn>,
-) -> impl Stream<Item = Result<TlsConn, io::Error>> {
-    futures::stream::poll_fn(move |cx| rx.poll_recv(cx).map(|o| o.map(Ok)))
+    futures::StreamExt::map(tokio_stream::wrappers::ReceiverStream::new(rx), Ok)
 }
 
 #[derive(Debug, thiserror::Error)]

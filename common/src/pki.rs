@@ -34,7 +34,7 @@ pub enum PkiError {
         source: std::io::Error,
     },
     #[error("{path} already exists; refusing to overwrite a key")]
-    CaExists { path: PathBuf },
+    KeyExists { path: PathBuf },
     #[error("no CA in {dir} (run `fjord pki init --dir {dir}` first)")]
     NoCa { dir: PathBuf },
     #[error("CA files in {dir} are not usable: {reason}")]
@@ -105,7 +105,7 @@ pub fn init_ca(dir: &Path) -> Result<IssuedFiles, PkiError> {
         key: dir.join(CA_KEY_FILE),
     };
     if files.key.exists() {
-        return Err(PkiError::CaExists { path: files.key });
+        return Err(PkiError::KeyExists { path: files.key });
     }
     let key = KeyPair::generate()?;
     let mut params = CertificateParams::default();
@@ -145,7 +145,7 @@ pub fn init_kek(dir: &Path) -> Result<PathBuf, PkiError> {
     std::fs::create_dir_all(dir).map_err(io_err(dir))?;
     let path = dir.join(KEK_FILE);
     if path.exists() {
-        return Err(PkiError::CaExists { path });
+        return Err(PkiError::KeyExists { path });
     }
     let mut k = [0u8; 32];
     ring_fill(&mut k);
@@ -352,7 +352,7 @@ mod tests {
         init_ca(dir.path()).unwrap();
         assert!(matches!(
             init_ca(dir.path()),
-            Err(PkiError::CaExists { .. })
+            Err(PkiError::KeyExists { .. })
         ));
         let id = Identity::Node {
             id: "nordic-1".into(),

@@ -370,10 +370,15 @@ impl MeetingApi {
             Err(crate::raft::ClusterError::State(_)) => None,
             Err(e) => return Err(e.into()),
         };
-        let Some(m) = m.filter(|m| {
-            access::secrets_equal(&self.kek.meeting_secrets(&m.access).host_key, &r.host_key)
-                && m.state != MeetingState::Ended
-        }) else {
+        // Derived once: the host key is checked and the PIN answered from it.
+        let Some((m, secrets)) = m
+            .filter(|m| m.state != MeetingState::Ended)
+            .map(|m| {
+                let secrets = self.kek.meeting_secrets(&m.access);
+                (m, secrets)
+            })
+            .filter(|(_, s)| access::secrets_equal(&s.host_key, &r.host_key))
+        else {
             self.guard(step(false)).await?;
             return Err(ApiError::Denied);
         };
@@ -385,9 +390,7 @@ impl MeetingApi {
                 (reveal_at - now).div_ceil(1000)
             )));
         }
-        Ok(pb::GetMeetingPinResponse {
-            pin: self.kek.meeting_secrets(&m.access).pin,
-        })
+        Ok(pb::GetMeetingPinResponse { pin: secrets.pin })
     }
 
     async fn meeting(&self, id: u64) -> Result<crate::state::Meeting, ApiError> {
