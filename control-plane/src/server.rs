@@ -190,8 +190,9 @@ impl ReplicaConfig {
             heartbeat_interval: self.raft_heartbeat_interval_ms,
             election_timeout_min: self.election_timeout_min_ms,
             election_timeout_max: self.election_timeout_max_ms,
-            // gRPC with JSON payloads: give snapshot chunks time to travel.
+            // Snapshot chunks of several MiB over TLS on a busy machine.
             install_snapshot_timeout: 5000,
+            snapshot_max_chunk_size: crate::raft::SNAPSHOT_CHUNK_BYTES as u64,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_every_entries),
             // Keep enough log after a snapshot that a briefly lagging replica
             // catches up from the log instead of a full snapshot.
@@ -315,8 +316,11 @@ pub async fn start_with_listeners(
     let kek = Arc::new(crate::access::Kek::load(&config.kek_file).map_err(ConfigError::Kek)?);
     let keys = Arc::new(SigningKeys::new(replica.clone(), kek.clone()));
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let peer_router = limits(tonic::transport::Server::builder(), &config)
-        .add_service(RaftServiceServer::new(RaftGrpc::new(replica.clone())));
+    let peer_router = limits(tonic::transport::Server::builder(), &config).add_service(
+        RaftServiceServer::new(RaftGrpc::new(replica.clone()))
+            .max_decoding_message_size(crate::raft::PEER_MESSAGE_LIMIT)
+            .max_encoding_message_size(crate::raft::PEER_MESSAGE_LIMIT),
+    );
     let peer_incoming = tls_incoming(peer_listener, peer_tls, "peer", config.handshake);
     let peer_server = tokio::spawn(async move {
         // Stopped by abort on shutdown, after Raft itself.

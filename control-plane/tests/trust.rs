@@ -48,6 +48,7 @@ async fn peer_calls(ch: Channel) -> Vec<(&'static str, Result<(), tonic::Status>
     let mut c = RaftServiceClient::new(ch);
     let p = |s: &str| pb::RaftPayload {
         data: s.as_bytes().to_vec(),
+        ..Default::default()
     };
     vec![
         (

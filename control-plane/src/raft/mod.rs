@@ -2,15 +2,18 @@
 //! network between replicas, and the [`Replica`] handle the API calls.
 //!
 //! ```text
-//!   api ──▶ Replica::write/read ──leader?──▶ openraft ──▶ LogStore (redb, fsync)
+//!   api ──▶ Replica::write/read ──leader?──▶ openraft ──▶ LogStore (WAL, group fsync)
 //!                 │ no                            └──▶ StateMachine ─▶ ClusterState::apply
 //!                 └──▶ RaftService.Forward on the leader (gRPC)
 //! ```
 
+pub mod codec;
+mod migrate;
 mod network;
 mod replica;
 mod service;
 mod store;
+pub mod wal;
 
 pub use network::Network;
 pub use replica::{now_ms, ClusterError, ClusterStatus, MemberInfo, Replica, ReplicaTuning};
@@ -29,4 +32,12 @@ openraft::declare_raft_types!(
 );
 
 pub type NodeId = u64;
+
+/// The largest message either side of the peer port accepts: bounds the
+/// memory a peer can make a replica allocate. Append batches
+/// (`max_payload_entries` small entries) and snapshot chunks
+/// ([`SNAPSHOT_CHUNK_BYTES`] plus a small header) always fit.
+pub const PEER_MESSAGE_LIMIT: usize = 16 << 20;
+/// Snapshot bytes per InstallSnapshot call.
+pub const SNAPSHOT_CHUNK_BYTES: usize = 4 << 20;
 pub type Raft = openraft::Raft<TypeConfig>;

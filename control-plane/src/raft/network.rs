@@ -1,7 +1,8 @@
 //! Replica-to-replica RPCs over gRPC with mutual TLS on the peer port.
-//! openraft's messages travel as JSON inside a `RaftPayload`; the channel to
-//! each peer is created lazily and reused, and a peer that cannot be reached
-//! is reported `Unreachable` so openraft backs off instead of spinning.
+//! openraft's messages travel in the binary codec inside a `RaftPayload`
+//! (snapshot bytes beside it, as bytes); the channel to each peer is created
+//! lazily and reused, and a peer that cannot be reached is reported
+//! `Unreachable` so openraft backs off instead of spinning.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,10 +21,19 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::transport::Channel;
 
+use super::codec;
+
 use fjord_proto::v1::raft_service_client::RaftServiceClient;
 use fjord_proto::v1::RaftPayload;
 
-use super::{NodeId, TypeConfig};
+use super::{NodeId, TypeConfig, PEER_MESSAGE_LIMIT};
+
+/// A peer client with explicit message limits both ways.
+pub(crate) fn peer_client(channel: Channel) -> RaftServiceClient<Channel> {
+    RaftServiceClient::new(channel)
+        .max_decoding_message_size(PEER_MESSAGE_LIMIT)
+        .max_encoding_message_size(PEER_MESSAGE_LIMIT)
+}
 
 /// A lazily connecting mutual-TLS channel to a peer's `addr` (host:port),
 /// which must present a replica certificate.
@@ -56,9 +66,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Connection {
         Connection {
             target,
-            client: channel(&node.addr, &self.tls)
-                .ok()
-                .map(RaftServiceClient::new),
+            client: channel(&node.addr, &self.tls).ok().map(peer_client),
         }
     }
 }
@@ -76,6 +84,7 @@ impl Connection {
     async fn call<Req, Resp, E>(
         &mut self,
         req: &Req,
+        chunk: Vec<u8>,
         option: &RPCOption,
         method: Method,
     ) -> Result<Resp, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>
@@ -87,8 +96,8 @@ impl Connection {
         let Some(client) = self.client.as_mut() else {
             return Err(Unreachable::new(&WireError("bad peer address".into())).into());
         };
-        let data = serde_json::to_vec(req).map_err(|e| NetworkError::new(&e))?;
-        let mut request = tonic::Request::new(RaftPayload { data });
+        let data = codec::encode(req).map_err(|e| NetworkError::new(&e))?;
+        let mut request = tonic::Request::new(RaftPayload { data, chunk });
         request.set_timeout(option.hard_ttl());
         let fut = match method {
             Method::Append => client.append_entries(request).await,
@@ -100,7 +109,7 @@ impl Connection {
             Unreachable::new(&WireError(status.message().to_string()))
         })?;
         let result: Result<Resp, RaftError<NodeId, E>> =
-            serde_json::from_slice(&reply.into_inner().data).map_err(|e| NetworkError::new(&e))?;
+            codec::decode(&reply.into_inner().data).map_err(|e| NetworkError::new(&e))?;
         result.map_err(|e| RemoteError::new(self.target, e).into())
     }
 }
@@ -117,18 +126,19 @@ impl RaftNetwork<TypeConfig> for Connection {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        self.call(&rpc, &option, Method::Append).await
+        self.call(&rpc, Vec::new(), &option, Method::Append).await
     }
 
     async fn install_snapshot(
         &mut self,
-        rpc: InstallSnapshotRequest<TypeConfig>,
+        mut rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<
         InstallSnapshotResponse<NodeId>,
         RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
     > {
-        self.call(&rpc, &option, Method::Snapshot).await
+        let chunk = std::mem::take(&mut rpc.data);
+        self.call(&rpc, chunk, &option, Method::Snapshot).await
     }
 
     async fn vote(
@@ -136,6 +146,6 @@ impl RaftNetwork<TypeConfig> for Connection {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        self.call(&rpc, &option, Method::Vote).await
+        self.call(&rpc, Vec::new(), &option, Method::Vote).await
     }
 }

@@ -15,7 +15,8 @@ use tonic::transport::Channel;
 use fjord_proto::v1::raft_service_client::RaftServiceClient;
 use fjord_proto::v1::RaftPayload;
 
-use super::network::channel;
+use super::codec;
+use super::network::{channel, peer_client};
 use super::store::Applied;
 use super::{NodeId, Raft};
 use crate::join_guard::{GuardStep, JoinGuards, JoinLimits};
@@ -426,22 +427,23 @@ impl Replica {
             match peers.get(addr) {
                 Some(c) => c.clone(),
                 None => {
-                    let c = RaftServiceClient::new(
-                        channel(addr, &self.peer_tls).map_err(|e| e.to_string())?,
-                    );
+                    let c = peer_client(channel(addr, &self.peer_tls).map_err(|e| e.to_string())?);
                     peers.insert(addr.to_string(), c.clone());
                     c
                 }
             }
         };
-        let data = serde_json::to_vec(op).map_err(|e| e.to_string())?;
-        let mut request = tonic::Request::new(RaftPayload { data });
+        let data = codec::encode(op).map_err(|e| e.to_string())?;
+        let mut request = tonic::Request::new(RaftPayload {
+            data,
+            chunk: Vec::new(),
+        });
         request.set_timeout(self.tuning.attempt_timeout);
         let reply = client
             .forward(request)
             .await
             .map_err(|s| s.message().to_string())?;
-        serde_json::from_slice(&reply.into_inner().data).map_err(|e| e.to_string())
+        codec::decode(&reply.into_inner().data).map_err(|e| e.to_string())
     }
 
     /// Members by id, for status output.
@@ -510,7 +512,7 @@ mod tests {
     use super::*;
     use crate::state::{Institution, QueryOutput};
 
-    /// Forwarded answers cross the wire as JSON; every shape must survive it.
+    /// Forwarded answers cross the wire in the codec; every shape must survive it.
     #[test]
     fn forwarded_answers_round_trip() {
         let inst = Institution {
@@ -531,16 +533,15 @@ mod tests {
             }),
         ];
         for a in answers {
-            let bytes = serde_json::to_vec(&a).unwrap();
-            let back: Result<OperationOutput, ClusterError> =
-                serde_json::from_slice(&bytes).unwrap();
+            let bytes = codec::encode(&a).unwrap();
+            let back: Result<OperationOutput, ClusterError> = codec::decode(&bytes).unwrap();
             assert_eq!(format!("{back:?}"), format!("{a:?}"));
         }
         let op = Operation::Write {
             command: Command::EndMeeting { id: 1 },
             op_id: 9,
         };
-        let back: Operation = serde_json::from_slice(&serde_json::to_vec(&op).unwrap()).unwrap();
+        let back: Operation = codec::decode(&codec::encode(&op).unwrap()).unwrap();
         assert!(matches!(back, Operation::Write { op_id: 9, .. }));
     }
 }

@@ -32,15 +32,20 @@ impl RaftGrpc {
 }
 
 fn decode<T: serde::de::DeserializeOwned>(p: &RaftPayload) -> Result<T, Status> {
-    serde_json::from_slice(&p.data).map_err(|e| {
+    super::codec::decode(&p.data).map_err(|e| {
         metrics::counter!("fjord_malformed_messages_total", "source" => "raft").increment(1);
         Status::invalid_argument(format!("malformed raft payload: {e}"))
     })
 }
 
 fn encode<T: serde::Serialize>(v: &T) -> Result<Response<RaftPayload>, Status> {
-    serde_json::to_vec(v)
-        .map(|data| Response::new(RaftPayload { data }))
+    super::codec::encode(v)
+        .map(|data| {
+            Response::new(RaftPayload {
+                data,
+                chunk: Vec::new(),
+            })
+        })
         .map_err(|e| Status::internal(e.to_string()))
 }
 
@@ -66,7 +71,9 @@ impl RaftService for RaftGrpc {
         req: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
         self.authorize(&req, Rpc::RaftInstallSnapshot)?;
-        let rpc = decode(req.get_ref())?;
+        let mut rpc: openraft::raft::InstallSnapshotRequest<super::TypeConfig> =
+            decode(req.get_ref())?;
+        rpc.data = req.into_inner().chunk;
         encode(&self.replica.raft.install_snapshot(rpc).await)
     }
 
