@@ -13,7 +13,7 @@ fn cluster(n: usize) -> Vec<Node> {
     let mut rng = SplitMix64::new(42);
     (0..n)
         .map(|i| {
-            let mut reservations = std::collections::BTreeMap::new();
+            let mut reservations = fjord_control_plane::state::Reservations::default();
             for m in 0..4u64 {
                 let start = rng.next_u64() % 7_200_000;
                 reservations.insert(

@@ -1,12 +1,14 @@
 //! A client for the control plane that tolerates replica loss: it talks to
 //! one endpoint at a time and moves to the next when a replica cannot be
-//! reached. Any replica serves any request (followers forward to the leader),
-//! so there is no leader tracking here. Every channel is TLS: replicas are
+//! reached. Any replica serves any request (followers forward to the
+//! leader), but every answer names the replica that gave it and the one
+//! that leads, so the client learns which endpoint is the leader and sends
+//! its next calls there, saving the forwarding hop. Every channel is TLS: replicas are
 //! verified against the cluster CA and must present a replica certificate;
 //! the caller presents its own certificate when it has one.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use std::sync::Arc;
@@ -48,7 +50,32 @@ impl Default for ClientConfig {
 pub struct Client {
     channels: Vec<(String, Channel)>,
     current: AtomicUsize,
+    /// The replica id each endpoint answered as (0: not yet known).
+    replica_at: Vec<AtomicU64>,
     config: ClientConfig,
+}
+
+/// Response header: the id of the replica that answered.
+pub const REPLICA_HEADER: &str = "fjord-replica";
+/// Response header: the id of the leader that replica knows (0: none).
+pub const LEADER_HEADER: &str = "fjord-leader";
+
+/// Answers that carry gRPC metadata (the leader hint headers).
+pub trait WithMetadata {
+    fn metadata(&self) -> &tonic::metadata::MetadataMap;
+}
+
+impl<T> WithMetadata for tonic::Response<T> {
+    fn metadata(&self) -> &tonic::metadata::MetadataMap {
+        tonic::Response::metadata(self)
+    }
+}
+
+fn header_id(md: &tonic::metadata::MetadataMap, name: &str) -> u64 {
+    md.get(name)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 /// A replica that could not be reached, as opposed to one that answered.
@@ -98,6 +125,7 @@ impl Client {
             })
             .collect::<Result<Vec<_>, ClientError>>()?;
         Ok(Client {
+            replica_at: channels.iter().map(|_| AtomicU64::new(0)).collect(),
             channels,
             current: AtomicUsize::new(0),
             config,
@@ -113,6 +141,7 @@ impl Client {
     /// retry cannot create them twice.
     pub async fn call<T, F, Fut>(&self, mut call: F) -> Result<T, Status>
     where
+        T: WithMetadata,
         F: FnMut(Channel) -> Fut,
         Fut: Future<Output = Result<T, Status>>,
     {
@@ -136,9 +165,38 @@ impl Client {
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }
                 }
-                other => return other,
+                other => {
+                    let md = match &other {
+                        Ok(r) => r.metadata(),
+                        Err(s) => s.metadata(),
+                    };
+                    self.follow_hint(i, md);
+                    return other;
+                }
             }
         }
+    }
+
+    /// Learns which replica endpoint `i` is and, when another replica
+    /// leads, points the next call at it: straight there once its endpoint
+    /// is known, otherwise at the next endpoint, to find out.
+    fn follow_hint(&self, i: usize, md: &tonic::metadata::MetadataMap) {
+        let (replica, leader) = (header_id(md, REPLICA_HEADER), header_id(md, LEADER_HEADER));
+        if replica == 0 {
+            return;
+        }
+        self.replica_at[i].store(replica, Ordering::Relaxed);
+        if leader == 0 || leader == replica {
+            return;
+        }
+        let next = self
+            .replica_at
+            .iter()
+            .position(|r| r.load(Ordering::Relaxed) == leader)
+            .unwrap_or((i + 1) % self.channels.len());
+        let _ = self
+            .current
+            .compare_exchange(i, next, Ordering::Relaxed, Ordering::Relaxed);
     }
 
     /// Which endpoint the next call goes to first.

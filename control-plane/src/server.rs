@@ -332,7 +332,14 @@ pub async fn start_with_listeners(
     // "" is SERVING while this replica knows a leader.
     let (health, health_service) = tonic_health::server::health_reporter();
     // The public port never serves the peer service.
+    let hints = replica.clone();
     let router = limits(tonic::transport::Server::builder(), &config)
+        .layer(tower::util::MapResponseLayer::new(
+            move |mut resp: tonic::codegen::http::Response<tonic::body::Body>| {
+                leader_hint(&hints, resp.headers_mut());
+                resp
+            },
+        ))
         .add_service(health_service)
         .add_service(InstitutionServiceServer::new(InstitutionApi::new(
             replica.clone(),
@@ -395,6 +402,16 @@ pub async fn start_with_listeners(
         peer_server,
         lease_checker,
     })
+}
+
+/// Every answer on the public port says which replica gave it and which one
+/// leads (`fjord-replica`, `fjord-leader`; 0 when none is known), so
+/// clients send their next calls to the leader instead of paying a
+/// forwarding hop.
+fn leader_hint(replica: &Replica, headers: &mut tonic::codegen::http::HeaderMap) {
+    let leader = replica.raft.metrics().borrow().current_leader.unwrap_or(0);
+    headers.insert(fjord_common::client::REPLICA_HEADER, replica.id.into());
+    headers.insert(fjord_common::client::LEADER_HEADER, leader.into());
 }
 
 /// Explicit limits on every gRPC server: concurrent streams per connection,

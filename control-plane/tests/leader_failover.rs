@@ -58,3 +58,47 @@ async fn leader_killed_mid_stream_loses_and_duplicates_nothing() {
     );
     assert_eq!(ids.len(), 150, "no request created two meetings");
 }
+
+/// Answers carry leader hints: a client that starts at a follower sends its
+/// next calls to the leader, and follows the new leader after a failover.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_follow_the_leader_hint() {
+    let config = fjord_control_plane::server::ReplicaConfig {
+        node_lease_ms: 600_000,
+        ..fast_config()
+    };
+    let mut cluster = Cluster::start(3, config).await;
+    let leader = cluster.leader().unwrap();
+    // Followers first, the leader last.
+    let mut endpoints: Vec<String> = cluster
+        .addrs
+        .iter()
+        .filter(|(id, _)| **id != leader)
+        .map(|(_, a)| a.clone())
+        .collect();
+    endpoints.push(cluster.addrs[&leader].clone());
+    let client = fjord_control_plane::client::Client::from_files(
+        &endpoints,
+        &cluster.ca.operator(OPERATOR).unwrap(),
+        Default::default(),
+    )
+    .unwrap();
+    for i in 0..4 {
+        create_institution(&client, &format!("inst-{i}"), "eu", 10).await;
+    }
+    // (A fresh cluster may still change leader once; compare with the
+    // leader now.)
+    let leader = cluster.wait_leader(Duration::from_secs(5)).await;
+    assert_eq!(
+        client.current_endpoint(),
+        cluster.addrs[&leader],
+        "calls go to the leader once it is known"
+    );
+
+    cluster.kill(leader).await;
+    let new_leader = cluster.wait_leader(Duration::from_secs(5)).await;
+    for i in 4..10 {
+        create_institution(&client, &format!("inst-{i}"), "eu", 10).await;
+    }
+    assert_eq!(client.current_endpoint(), cluster.addrs[&new_leader]);
+}

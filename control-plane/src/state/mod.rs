@@ -16,6 +16,7 @@
 
 mod error;
 mod model;
+mod reservations;
 
 pub use error::StateError;
 pub use model::*;
@@ -578,7 +579,7 @@ impl ClusterState {
                     load_participants: 0,
                     registered_at_ms: req.now_ms,
                     certificate: certificate.to_vec(),
-                    reservations: BTreeMap::new(),
+                    reservations: Reservations::default(),
                 },
             );
         }

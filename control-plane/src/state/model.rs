@@ -1,8 +1,8 @@
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 
 use crate::placement::Decision;
+
+pub use super::reservations::Reservations;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Region {
@@ -67,40 +67,19 @@ pub struct Node {
     /// tracks of a meeting cascaded over several nodes never collide.
     #[serde(default)]
     pub index: u32,
-    /// Reservations by meeting id.
-    pub reservations: BTreeMap<u64, Reservation>,
+    /// Reservations by meeting id, indexed for window peaks.
+    pub reservations: Reservations,
 }
 
 impl Node {
     /// The most participants reserved at any one instant in `[start, end)`.
     pub fn peak_reserved(&self, start_ms: u64, end_ms: u64) -> u32 {
-        // Sweep over reservation edges; at equal times ends (-) sort before
-        // starts (+) because windows are half-open.
-        let mut edges: Vec<(u64, i64)> = self
-            .reservations
-            .values()
-            .filter(|r| r.start_ms < end_ms && r.end_ms > start_ms)
-            .flat_map(|r| {
-                let p = i64::from(r.participants);
-                [(r.start_ms.max(start_ms), p), (r.end_ms.min(end_ms), -p)]
-            })
-            .collect();
-        edges.sort_unstable();
-        let (mut now, mut peak) = (0i64, 0i64);
-        for (_, delta) in edges {
-            now += delta;
-            peak = peak.max(now);
-        }
-        peak as u32
+        self.reservations.peak(start_ms, end_ms)
     }
 
     /// Participants reserved at one instant.
     pub fn reserved_at(&self, t_ms: u64) -> u32 {
-        self.reservations
-            .values()
-            .filter(|r| r.start_ms <= t_ms && t_ms < r.end_ms)
-            .map(|r| r.participants)
-            .sum()
+        self.reservations.at(t_ms)
     }
 
     /// Capacity in use over `[start, end)`: the reservation peak, or the
