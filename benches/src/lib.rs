@@ -83,8 +83,86 @@ pub struct FjordCluster {
     pub addrs: Vec<String>,
     /// Peer ports.
     pub peer_addrs: Vec<String>,
+    /// Prometheus `/metrics` ports.
+    pub metrics_addrs: Vec<String>,
     pub peers: String,
     pub procs: Vec<Proc>,
+}
+
+/// What the replicas of a [`FjordCluster`] spent, summed over all three:
+/// CPU (user+sys) and the log's fsyncs, appends and bytes, read from
+/// `/proc` and from their `/metrics`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ClusterCost {
+    pub cpu_s: f64,
+    pub fsyncs: f64,
+    pub appends: f64,
+    pub log_bytes: f64,
+}
+
+impl ClusterCost {
+    pub fn since(&self, before: &ClusterCost) -> ClusterCost {
+        ClusterCost {
+            cpu_s: self.cpu_s - before.cpu_s,
+            fsyncs: self.fsyncs - before.fsyncs,
+            appends: self.appends - before.appends,
+            log_bytes: self.log_bytes - before.log_bytes,
+        }
+    }
+}
+
+/// User+system CPU seconds of a process so far (Linux `/proc`).
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the command name (which may hold spaces) start at ")".
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of stat: 12 and 13 after ")".
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// One metric's value from a Prometheus text page (summed over labels).
+pub fn metric_sum(page: &str, name: &str) -> f64 {
+    page.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.split(['{', ' ']).next() == Some(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// GET `http://addr/path` (HTTP/1.0, loopback): the body, or "" on failure.
+pub fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+        return String::new();
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    let _ = write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default()
+}
+
+/// Bytes of regular files under `dir`.
+pub fn dir_bytes(dir: &Path) -> u64 {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    rd.filter_map(|e| e.ok())
+        .map(|e| {
+            let p = e.path();
+            if p.is_dir() {
+                dir_bytes(&p)
+            } else {
+                e.metadata().map(|m| m.len()).unwrap_or(0)
+            }
+        })
+        .sum()
 }
 
 impl FjordCluster {
@@ -93,6 +171,9 @@ impl FjordCluster {
             .map(|_| format!("127.0.0.1:{}", free_port()))
             .collect();
         let peer_addrs: Vec<String> = (0..3)
+            .map(|_| format!("127.0.0.1:{}", free_port()))
+            .collect();
+        let metrics_addrs: Vec<String> = (0..3)
             .map(|_| format!("127.0.0.1:{}", free_port()))
             .collect();
         let peers = peer_addrs
@@ -107,6 +188,7 @@ impl FjordCluster {
             ca: local_ca(dir),
             addrs,
             peer_addrs,
+            metrics_addrs,
             peers,
             procs: Vec::new(),
         };
@@ -131,6 +213,7 @@ impl FjordCluster {
                     &self.peer_addrs[id - 1],
                 ])
                 .args(["--peers", &self.peers, "--node-lease-ms", "600000"])
+                .args(["--metrics-listen", &self.metrics_addrs[id - 1]])
                 .arg("--data-dir")
                 .arg(self.dir.join(format!("fjord-{id}")))
                 .stdout(Stdio::null())
@@ -138,6 +221,28 @@ impl FjordCluster {
                 .spawn()
                 .expect("spawn fjord control-plane"),
         ))
+    }
+}
+
+impl FjordCluster {
+    /// CPU, fsyncs, appends and log bytes of the running replicas so far.
+    pub fn cost(&self) -> ClusterCost {
+        let mut c = ClusterCost::default();
+        for (p, m) in self.procs.iter().zip(&self.metrics_addrs) {
+            if let Some(child) = &p.0 {
+                c.cpu_s += cpu_seconds(child.id());
+            }
+            let page = http_get(m, "/metrics");
+            c.fsyncs += metric_sum(&page, "fjord_raft_log_fsyncs_total");
+            c.appends += metric_sum(&page, "fjord_raft_log_appends_total");
+            c.log_bytes += metric_sum(&page, "fjord_raft_log_bytes_written_total");
+        }
+        c
+    }
+
+    /// Bytes on disk under replica `id`'s data directory.
+    pub fn disk_bytes(&self, id: usize) -> u64 {
+        dir_bytes(&self.dir.join(format!("fjord-{id}")))
     }
 }
 

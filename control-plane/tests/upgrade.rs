@@ -49,10 +49,12 @@ async fn previous_format_log_and_snapshot_load() {
         let tail: Vec<String> = entries
             .iter()
             .filter_map(|e| match &e.payload {
-                EntryPayload::Normal(r) => match &r.command {
-                    Command::ScheduleMeeting { request_id, .. } => request_id.clone(),
-                    _ => None,
-                },
+                EntryPayload::Normal(p) => Some(&p.requests),
+                _ => None,
+            })
+            .flatten()
+            .filter_map(|r| match &r.command {
+                Command::ScheduleMeeting { request_id, .. } => request_id.clone(),
                 _ => None,
             })
             .collect();

@@ -130,6 +130,10 @@ async fn setup(cluster: &FjordCluster, c: &Client) {
         .expect("register bench node");
 }
 
+fn round3(v: f64) -> f64 {
+    (v * 1000.0).round() / 1000.0
+}
+
 /// Runs `op` from `clients` concurrent tasks for `seconds` (or `max_ops`).
 async fn measure<F, Fut>(clients: usize, seconds: u64, max_ops: u64, op: F) -> serde_json::Value
 where
@@ -210,15 +214,30 @@ async fn throughput(args: &Args, seconds: u64, max_ops: u64, no_etcd: bool) -> s
     for clients in [1usize, 64] {
         let c = c.clone();
         let prefix = format!("t{clients}-");
-        let r = measure(clients, seconds, max_ops, move |i| {
+        let before = cluster.cost();
+        let mut r = measure(clients, seconds, max_ops, move |i| {
             let c = c.clone();
             let key = format!("{prefix}{i}");
             async move { schedule(&c, key).await.is_ok() }
         })
         .await;
+        let cost = cluster.cost().since(&before);
+        let writes = r["ops"].as_f64().unwrap_or(0.0).max(1.0);
+        // Over the three replicas: a write costs one append on each.
+        r["cpu_ms_per_write"] = json!(round3(cost.cpu_s * 1000.0 / writes));
+        r["fsyncs_per_write"] = json!(round3(cost.fsyncs / writes));
+        r["appends_per_fsync"] = json!(round3(cost.appends / cost.fsyncs.max(1.0)));
+        r["log_bytes_per_write"] = json!((cost.log_bytes / writes).round());
         eprintln!("fjord schedule, {clients} clients: {r}");
         fjord.push(r);
     }
+    let writes: f64 = fjord
+        .iter()
+        .map(|r| r["ops"].as_f64().unwrap_or(0.0))
+        .sum::<f64>()
+        + 2.0;
+    let disk: Vec<u64> = (1..=3).map(|id| cluster.disk_bytes(id)).collect();
+    let disk_per_write = disk.iter().sum::<u64>() as f64 / 3.0 / writes;
     drop(cluster);
 
     let mut etcd = Vec::new();
@@ -260,7 +279,14 @@ async fn throughput(args: &Args, seconds: u64, max_ops: u64, no_etcd: bool) -> s
             json!({"clients": f["clients"], "fjord_over_etcd": f["ops_per_s"].as_f64().unwrap() / e["ops_per_s"].as_f64().unwrap().max(1.0)})
         })
         .collect();
-    json!({"benchmark": "committed_writes", "fjord_schedule": fjord, "etcd_put": etcd, "ratios": ratios})
+    json!({
+        "benchmark": "committed_writes",
+        "fjord_schedule": fjord,
+        "etcd_put": etcd,
+        "ratios": ratios,
+        "fjord_disk_bytes_per_replica": disk,
+        "fjord_disk_bytes_per_write": disk_per_write.round(),
+    })
 }
 
 async fn failover(args: &Args, runs: usize) -> serde_json::Value {

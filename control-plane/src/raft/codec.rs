@@ -10,8 +10,11 @@
 //! than JSON. Blobs that start with `{` or `[` are JSON, which is how
 //! clusters wrote logs and snapshots before format 1: they are still read.
 
+use openraft::{Entry, EntryPayload};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+
+use super::{LegacyTypeConfig, TypeConfig};
 
 /// MessagePack, structs as maps with field names.
 pub const FORMAT_MSGPACK_V1: u8 = 1;
@@ -46,6 +49,24 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
         Some(b'{') | Some(b'[') => Ok(serde_json::from_slice(bytes)?),
         Some(&other) => Err(CodecError::UnknownFormat(other)),
     }
+}
+
+/// Decodes a log entry, including entries of JSON logs written before
+/// proposals carried batches (one request per entry).
+pub fn decode_entry(bytes: &[u8]) -> Result<Entry<TypeConfig>, CodecError> {
+    if matches!(bytes.first(), Some(b'{')) {
+        let old: Entry<LegacyTypeConfig> = serde_json::from_slice(bytes)?;
+        let payload = match old.payload {
+            EntryPayload::Blank => EntryPayload::Blank,
+            EntryPayload::Normal(r) => EntryPayload::Normal(r.into()),
+            EntryPayload::Membership(m) => EntryPayload::Membership(m),
+        };
+        return Ok(Entry {
+            log_id: old.log_id,
+            payload,
+        });
+    }
+    decode(bytes)
 }
 
 #[cfg(test)]

@@ -76,7 +76,7 @@ pub(crate) fn from_redb(dir: &Path, legacy: &Path) -> Result<(), StoreError> {
             continue;
         }
         let entry: Entry<TypeConfig> =
-            serde_json::from_slice(v.value()).map_err(|e| fail(format!("entry {index}: {e}")))?;
+            codec::decode_entry(v.value()).map_err(|e| fail(format!("entry {index}: {e}")))?;
         records.push((
             index,
             codec::encode(&entry).map_err(|e| fail(e.to_string()))?,

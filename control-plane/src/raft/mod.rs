@@ -22,11 +22,20 @@ pub use store::{open_stores, LogStore, StateMachine, StoreError};
 
 use std::io::Cursor;
 
-use crate::state::{Request, Response};
+use crate::state::{Proposal, Request, Response};
 
 openraft::declare_raft_types!(
-    /// Fjord's Raft types: commands in, state-machine responses out.
+    /// Fjord's Raft types: batches of commands in, one state-machine
+    /// answer per command out.
     pub TypeConfig:
+        D = Proposal,
+        R = Vec<Response>,
+);
+
+openraft::declare_raft_types!(
+    /// How entries looked before proposals were batched (one request per
+    /// entry); read from JSON logs and snapshots written then.
+    pub LegacyTypeConfig:
         D = Request,
         R = Response,
 );

@@ -21,7 +21,7 @@ use super::store::Applied;
 use super::{NodeId, Raft};
 use crate::join_guard::{GuardStep, JoinGuards, JoinLimits};
 use crate::placement::Strategy;
-use crate::state::{Command, Output, Query, QueryOutput, Request, StateError};
+use crate::state::{Command, Output, Proposal, Query, QueryOutput, Request, StateError};
 
 /// Per-replica knobs that shape what the leader stamps into commands and how
 /// long callers wait through an election.
@@ -117,6 +117,85 @@ pub struct Replica {
     /// Concurrent linearizable reads share one leadership confirmation.
     reads: ReadBarrier,
     seeds: RandomState,
+    /// Writes waiting to be proposed (see [`run_proposer`]).
+    proposals: tokio::sync::mpsc::Sender<PendingWrite>,
+}
+
+/// A client write waiting for its batch to commit.
+struct PendingWrite {
+    command: Command,
+    op_id: u64,
+    answer: tokio::sync::oneshot::Sender<Result<Output, ClusterError>>,
+}
+
+/// Writes one proposal may carry.
+pub const MAX_PROPOSAL_WRITES: usize = 512;
+/// Proposals in flight at once; writes arriving meanwhile wait and go
+/// together in the next one.
+pub const MAX_PROPOSALS_IN_FLIGHT: usize = 4;
+/// Writes that may wait to be proposed before callers feel backpressure.
+const PROPOSAL_QUEUE: usize = 8192;
+
+/// Group commit: gathers the writes that arrive while earlier proposals are
+/// in flight into one Raft entry (one log append, one fsync on each
+/// replica, one replication round), and hands each write its own answer. A
+/// lone write is proposed at once, so a single client pays no added delay.
+async fn run_proposer(
+    raft: Raft,
+    mut rx: tokio::sync::mpsc::Receiver<PendingWrite>,
+    strategy: crate::placement::Strategy,
+) {
+    let seeds = RandomState::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_PROPOSALS_IN_FLIGHT));
+    loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let Some(first) = rx.recv().await else {
+            return;
+        };
+        let mut batch = vec![first];
+        while batch.len() < MAX_PROPOSAL_WRITES {
+            match rx.try_recv() {
+                Ok(w) => batch.push(w),
+                Err(_) => break,
+            }
+        }
+        let now = now_ms();
+        let mut answers = Vec::with_capacity(batch.len());
+        let requests = batch
+            .into_iter()
+            .map(|w| {
+                answers.push(w.answer);
+                Request {
+                    now_ms: now,
+                    seed: seeds.hash_one((Instant::now(), w.op_id)),
+                    strategy,
+                    op_id: w.op_id,
+                    command: w.command,
+                }
+            })
+            .collect();
+        metrics::histogram!("fjord_proposal_writes").record(answers.len() as f64);
+        let raft = raft.clone();
+        tokio::spawn(async move {
+            let result = raft.client_write(Proposal { requests }).await;
+            drop(slot);
+            match result {
+                Ok(resp) => {
+                    for (answer, out) in answers.into_iter().zip(resp.data) {
+                        let _ = answer.send(out.map_err(ClusterError::from));
+                    }
+                }
+                Err(e) => {
+                    let e = from_write_error(e);
+                    for answer in answers {
+                        let _ = answer.send(Err(e.clone()));
+                    }
+                }
+            }
+        });
+    }
 }
 
 pub fn now_ms() -> u64 {
@@ -157,7 +236,10 @@ impl Replica {
         peer_tls: Arc<rustls::ClientConfig>,
         join_limits: JoinLimits,
     ) -> Self {
+        let (proposals, rx) = tokio::sync::mpsc::channel(PROPOSAL_QUEUE);
+        tokio::spawn(run_proposer(raft.clone(), rx, tuning.strategy));
         Replica {
+            proposals,
             id,
             raft,
             applied,
@@ -321,19 +403,27 @@ impl Replica {
     ) -> Result<OperationOutput, ClusterError> {
         match op {
             Operation::Write { command, op_id } => {
-                let req = Request {
-                    now_ms: now_ms(),
-                    seed: self.seeds.hash_one(Instant::now()),
-                    strategy: self.tuning.strategy,
-                    op_id: *op_id,
-                    command: command.clone(),
-                };
-                let write = self.raft.client_write(req);
-                let resp = tokio::time::timeout(self.tuning.attempt_timeout, write)
+                // Only the leader batches; elsewhere the caller forwards.
+                let (leads, hint) = self.leadership();
+                if !leads {
+                    return Err(ClusterError::NotLeader { leader: hint });
+                }
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                self.proposals
+                    .send(PendingWrite {
+                        command: command.clone(),
+                        op_id: *op_id,
+                        answer: tx,
+                    })
+                    .await
+                    .map_err(|_| ClusterError::Unavailable {
+                        reason: "replica shutting down".into(),
+                    })?;
+                let out = tokio::time::timeout(self.tuning.attempt_timeout, rx)
                     .await
                     .map_err(|_| ClusterError::NotLeader { leader: None })?
-                    .map_err(from_write_error)?;
-                Ok(OperationOutput::Write(resp.data?))
+                    .map_err(|_| ClusterError::NotLeader { leader: None })??;
+                Ok(OperationOutput::Write(out))
             }
             Operation::Read { query } => {
                 self.reads.confirm(&self.raft).await?;
@@ -341,18 +431,9 @@ impl Replica {
                 Ok(OperationOutput::Read(out))
             }
             Operation::JoinGuard { step } => {
-                let leader = {
-                    let m = self.raft.metrics().borrow().clone();
-                    let hint = m.current_leader.and_then(|l| {
-                        m.membership_config
-                            .membership()
-                            .get_node(&l)
-                            .map(|n| (l, n.addr.clone()))
-                    });
-                    (m.current_leader == Some(self.id), hint)
-                };
-                if !leader.0 {
-                    return Err(ClusterError::NotLeader { leader: leader.1 });
+                let (leads, hint) = self.leadership();
+                if !leads {
+                    return Err(ClusterError::NotLeader { leader: hint });
                 }
                 let r = self
                     .guards
@@ -391,6 +472,19 @@ impl Replica {
                 Ok(OperationOutput::Members(self.status().members))
             }
         }
+    }
+
+    /// Whether this replica leads, and the leader it knows of.
+    fn leadership(&self) -> (bool, Option<(NodeId, String)>) {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        let hint = m.current_leader.and_then(|l| {
+            m.membership_config
+                .membership()
+                .get_node(&l)
+                .map(|n| (l, n.addr.clone()))
+        });
+        (m.current_leader == Some(self.id), hint)
     }
 
     /// Voters and learners: the replicas whose peer calls are accepted.

@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 use super::codec;
 use super::wal::{self, Wal};
 use super::{NodeId, TypeConfig};
-use crate::state::{ClusterState, Output, Response};
+use crate::state::{ClusterState, Response};
 
 /// WAL segments rotate at this size (and at every purge).
 const SEGMENT_BYTES: u64 = 64 << 20;
@@ -91,7 +91,7 @@ pub fn open_stores(dir: &Path) -> Result<(LogStore, StateMachine), StoreError> {
     }
     let mut entries = VecDeque::with_capacity(recovered.records.len());
     for (index, bytes) in recovered.records {
-        let e: Entry<TypeConfig> = codec::decode(&bytes).map_err(|source| StoreError::Decode {
+        let e = codec::decode_entry(&bytes).map_err(|source| StoreError::Decode {
             path: format!("{} entry {index}", wal_dir.display()),
             source,
         })?;
@@ -430,7 +430,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok((a.last_applied, a.membership.clone()))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, StorageError<NodeId>>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Vec<Response>>, StorageError<NodeId>>
     where
         I: IntoIterator<Item = Entry<TypeConfig>> + Send,
         I::IntoIter: Send,
@@ -440,15 +440,19 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         for entry in entries {
             a.last_applied = Some(entry.log_id);
             let resp = match entry.payload {
-                EntryPayload::Blank => Ok(Output::None),
-                EntryPayload::Normal(req) => {
-                    let r = a.state.apply(&req);
-                    crate::telemetry::command_applied(&req.command, &r);
-                    r
-                }
+                EntryPayload::Blank => Vec::new(),
+                EntryPayload::Normal(proposal) => proposal
+                    .requests
+                    .iter()
+                    .map(|req| {
+                        let r = a.state.apply(req);
+                        crate::telemetry::command_applied(&req.command, &r);
+                        r
+                    })
+                    .collect(),
                 EntryPayload::Membership(m) => {
                     a.membership = StoredMembership::new(Some(entry.log_id), m);
-                    Ok(Output::None)
+                    Vec::new()
                 }
             };
             out.push(resp);

@@ -33,8 +33,10 @@ pub const MAX_NODE_INDEX: u32 = 4095;
 
 /// Default reservation window when a schedule names no duration.
 pub const DEFAULT_MEETING_DURATION_MS: u64 = 60 * 60 * 1000;
-/// How long the answers to recent writes are kept for retried duplicates.
-pub const RECENT_OP_RETENTION_MS: u64 = 10 * 60 * 1000;
+/// How long the answers to recent writes are kept for retried duplicates:
+/// callers retry a write with the same op id within their request timeout
+/// (20 s by default), so two minutes cover them with room to spare.
+pub const RECENT_OP_RETENTION_MS: u64 = 2 * 60 * 1000;
 /// Ended meetings stay queryable this long, then are pruned from the state.
 pub const ENDED_MEETING_RETENTION_MS: u64 = 7 * 24 * 60 * 60 * 1000;
 
@@ -50,6 +52,21 @@ pub struct Request {
     #[serde(default)]
     pub op_id: u64,
     pub command: Command,
+}
+
+/// What one Raft entry carries: the client writes the leader gathered while
+/// earlier entries were in flight (group commit), applied in order. Each
+/// keeps its own seed and op id, so a batch applies exactly as its writes
+/// would one by one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Proposal {
+    pub requests: Vec<Request>,
+}
+
+impl From<Request> for Proposal {
+    fn from(r: Request) -> Self {
+        Proposal { requests: vec![r] }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -174,6 +191,28 @@ pub enum Output {
 
 pub type Response = Result<Output, StateError>;
 
+/// What the state keeps of a write's answer for its retries: a meeting id
+/// where the answer is a meeting (it is rebuilt from the state), the whole
+/// answer only where that is small. Keeping full answers cost a copy of
+/// every meeting and decision for the whole retention window.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecentAnswer {
+    Scheduled(u64),
+    Moved(u64),
+    Other(Box<Response>),
+}
+
+impl RecentAnswer {
+    fn of(answer: &Response) -> RecentAnswer {
+        match answer {
+            Ok(Output::Scheduled { meeting, .. }) => RecentAnswer::Scheduled(meeting.id),
+            Ok(Output::Moved { meeting, .. }) => RecentAnswer::Moved(meeting.id),
+            other => RecentAnswer::Other(Box::new(other.clone())),
+        }
+    }
+}
+
 /// Linearizable reads, answered by the leader.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "type")]
@@ -225,7 +264,13 @@ pub struct ClusterState {
     /// lost share found no room): retried like `unplaced` ones.
     #[serde(default)]
     short: BTreeSet<u64>,
-    /// Answers to recent writes by op id, and the same ids by time for pruning.
+    /// Answers to recent writes by op id, compact (see [`RecentAnswer`]),
+    /// and the same ids by time for pruning.
+    #[serde(default)]
+    recent_answers: BTreeMap<u64, RecentAnswer>,
+    /// Full answers, as states written before compact answers kept them;
+    /// they expire like the others.
+    #[serde(default)]
     recent_ops: BTreeMap<u64, Response>,
     recent_ops_by_time: BTreeSet<(u64, u64)>,
     /// Ed25519 key (PKCS#8) that signs join tokens, in clusters created
@@ -264,6 +309,7 @@ impl Default for ClusterState {
             ended_by_time: BTreeSet::new(),
             unplaced: BTreeSet::new(),
             short: BTreeSet::new(),
+            recent_answers: BTreeMap::new(),
             recent_ops: BTreeMap::new(),
             recent_ops_by_time: BTreeSet::new(),
             join_key: None,
@@ -280,16 +326,52 @@ impl ClusterState {
         self.expire_meetings(req.now_ms);
         self.expire_recent_ops(req.now_ms);
         if req.op_id != 0 {
+            if let Some(answer) = self.recent_answers.get(&req.op_id) {
+                return self.replay(answer);
+            }
             if let Some(answer) = self.recent_ops.get(&req.op_id) {
                 return answer.clone();
             }
         }
         let answer = self.apply_command(req);
         if req.op_id != 0 {
-            self.recent_ops.insert(req.op_id, answer.clone());
+            self.recent_answers
+                .insert(req.op_id, RecentAnswer::of(&answer));
             self.recent_ops_by_time.insert((req.now_ms, req.op_id));
         }
         answer
+    }
+
+    /// The answer to a retried write, rebuilt from what its first attempt
+    /// kept: the meeting as it is now, with the decision that placed it.
+    fn replay(&self, answer: &RecentAnswer) -> Response {
+        let meeting = |id: &u64| {
+            self.meetings
+                .get(id)
+                .cloned()
+                .ok_or(StateError::UnknownMeeting { id: *id })
+        };
+        match answer {
+            RecentAnswer::Other(r) => (**r).clone(),
+            RecentAnswer::Scheduled(id) => {
+                let meeting = meeting(id)?;
+                let decision = meeting
+                    .decisions
+                    .first()
+                    .cloned()
+                    .ok_or(StateError::UnknownMeeting { id: *id })?;
+                Ok(Output::Scheduled { meeting, decision })
+            }
+            RecentAnswer::Moved(id) => {
+                let meeting = meeting(id)?;
+                let decision = meeting
+                    .decisions
+                    .last()
+                    .cloned()
+                    .ok_or(StateError::UnknownMeeting { id: *id })?;
+                Ok(Output::Moved { meeting, decision })
+            }
+        }
     }
 
     fn expire_recent_ops(&mut self, now_ms: u64) {
@@ -299,6 +381,7 @@ impl ClusterState {
                 break;
             }
             self.recent_ops_by_time.remove(&(at, id));
+            self.recent_answers.remove(&id);
             self.recent_ops.remove(&id);
         }
     }
