@@ -89,13 +89,16 @@ struct ControlPlaneArgs {
     #[arg(long, default_value_t = 500)]
     node_heartbeat_interval_ms: u64,
     /// Raft heartbeat interval.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 50)]
     raft_heartbeat_interval_ms: u64,
-    /// Raft election timeout, lower bound.
-    #[arg(long, default_value_t = 500)]
+    /// Raft election timeout, lower bound. A follower stands after the
+    /// leader lease (the upper bound) plus its own timeout without a
+    /// heartbeat, or, when the leader's process is gone (its peer port
+    /// refuses connections), right after the lease.
+    #[arg(long, default_value_t = 200)]
     election_timeout_min_ms: u64,
-    /// Raft election timeout, upper bound.
-    #[arg(long, default_value_t = 1000)]
+    /// Raft election timeout, upper bound (also the leader lease).
+    #[arg(long, default_value_t = 400)]
     election_timeout_max_ms: u64,
     /// Build a snapshot and compact the log after this many entries.
     #[arg(long, default_value_t = 5000)]

@@ -54,9 +54,10 @@ fn the_printed_exports_make_the_printed_commands_work_and_ctl_says_what_is_missi
             "127.0.0.1:17199",
         ])
         .arg("--data-dir")
-        .arg(dir.path())
+        .arg(dir.path().join("data"))
+        .env("FJORD_LOG_FORMAT", "json")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("dev.log")).unwrap())
         .spawn()
         .expect("spawn fjord dev");
     let stdout = child.stdout.take().unwrap();
@@ -175,4 +176,13 @@ fn the_printed_exports_make_the_printed_commands_work_and_ctl_says_what_is_missi
         "{err}"
     );
     drop(dev);
+    // A normal start (replicas coming up one after another, electing,
+    // nodes registering) and the commands above log no error.
+    let log = std::fs::read_to_string(dir.path().join("dev.log")).unwrap();
+    let errors: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(r#""level":"ERROR""#))
+        .collect();
+    assert!(errors.is_empty(), "errors logged: {errors:#?}");
+    assert!(log.contains(r#""level":"INFO""#), "no log captured");
 }

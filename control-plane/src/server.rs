@@ -79,9 +79,9 @@ impl Default for ReplicaConfig {
             kek_file: PathBuf::from("kek.key"),
             handshake: HandshakeLimits::default(),
             join: false,
-            raft_heartbeat_interval_ms: 100,
-            election_timeout_min_ms: 500,
-            election_timeout_max_ms: 1000,
+            raft_heartbeat_interval_ms: 50,
+            election_timeout_min_ms: 200,
+            election_timeout_max_ms: 400,
             snapshot_every_entries: 5000,
             node_heartbeat_interval_ms: 500,
             node_lease_ms: 1500,
@@ -392,6 +392,13 @@ pub async fn start_with_listeners(
     tracing::info!(replica = config.id, addr = %local_addr, peer_addr = %peer_addr, data_dir = %config.data_dir.display(), "control-plane replica started");
 
     let lease_checker = tokio::spawn(lease_loop(replica.clone(), lease));
+    tokio::spawn(crate::raft::watchdog::run(
+        replica.clone(),
+        crate::raft::watchdog::WatchdogTiming {
+            heartbeat: Duration::from_millis(config.raft_heartbeat_interval_ms),
+            lease: Duration::from_millis(config.election_timeout_max_ms),
+        },
+    ));
     tokio::spawn(health_loop(replica.clone(), health));
     Ok(ReplicaHandle {
         replica,

@@ -50,6 +50,15 @@ enum Mode {
         #[arg(long, default_value_t = 20)]
         runs: usize,
     },
+    /// Term changes (elections) over a long run, loaded or idle: a healthy
+    /// cluster on a busy machine must not hold a single election.
+    Stability {
+        #[arg(long, default_value_t = 600)]
+        seconds: u64,
+        /// Concurrent writers (0: idle).
+        #[arg(long, default_value_t = 64)]
+        clients: usize,
+    },
 }
 
 /// A client with `files` (the bench operator unless said otherwise).
@@ -341,7 +350,91 @@ async fn failover(args: &Args, runs: usize) -> serde_json::Value {
         "kill_to_next_commit_p50_ms": percentile_ms(&times, 0.5),
         "kill_to_next_commit_p99_ms": percentile_ms(&times, 0.99),
         "max_ms": percentile_ms(&times, 1.0),
-        "election_timeout_ms": "500-1000 (default)",
+        "election_timeout_ms": "200-400, heartbeat 50 (defaults)",
+    })
+}
+
+async fn status(c: &Client) -> Option<pb::StatusResponse> {
+    c.call(|ch| async move {
+        pb::cluster_service_client::ClusterServiceClient::new(ch)
+            .status(pb::StatusRequest {})
+            .await
+    })
+    .await
+    .ok()
+    .map(|r| r.into_inner())
+}
+
+async fn stability(args: &Args, seconds: u64, clients: usize) -> serde_json::Value {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cluster = FjordCluster::start(&args.fjord, dir.path());
+    let c = Arc::new(client(&cluster, &cluster.addrs, Duration::from_secs(20)));
+    wait_ready(&c).await;
+    setup(&cluster, &c).await;
+    // Each replica on its own, so a replica that stood for election is seen.
+    let per_replica: Vec<Client> = cluster
+        .addrs
+        .iter()
+        .map(|a| client(&cluster, std::slice::from_ref(a), Duration::from_secs(2)))
+        .collect();
+    let mut first_terms = Vec::new();
+    for r in &per_replica {
+        first_terms.push(status(r).await.map(|s| s.term).unwrap_or(0));
+    }
+    let sampler = {
+        let per_replica: Vec<Arc<Client>> = per_replica.into_iter().map(Arc::new).collect();
+        tokio::spawn(async move {
+            let mut leaders = std::collections::BTreeSet::new();
+            let mut max_terms = vec![0u64; per_replica.len()];
+            let deadline = Instant::now() + Duration::from_secs(seconds);
+            while Instant::now() < deadline {
+                for (i, r) in per_replica.iter().enumerate() {
+                    if let Some(s) = status(r).await {
+                        max_terms[i] = max_terms[i].max(s.term);
+                        leaders.insert((s.term, s.leader_id));
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            (max_terms, leaders.len())
+        })
+    };
+    // Writes that commit through Raft without growing the state (undoing
+    // a drain that is not there), so a long run measures Raft, not memory.
+    let load = if clients > 0 {
+        let c = c.clone();
+        measure(clients, seconds, u64::MAX, move |_| {
+            let c = c.clone();
+            async move {
+                c.drain_node(pb::DrainNodeRequest {
+                    id: "bench-node".into(),
+                    undo: true,
+                    evacuate: false,
+                })
+                .await
+                .is_ok()
+            }
+        })
+        .await
+    } else {
+        tokio::time::sleep(Duration::from_secs(seconds)).await;
+        json!({"clients": 0})
+    };
+    let (max_terms, leader_terms) = sampler.await.expect("sampler");
+    let term_changes: u64 = max_terms
+        .iter()
+        .zip(&first_terms)
+        .map(|(a, b)| a.saturating_sub(*b))
+        .max()
+        .unwrap_or(0);
+    json!({
+        "benchmark": "stability",
+        "seconds": seconds,
+        "load": load,
+        "term_changes": term_changes,
+        "distinct_leaders_seen": leader_terms,
+        "terms_at_start": first_terms,
+        "terms_at_end": max_terms,
     })
 }
 
@@ -355,6 +448,7 @@ async fn main() {
             no_etcd,
         } => throughput(&args, seconds, max_ops, no_etcd).await,
         Mode::Failover { runs } => failover(&args, runs).await,
+        Mode::Stability { seconds, clients } => stability(&args, seconds, clients).await,
     };
     println!("{}", serde_json::to_string_pretty(&out).expect("json"));
 }

@@ -14,6 +14,7 @@ mod replica;
 mod service;
 mod store;
 pub mod wal;
+pub mod watchdog;
 
 pub use network::Network;
 pub use replica::{now_ms, ClusterError, ClusterStatus, MemberInfo, Replica, ReplicaTuning};

@@ -146,6 +146,19 @@ impl RaftNetwork<TypeConfig> for Connection {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        self.call(&rpc, Vec::new(), &option, Method::Vote).await
+        let vote = rpc.vote;
+        match self.call(&rpc, Vec::new(), &option, Method::Vote).await {
+            // A peer that is down or not yet started cannot grant a vote:
+            // answer "not granted" (exactly what a lost request amounts to)
+            // instead of an error, which openraft logs at ERROR on every
+            // start and every failover.
+            Err(RPCError::Unreachable(e)) => {
+                tracing::debug!(target = self.target, error = %e, "vote request: peer unreachable");
+                metrics::counter!("fjord_raft_peer_unreachable_total", "rpc" => "vote")
+                    .increment(1);
+                Ok(VoteResponse::new(vote, None, false))
+            }
+            other => other,
+        }
     }
 }

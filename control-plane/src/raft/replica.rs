@@ -119,6 +119,8 @@ pub struct Replica {
     seeds: RandomState,
     /// Writes waiting to be proposed (see [`run_proposer`]).
     proposals: tokio::sync::mpsc::Sender<PendingWrite>,
+    /// When a leader's append last reached this replica (the watchdog).
+    pub(crate) leader_contact: super::watchdog::LeaderContact,
 }
 
 /// A client write waiting for its batch to commit.
@@ -239,6 +241,7 @@ impl Replica {
         let (proposals, rx) = tokio::sync::mpsc::channel(PROPOSAL_QUEUE);
         tokio::spawn(run_proposer(raft.clone(), rx, tuning.strategy));
         Replica {
+            leader_contact: Default::default(),
             proposals,
             id,
             raft,

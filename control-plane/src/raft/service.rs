@@ -57,7 +57,12 @@ impl RaftService for RaftGrpc {
     ) -> Result<Response<RaftPayload>, Status> {
         self.authorize(&req, Rpc::RaftAppendEntries)?;
         let rpc = decode(req.get_ref())?;
-        encode(&self.replica.raft.append_entries(rpc).await)
+        let resp = self.replica.raft.append_entries(rpc).await;
+        if matches!(&resp, Ok(r) if !matches!(r, openraft::raft::AppendEntriesResponse::HigherVote(_)))
+        {
+            self.replica.leader_contact.touch();
+        }
+        encode(&resp)
     }
 
     async fn vote(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
