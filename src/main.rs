@@ -88,8 +88,8 @@ struct ControlPlaneArgs {
     /// How often media nodes are asked to heartbeat.
     #[arg(long, default_value_t = 500)]
     node_heartbeat_interval_ms: u64,
-    /// Raft heartbeat interval.
-    #[arg(long, default_value_t = 50)]
+    /// Raft heartbeat interval (also how long one AppendEntries may take).
+    #[arg(long, default_value_t = 100)]
     raft_heartbeat_interval_ms: u64,
     /// Raft election timeout, lower bound. A follower stands after the
     /// leader lease (the upper bound) plus its own timeout without a
@@ -103,6 +103,10 @@ struct ControlPlaneArgs {
     /// Build a snapshot and compact the log after this many entries.
     #[arg(long, default_value_t = 5000)]
     snapshot_every_entries: u64,
+    /// Log entries kept behind a snapshot: a replica lagging by less
+    /// catches up from the log rather than a whole snapshot.
+    #[arg(long, default_value_t = 1000)]
+    snapshot_keep_entries: u64,
     /// Serve Prometheus metrics, /healthz and /readyz on this address (e.g. 127.0.0.1:9101).
     #[arg(long)]
     metrics_listen: Option<SocketAddr>,
@@ -141,6 +145,7 @@ impl ControlPlaneArgs {
             election_timeout_min_ms: self.election_timeout_min_ms,
             election_timeout_max_ms: self.election_timeout_max_ms,
             snapshot_every_entries: self.snapshot_every_entries,
+            snapshot_keep_entries: self.snapshot_keep_entries,
             node_heartbeat_interval_ms: self.node_heartbeat_interval_ms,
             node_lease_ms: self.node_lease_ms,
             placement: self.placement,

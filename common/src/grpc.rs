@@ -12,6 +12,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -44,6 +45,22 @@ pub fn peer_info<T>(req: &tonic::Request<T>) -> Option<&PeerInfo> {
 pub struct TlsConn {
     stream: tokio_rustls::server::TlsStream<TcpStream>,
     info: PeerInfo,
+    /// Set when the server that accepted it stopped: the next read or
+    /// write fails, so the connection closes instead of being served by a
+    /// stopped server (connection tasks outlive the accept loop).
+    server_stopped: Arc<AtomicBool>,
+}
+
+impl TlsConn {
+    fn check_open(&self) -> io::Result<()> {
+        if self.server_stopped.load(Ordering::Relaxed) {
+            return Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "server stopped",
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Connected for TlsConn {
@@ -60,6 +77,7 @@ impl AsyncRead for TlsConn {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        self.check_open()?;
         Pin::new(&mut self.stream).poll_read(cx, buf)
     }
 }
@@ -70,6 +88,7 @@ impl AsyncWrite for TlsConn {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        self.check_open()?;
         Pin::new(&mut self.stream).poll_write(cx, buf)
     }
 
@@ -78,6 +97,7 @@ impl AsyncWrite for TlsConn {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        self.check_open()?;
         Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
     }
 
@@ -130,11 +150,15 @@ pub fn tls_incoming(
     let (tx, rx) = mpsc::channel::<TlsConn>(64);
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
     let pending = Arc::new(Semaphore::new(limits.max_pending));
+    let server_stopped = Arc::new(AtomicBool::new(false));
     tokio::spawn(async move {
         loop {
             let accepted = tokio::select! {
                 a = listener.accept() => a,
-                _ = tx.closed() => return,
+                _ = tx.closed() => {
+                    server_stopped.store(true, Ordering::Relaxed);
+                    return;
+                }
             };
             let (tcp, remote) = match accepted {
                 Ok(a) => a,
@@ -150,7 +174,8 @@ pub fn tls_incoming(
                 continue;
             };
             let _ = tcp.set_nodelay(true);
-            let (acceptor, tx) = (acceptor.clone(), tx.clone());
+            let (acceptor, tx, server_stopped) =
+                (acceptor.clone(), tx.clone(), server_stopped.clone());
             tokio::spawn(async move {
                 let _permit = permit;
                 let stream = match tokio::time::timeout(limits.timeout, acceptor.accept(tcp)).await
@@ -181,6 +206,7 @@ pub fn tls_incoming(
                     .send(TlsConn {
                         stream,
                         info: PeerInfo { remote, identity },
+                        server_stopped,
                     })
                     .await;
             });

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //!            gRPC (api/)                      replicas (raft/)
-//!  ctl / nodes ──▶ validate ──▶ Replica ──▶ openraft ──▶ redb log (fsync)
+//!  ctl / nodes ──▶ validate ──▶ Replica ──▶ openraft ──▶ WAL (group fsync)
 //!                                  │             └──▶ StateMachine
 //!                                  │                    └─ state::ClusterState::apply
 //!                                  │                         └─ placement::place

@@ -55,6 +55,9 @@ pub struct ReplicaConfig {
     pub election_timeout_max_ms: u64,
     /// Build a snapshot (and compact the log) after this many entries.
     pub snapshot_every_entries: u64,
+    /// Log entries kept behind a snapshot, so a replica that lags by less
+    /// catches up from the log instead of a whole snapshot.
+    pub snapshot_keep_entries: u64,
     /// How often media nodes are told to heartbeat.
     pub node_heartbeat_interval_ms: u64,
     /// A node silent this long is declared down and its meetings re-placed.
@@ -79,10 +82,11 @@ impl Default for ReplicaConfig {
             kek_file: PathBuf::from("kek.key"),
             handshake: HandshakeLimits::default(),
             join: false,
-            raft_heartbeat_interval_ms: 50,
+            raft_heartbeat_interval_ms: 100,
             election_timeout_min_ms: 200,
             election_timeout_max_ms: 400,
             snapshot_every_entries: 5000,
+            snapshot_keep_entries: 1000,
             node_heartbeat_interval_ms: 500,
             node_lease_ms: 1500,
             placement: Strategy::LeastLoaded,
@@ -190,13 +194,20 @@ impl ReplicaConfig {
             heartbeat_interval: self.raft_heartbeat_interval_ms,
             election_timeout_min: self.election_timeout_min_ms,
             election_timeout_max: self.election_timeout_max_ms,
-            // Snapshot chunks of several MiB over TLS on a busy machine.
-            install_snapshot_timeout: 5000,
+            // Snapshot chunks of several MiB over TLS on a busy machine; the
+            // last chunk's answer waits until the receiver has decoded and
+            // stored the whole snapshot (seconds for tens of MiB).
+            install_snapshot_timeout: 30_000,
             snapshot_max_chunk_size: crate::raft::SNAPSHOT_CHUNK_BYTES as u64,
+            // Entries per AppendEntries: each carries up to
+            // MAX_PROPOSAL_WRITES writes of well under 1 KiB, so a batch
+            // stays a few MiB, under the peer message limit and well inside
+            // openraft's append timeout (one heartbeat interval).
+            max_payload_entries: 16,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_every_entries),
             // Keep enough log after a snapshot that a briefly lagging replica
             // catches up from the log instead of a full snapshot.
-            max_in_snapshot_log_to_keep: 1000,
+            max_in_snapshot_log_to_keep: self.snapshot_keep_entries,
             ..Default::default()
         }
     }
@@ -311,6 +322,26 @@ pub async fn start_with_listeners(
         config.join_limits,
     ));
 
+    let initialized = replica
+        .raft
+        .is_initialized()
+        .await
+        .map_err(|e| StartError::Raft(e.to_string()))?;
+    if !initialized && !config.join {
+        // Every initial voter initialises with the same membership; openraft
+        // accepts identical initialisations, and this way any one of them may
+        // be the first to come up. Done before the peer port serves, so no
+        // vote request can arrive first (openraft refuses to initialise a
+        // replica that has voted, and says so at ERROR).
+        let members: BTreeMap<NodeId, BasicNode> = config
+            .peers
+            .iter()
+            .map(|(id, addr)| (*id, BasicNode::new(addr)))
+            .collect();
+        if let Err(e) = replica.raft.initialize(members).await {
+            tracing::warn!(error = %e, "initialise skipped");
+        }
+    }
     let heartbeat = Duration::from_millis(config.node_heartbeat_interval_ms);
     let lease = Duration::from_millis(config.node_lease_ms);
     let kek = Arc::new(crate::access::Kek::load(&config.kek_file).map_err(ConfigError::Kek)?);
@@ -371,24 +402,6 @@ pub async fn start_with_listeners(
         }
     });
 
-    let initialized = replica
-        .raft
-        .is_initialized()
-        .await
-        .map_err(|e| StartError::Raft(e.to_string()))?;
-    if !initialized && !config.join {
-        // Every initial voter initialises with the same membership; openraft
-        // accepts identical initialisations, and this way any one of them may
-        // be the first to come up.
-        let members: BTreeMap<NodeId, BasicNode> = config
-            .peers
-            .iter()
-            .map(|(id, addr)| (*id, BasicNode::new(addr)))
-            .collect();
-        if let Err(e) = replica.raft.initialize(members).await {
-            tracing::warn!(error = %e, "initialise skipped");
-        }
-    }
     tracing::info!(replica = config.id, addr = %local_addr, peer_addr = %peer_addr, data_dir = %config.data_dir.display(), "control-plane replica started");
 
     let lease_checker = tokio::spawn(lease_loop(replica.clone(), lease));

@@ -350,7 +350,7 @@ async fn failover(args: &Args, runs: usize) -> serde_json::Value {
         "kill_to_next_commit_p50_ms": percentile_ms(&times, 0.5),
         "kill_to_next_commit_p99_ms": percentile_ms(&times, 0.99),
         "max_ms": percentile_ms(&times, 1.0),
-        "election_timeout_ms": "200-400, heartbeat 50 (defaults)",
+        "election_timeout_ms": "200-400, heartbeat 100 (defaults)",
     })
 }
 

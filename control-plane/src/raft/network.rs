@@ -104,9 +104,14 @@ impl Connection {
             Method::Vote => client.vote(request).await,
             Method::Snapshot => client.install_snapshot(request).await,
         };
-        let reply = fut.map_err(|status| {
+        let reply = fut.map_err(|status| match status.code() {
+            // Slow, not gone (a big batch on a busy machine): openraft
+            // retries at once rather than backing off for half a second.
+            tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
+                RPCError::Network(NetworkError::new(&WireError(status.message().to_string())))
+            }
             // A peer that is down, restarting or unreachable: back off.
-            Unreachable::new(&WireError(status.message().to_string()))
+            _ => Unreachable::new(&WireError(status.message().to_string())).into(),
         })?;
         let result: Result<Resp, RaftError<NodeId, E>> =
             codec::decode(&reply.into_inner().data).map_err(|e| NetworkError::new(&e))?;

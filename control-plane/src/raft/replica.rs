@@ -131,7 +131,7 @@ struct PendingWrite {
 }
 
 /// Writes one proposal may carry.
-pub const MAX_PROPOSAL_WRITES: usize = 512;
+pub const MAX_PROPOSAL_WRITES: usize = 256;
 /// Proposals in flight at once; writes arriving meanwhile wait and go
 /// together in the next one.
 pub const MAX_PROPOSALS_IN_FLIGHT: usize = 4;

@@ -35,7 +35,7 @@ async fn bind() -> (tokio::net::TcpListener, String) {
 
 pub fn fast_config() -> ReplicaConfig {
     ReplicaConfig {
-        raft_heartbeat_interval_ms: 50,
+        raft_heartbeat_interval_ms: 100,
         election_timeout_min_ms: 300,
         election_timeout_max_ms: 600,
         node_heartbeat_interval_ms: 100,
@@ -112,6 +112,40 @@ impl Cluster {
         self.addrs.insert(id, addr);
         self.peer_addrs.insert(id, peer_addr.clone());
         peer_addr
+    }
+
+    /// Starts replica `id` again on its old ports (after `kill`), from
+    /// its data directory, or with `wipe` from an empty one (a lost disk:
+    /// it comes back with `join` and is caught up by the leader, being
+    /// still a member).
+    pub async fn restart(&mut self, id: u64, wipe: bool) {
+        let data_dir = self.dir.path().join(format!("r{id}"));
+        if wipe {
+            std::fs::remove_dir_all(&data_dir).unwrap();
+        }
+        let l = tokio::net::TcpListener::bind(&self.addrs[&id])
+            .await
+            .unwrap();
+        let pl = tokio::net::TcpListener::bind(&self.peer_addrs[&id])
+            .await
+            .unwrap();
+        let config = ReplicaConfig {
+            id,
+            listen: l.local_addr().unwrap(),
+            peer_listen: pl.local_addr().unwrap(),
+            data_dir,
+            peers: if wipe {
+                BTreeMap::new()
+            } else {
+                self.peer_addrs.clone()
+            },
+            join: wipe,
+            tls: self.ca.replica(id).unwrap(),
+            kek_file: self.ca.kek().unwrap(),
+            ..self.base.clone()
+        };
+        self.replicas
+            .insert(id, start_with_listeners(config, l, pl).await.unwrap());
     }
 
     pub fn endpoints(&self) -> Vec<String> {

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs from Debian what the tests and benchmarks need beyond Rust:
+# protoc and descriptor.proto (the etcd client's build compiles etcd's
+# protos with them) and etcd itself (the benchmarks compare against it, and
+# tests that need etcd run a real one). Does nothing when all are there.
+# Usage: scripts/prereqs.sh
+set -euo pipefail
+
+need=()
+command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
+[ -f /usr/include/google/protobuf/descriptor.proto ] || need+=(libprotobuf-dev)
+command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
+command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "==> installing ${need[*]}"
+  sudo_cmd=""
+  [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
