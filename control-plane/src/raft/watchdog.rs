@@ -9,9 +9,9 @@
 //! a TCP connection to the leader's peer port. A leader that is merely slow
 //! (busy, paused, a long fsync) still accepts connections in its kernel, so
 //! nothing happens and openraft's own timers decide; a leader whose process
-//! died (connection refused, or no answer within a heartbeat) is gone, and
-//! the follower starts an election as soon as the other voters' lease has
-//! run out. Followers stand one after another by their rank among the
+//! died (connection refused, or three probes in a row without any answer,
+//! as when a whole host is gone) is gone, and the follower starts an
+//! election as soon as the other voters' lease has run out. Followers stand one after another by their rank among the
 //! surviving voters, so two of them do not split the vote.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -60,8 +60,10 @@ pub struct WatchdogTiming {
 
 /// Runs until Raft stops.
 pub async fn run(replica: Arc<Replica>, timing: WatchdogTiming) {
-    let mut tick = tokio::time::interval(timing.heartbeat);
+    // Looks twice per heartbeat, so it stands within ~25 ms of the lease.
+    let mut tick = tokio::time::interval(timing.heartbeat / 2);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut timeouts = 0u32;
     loop {
         tick.tick().await;
         let m = replica.raft.metrics().borrow().clone();
@@ -73,14 +75,27 @@ pub async fn run(replica: Arc<Replica>, timing: WatchdogTiming) {
         };
         let silent = replica.leader_contact.silent_for();
         if silent < timing.heartbeat * 2 {
+            timeouts = 0;
             continue;
         }
         let membership = m.membership_config.membership();
         let Some(addr) = membership.get_node(&leader).map(|n| n.addr.clone()) else {
             continue;
         };
-        if leader_process_alive(&addr, timing.heartbeat).await {
-            continue;
+        match probe(&addr, timing.heartbeat * 2).await {
+            Probe::Accepted => {
+                timeouts = 0;
+                continue;
+            }
+            // No answer at all: a dead host, or this replica too starved to
+            // see the answer in time. Only a run of them counts.
+            Probe::TimedOut => {
+                timeouts += 1;
+                if timeouts < 3 {
+                    continue;
+                }
+            }
+            Probe::Refused => {}
         }
         // Rank among the voters other than the dead leader: 0 stands first.
         let rank = membership
@@ -90,7 +105,7 @@ pub async fn run(replica: Arc<Replica>, timing: WatchdogTiming) {
         let Some(rank) = rank else {
             continue; // a learner never stands
         };
-        let wait = timing.lease + timing.heartbeat / 2 + timing.heartbeat * 2 * rank as u32;
+        let wait = timing.lease + timing.heartbeat / 4 + timing.heartbeat * 2 * rank as u32;
         if replica.leader_contact.silent_for() < wait {
             continue;
         }
@@ -109,11 +124,22 @@ pub async fn run(replica: Arc<Replica>, timing: WatchdogTiming) {
     }
 }
 
-/// Whether something accepts TCP connections at `addr` (the kernel answers
-/// for a live process however busy it is).
-async fn leader_process_alive(addr: &str, within: Duration) -> bool {
-    matches!(
-        tokio::time::timeout(within, tokio::net::TcpStream::connect(addr)).await,
-        Ok(Ok(_))
-    )
+enum Probe {
+    /// Something listens: the leader's process lives (however busy).
+    Accepted,
+    /// The host answered that nothing listens: the process is gone.
+    Refused,
+    /// No answer in time.
+    TimedOut,
+}
+
+/// Tries a TCP connection to `addr`; the kernel answers for a live process
+/// however busy it is, and refuses at once for a dead one.
+async fn probe(addr: &str, within: Duration) -> Probe {
+    match tokio::time::timeout(within, tokio::net::TcpStream::connect(addr)).await {
+        Ok(Ok(_)) => Probe::Accepted,
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => Probe::Refused,
+        // Unreachable networks and the like: no answer from a process.
+        Ok(Err(_)) | Err(_) => Probe::TimedOut,
+    }
 }
