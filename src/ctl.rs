@@ -20,6 +20,10 @@ use pb::institution_service_client::InstitutionServiceClient;
 use pb::meeting_service_client::MeetingServiceClient;
 use pb::node_service_client::NodeServiceClient;
 
+/// The largest list answer `ctl` accepts (the meetings of a busy cluster
+/// pass gRPC's 4 MiB default).
+const LIST_MESSAGE_LIMIT: usize = 256 << 20;
+
 #[derive(Args)]
 pub struct CtlArgs {
     /// Control-plane replicas, HOST:PORT,... (any of them will do).
@@ -755,7 +759,13 @@ async fn meeting(client: &Client, c: MeetingCmd) -> Result<(Value, String), Fail
             let r = client
                 .call(|ch| {
                     let req = req.clone();
-                    async move { MeetingServiceClient::new(ch).list_meetings(req).await }
+                    async move {
+                        // A busy cluster's list is larger than gRPC's 4 MiB default.
+                        MeetingServiceClient::new(ch)
+                            .max_decoding_message_size(LIST_MESSAGE_LIMIT)
+                            .list_meetings(req)
+                            .await
+                    }
                 })
                 .await?
                 .into_inner();

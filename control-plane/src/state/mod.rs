@@ -894,7 +894,7 @@ impl ClusterState {
         let decision = self.decide(id, participants, trigger, None, req, rng);
         let shares = shares_of(&decision, participants);
         let m = self.meetings.get_mut(&id).expect("looked up above");
-        m.decisions.push(decision);
+        m.record_decision(decision);
         if shares.is_empty() {
             m.shares.clear();
             m.state = MeetingState::Unplaced;
@@ -969,7 +969,7 @@ impl ClusterState {
         let new = shares_of(&decision, participants);
         self.release(id);
         let m = self.meetings.get_mut(&id).expect("caller checked");
-        m.decisions.push(decision);
+        m.record_decision(decision);
         m.shares.retain(|s| s.node != node);
         self.merge_shares(id, &new);
         !new.is_empty()
@@ -1051,7 +1051,7 @@ impl ClusterState {
             if matches!(decision.outcome, Outcome::Refused { .. }) {
                 // Nowhere to go: it finishes here, as a plain drain allows.
                 let m = self.meetings.get_mut(&id).expect("listed");
-                m.decisions.push(decision);
+                m.record_decision(decision);
                 kept.push(id);
             } else {
                 self.apply_share_decision(id, node, decision);

@@ -4,6 +4,9 @@ use crate::placement::Decision;
 
 pub use super::reservations::Reservations;
 
+/// Placement decisions a meeting keeps (the first and the latest).
+pub const MAX_DECISIONS_KEPT: usize = 16;
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Region {
     pub name: String,
@@ -219,6 +222,17 @@ impl Meeting {
 
     pub fn is_cascaded(&self) -> bool {
         self.shares.len() > 1
+    }
+
+    /// Adds a placement decision to the meeting's history, which keeps the
+    /// first (the one that scheduled it) and the latest ones, at most
+    /// [`MAX_DECISIONS_KEPT`] in all: a long meeting on a flapping node
+    /// must not grow without bound.
+    pub fn record_decision(&mut self, decision: Decision) {
+        if self.decisions.len() >= MAX_DECISIONS_KEPT {
+            self.decisions.remove(1);
+        }
+        self.decisions.push(decision);
     }
 }
 

@@ -645,3 +645,23 @@ proptest! {
         prop_assert_eq!(a, b);
     }
 }
+
+#[test]
+fn a_meeting_moved_many_times_keeps_a_bounded_decision_history() {
+    let mut s = setup();
+    s.apply(&req(2, register("no-2", "nordic", 100))).unwrap();
+    s.apply(&req(3, schedule("uio", 10, None, None))).unwrap();
+    for t in 0..40 {
+        s.apply(&req(4 + t, Command::MoveMeeting { id: 1, from: None }))
+            .unwrap();
+    }
+    let m = &s.meetings[&1];
+    assert_eq!(m.decisions.len(), MAX_DECISIONS_KEPT);
+    assert_eq!(
+        m.decisions[0].trigger,
+        Trigger::Scheduled,
+        "the first stays"
+    );
+    assert_eq!(m.decisions.last().unwrap().at_ms, 43, "the latest is kept");
+    s.check_invariants().unwrap();
+}
