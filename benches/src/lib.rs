@@ -217,10 +217,24 @@ impl FjordCluster {
                 .arg("--data-dir")
                 .arg(self.dir.join(format!("fjord-{id}")))
                 .stdout(Stdio::null())
-                .stderr(Stdio::null())
+                .stderr(replica_log(id))
                 .spawn()
                 .expect("spawn fjord control-plane"),
         ))
+    }
+}
+
+/// Where replica `id` logs: a file under `FJORD_BENCH_LOG_DIR` when that
+/// is set (to look into a surprising run), otherwise nowhere.
+fn replica_log(id: usize) -> Stdio {
+    match std::env::var_os("FJORD_BENCH_LOG_DIR") {
+        Some(dir) => std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(Path::new(&dir).join(format!("fjord-{id}.log")))
+            .map(Stdio::from)
+            .unwrap_or_else(|_| Stdio::null()),
+        None => Stdio::null(),
     }
 }
 

@@ -204,6 +204,9 @@ impl ReplicaConfig {
             // stays a few MiB, under the peer message limit and well inside
             // openraft's append timeout (one heartbeat interval).
             max_payload_entries: 16,
+            // Elections are the watchdog's (raft/watchdog.rs): openraft's
+            // timer stood whenever a loaded machine delayed heartbeats.
+            enable_elect: false,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_every_entries),
             // Keep enough log after a snapshot that a briefly lagging replica
             // catches up from the log instead of a full snapshot.
@@ -409,7 +412,9 @@ pub async fn start_with_listeners(
         replica.clone(),
         crate::raft::watchdog::WatchdogTiming {
             heartbeat: Duration::from_millis(config.raft_heartbeat_interval_ms),
+            election_min: Duration::from_millis(config.election_timeout_min_ms),
             lease: Duration::from_millis(config.election_timeout_max_ms),
+            hung_leader: Duration::from_millis(config.raft_heartbeat_interval_ms * 30),
         },
     ));
     tokio::spawn(health_loop(replica.clone(), health));

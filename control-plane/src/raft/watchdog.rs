@@ -1,4 +1,5 @@
-//! Fast failover when the leader's process is gone.
+//! Elections: fast when the leader's process is gone, never because a busy
+//! machine delivered a heartbeat late.
 //!
 //! openraft 0.9 lets a follower stand only after the leader lease (the
 //! maximum election timeout) *plus* its own random election timeout have
@@ -14,6 +15,7 @@
 //! election as soon as the other voters' lease has run out. Followers stand one after another by their rank among the
 //! surviving voters, so two of them do not split the vote.
 
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -54,72 +56,134 @@ impl LeaderContact {
 #[derive(Debug, Clone, Copy)]
 pub struct WatchdogTiming {
     pub heartbeat: Duration,
-    /// openraft's leader lease: the longest election timeout.
+    /// The shortest election timeout: how long a replica that knows no
+    /// leader waits before standing (plus its rank's turn and jitter).
+    pub election_min: Duration,
+    /// openraft's leader lease: the longest election timeout. No voter
+    /// grants a vote while it has heard from a leader this recently.
     pub lease: Duration,
+    /// Silence from a leader whose port still accepts connections (paused,
+    /// hung) after which followers stand anyway.
+    pub hung_leader: Duration,
 }
 
-/// Runs until Raft stops.
+/// Why a follower stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reason {
+    /// No leader known (first start, or an election that did not finish).
+    NoLeader,
+    /// The leader's process is gone.
+    LeaderGone,
+    /// The leader's process lives but has been silent far too long.
+    LeaderHung,
+}
+
+impl Reason {
+    fn as_str(self) -> &'static str {
+        match self {
+            Reason::NoLeader => "no_leader",
+            Reason::LeaderGone => "leader_gone",
+            Reason::LeaderHung => "leader_hung",
+        }
+    }
+}
+
+/// Drives elections until Raft stops (openraft's own election timer is
+/// off: under CPU starvation it stood whenever heartbeats were late, about
+/// once a minute at full load on two cores).
 pub async fn run(replica: Arc<Replica>, timing: WatchdogTiming) {
-    // Looks twice per heartbeat, so it stands within ~25 ms of the lease.
+    // Looks twice per heartbeat, so it stands within ~25 ms of its time.
     let mut tick = tokio::time::interval(timing.heartbeat / 2);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let seeds = std::hash::RandomState::new();
     let mut timeouts = 0u32;
+    let mut attempt = 0u64;
+    replica.leader_contact.touch();
     loop {
         tick.tick().await;
         let m = replica.raft.metrics().borrow().clone();
         if m.running_state.is_err() {
             return;
         }
-        let (ServerState::Follower, Some(leader)) = (m.state, m.current_leader) else {
-            continue;
-        };
-        let silent = replica.leader_contact.silent_for();
-        if silent < timing.heartbeat * 2 {
+        if !matches!(m.state, ServerState::Follower | ServerState::Candidate) {
             timeouts = 0;
             continue;
         }
         let membership = m.membership_config.membership();
-        let Some(addr) = membership.get_node(&leader).map(|n| n.addr.clone()) else {
-            continue;
-        };
-        match probe(&addr, timing.heartbeat * 2).await {
-            Probe::Accepted => {
-                timeouts = 0;
-                continue;
-            }
-            // No answer at all: a dead host, or this replica too starved to
-            // see the answer in time. Only a run of them counts.
-            Probe::TimedOut => {
-                timeouts += 1;
-                if timeouts < 3 {
+        let silent = replica.leader_contact.silent_for();
+        let leader = m.current_leader.filter(|l| *l != replica.id);
+        let (reason, wait, rank) = match leader {
+            Some(leader) => {
+                if silent < timing.heartbeat * 2 {
+                    timeouts = 0;
                     continue;
                 }
+                let Some(addr) = membership.get_node(&leader).map(|n| n.addr.clone()) else {
+                    continue;
+                };
+                let reason = match probe(&addr, timing.heartbeat * 2).await {
+                    Probe::Accepted => {
+                        timeouts = 0;
+                        Reason::LeaderHung
+                    }
+                    Probe::Refused => Reason::LeaderGone,
+                    // No answer at all: a dead host, or this replica too
+                    // starved to see the answer in time. Only a run counts.
+                    Probe::TimedOut => {
+                        timeouts += 1;
+                        if timeouts < 3 {
+                            continue;
+                        }
+                        Reason::LeaderGone
+                    }
+                };
+                // Rank among the voters other than the leader: 0 goes first.
+                let Some(rank) = membership
+                    .voter_ids()
+                    .filter(|id| *id != leader)
+                    .position(|id| id == replica.id)
+                else {
+                    continue; // learners never stand
+                };
+                let base = match reason {
+                    Reason::LeaderHung => timing.hung_leader,
+                    _ => timing.lease + timing.heartbeat / 4,
+                };
+                (reason, base, rank)
             }
-            Probe::Refused => {}
-        }
-        // Rank among the voters other than the dead leader: 0 stands first.
-        let rank = membership
-            .voter_ids()
-            .filter(|id| *id != leader)
-            .position(|id| id == replica.id);
-        let Some(rank) = rank else {
-            continue; // a learner never stands
+            None => {
+                let Some(rank) = membership.voter_ids().position(|id| id == replica.id) else {
+                    continue;
+                };
+                // Jitter on top of the rank's turn, so a lost election is
+                // not replayed in lockstep.
+                let spread = (timing.lease.saturating_sub(timing.election_min)).as_millis() as u64;
+                let jitter = seeds.hash_one((replica.id, attempt)) % spread.max(1);
+                (
+                    Reason::NoLeader,
+                    timing.election_min + Duration::from_millis(jitter),
+                    rank,
+                )
+            }
         };
-        let wait = timing.lease + timing.heartbeat / 4 + timing.heartbeat * 2 * rank as u32;
+        let wait = wait + timing.heartbeat * 2 * rank as u32;
         if replica.leader_contact.silent_for() < wait {
             continue;
         }
         tracing::info!(
             replica = replica.id,
-            leader,
+            leader = leader.unwrap_or(0),
+            reason = reason.as_str(),
             silent_ms = silent.as_millis() as u64,
-            "leader's peer port refuses connections; standing for election"
+            "standing for election"
         );
-        metrics::counter!("fjord_raft_watchdog_elections_total").increment(1);
+        metrics::counter!("fjord_raft_elections_started_total", "reason" => reason.as_str())
+            .increment(1);
+        attempt += 1;
         if replica.raft.trigger().elect().await.is_err() {
             return;
         }
-        // Give the election a lease to finish before looking again.
+        // The next attempt, if this one fails, waits its turn again.
         replica.leader_contact.touch();
     }
 }
