@@ -111,16 +111,21 @@ pub async fn run(replica: Arc<Replica>, timing: WatchdogTiming) {
         }
         let membership = m.membership_config.membership();
         let silent = replica.leader_contact.silent_for();
-        let leader = m.current_leader.filter(|l| *l != replica.id);
+        // A leader that was removed from the membership (it removed
+        // itself) is nobody's leader any more: as if none were known.
+        let leader = m
+            .current_leader
+            .filter(|l| *l != replica.id && membership.get_node(l).is_some());
         let (reason, wait, rank) = match leader {
             Some(leader) => {
                 if silent < timing.heartbeat * 2 {
                     timeouts = 0;
                     continue;
                 }
-                let Some(addr) = membership.get_node(&leader).map(|n| n.addr.clone()) else {
-                    continue;
-                };
+                let addr = membership
+                    .get_node(&leader)
+                    .map(|n| n.addr.clone())
+                    .expect("filtered to members above");
                 let reason = match probe(&addr, timing.heartbeat * 2).await {
                     Probe::Accepted => {
                         timeouts = 0;
