@@ -24,11 +24,7 @@ fn assert_refused<T: std::fmt::Debug>(r: Result<T, tonic::Status>, code: Code, n
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_api_refuses_bad_input_and_changes_nothing() {
-    let config = fjord_control_plane::server::ReplicaConfig {
-        node_lease_ms: 600_000,
-        ..fast_config()
-    };
-    let cluster = Cluster::start(3, config).await;
+    let cluster = Cluster::start(3, silent_nodes_config()).await;
     let client = cluster.client();
     create_institution(&client, "uio", "nordic", 100).await;
     register_node(&cluster, "no-1", "nordic", 1000).await;

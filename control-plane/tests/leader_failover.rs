@@ -10,12 +10,7 @@ use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_killed_mid_stream_loses_and_duplicates_nothing() {
-    // A long node lease: this test registers a node that never heartbeats.
-    let config = fjord_control_plane::server::ReplicaConfig {
-        node_lease_ms: 600_000,
-        ..fast_config()
-    };
-    let mut cluster = Cluster::start(3, config).await;
+    let mut cluster = Cluster::start(3, silent_nodes_config()).await;
     let client = cluster.client();
     create_institution(&client, "cern", "eu", 1000).await;
     register_node(&cluster, "eu-1", "eu", 1_000_000).await;
@@ -63,11 +58,7 @@ async fn leader_killed_mid_stream_loses_and_duplicates_nothing() {
 /// next calls to the leader, and follows the new leader after a failover.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_follow_the_leader_hint() {
-    let config = fjord_control_plane::server::ReplicaConfig {
-        node_lease_ms: 600_000,
-        ..fast_config()
-    };
-    let mut cluster = Cluster::start(3, config).await;
+    let mut cluster = Cluster::start(3, silent_nodes_config()).await;
     let leader = cluster.leader().unwrap();
     // Followers first, the leader last.
     let mut endpoints: Vec<String> = cluster

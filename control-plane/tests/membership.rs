@@ -11,11 +11,7 @@ use pb::cluster_service_client::ClusterServiceClient;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn add_two_members_then_remove_one() {
-    let config = fjord_control_plane::server::ReplicaConfig {
-        node_lease_ms: 600_000,
-        ..fast_config()
-    };
-    let mut cluster = Cluster::start(3, config).await;
+    let mut cluster = Cluster::start(3, silent_nodes_config()).await;
     let client = cluster.client();
     create_institution(&client, "cern", "eu", 100).await;
 

@@ -34,13 +34,6 @@ fn channel(addr: &str, files: &TlsFiles) -> Channel {
     .unwrap()
 }
 
-fn lease_config() -> fjord_control_plane::server::ReplicaConfig {
-    fjord_control_plane::server::ReplicaConfig {
-        node_lease_ms: 600_000,
-        ..fast_config()
-    }
-}
-
 /// Every peer RPC with a payload that would do harm if it were run: a
 /// forwarded read of every meeting (with their secrets, before this issue),
 /// a vote with a huge term, an append and a snapshot from a fake leader.
@@ -76,7 +69,7 @@ async fn peer_calls(ch: Channel) -> Vec<(&'static str, Result<(), tonic::Status>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peer_rpcs_are_refused_to_everyone_but_member_replicas() {
-    let cluster = Cluster::start(3, lease_config()).await;
+    let cluster = Cluster::start(3, silent_nodes_config()).await;
     let term_before = cluster.replicas[&1].replica.status().term;
     let peer = cluster.peer_addrs[&1].clone();
 
@@ -293,7 +286,7 @@ async fn admin_calls(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn administrative_rpcs_refuse_participants_nodes_and_other_institutions() {
-    let cluster = Cluster::start(3, lease_config()).await;
+    let cluster = Cluster::start(3, silent_nodes_config()).await;
     let ops = cluster.client();
     create_institution(&ops, "uio", "nordic", 100).await;
     create_institution(&ops, "ntnu", "nordic", 100).await;
@@ -378,7 +371,7 @@ async fn administrative_rpcs_refuse_participants_nodes_and_other_institutions() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_cannot_register_or_heartbeat_as_another() {
-    let cluster = Cluster::start(1, lease_config()).await;
+    let cluster = Cluster::start(1, silent_nodes_config()).await;
     register_node(&cluster, "no-1", "nordic", 1000).await;
     let endpoint = cluster.addrs[&1].clone();
     let before = cluster.replicas[&1]
@@ -481,7 +474,7 @@ async fn a_node_cannot_register_or_heartbeat_as_another() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idempotency_key_answers_only_its_own_caller() {
-    let cluster = Cluster::start(1, lease_config()).await;
+    let cluster = Cluster::start(1, silent_nodes_config()).await;
     let ops = cluster.client();
     create_institution(&ops, "uio", "nordic", 100).await;
     register_node(&cluster, "no-1", "nordic", 1000).await;
@@ -542,7 +535,7 @@ async fn server_certificate(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotated_certificates_are_picked_up_and_expired_or_foreign_ones_refused() {
-    let cluster = Cluster::start(1, lease_config()).await;
+    let cluster = Cluster::start(1, silent_nodes_config()).await;
     let addr = cluster.addrs[&1].clone();
     let anonymous = fjord_common::tls::client_config(&cluster.ca.anonymous()).unwrap();
     let before = server_certificate(&addr, anonymous.clone()).await.unwrap();

@@ -9,19 +9,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::Stack;
+use common::{open_settings, Stack};
 use fjord_media_node::client::session::Session;
 use fjord_media_node::client::JoinRequest;
 use fjord_media_node::sfu::TRACK_INDEX_SHIFT;
 use fjord_proto::v1 as pb;
-
-fn open_settings() -> pb::MeetingSettings {
-    pb::MeetingSettings {
-        disable_waiting_room: true,
-        allow_join_before_host: true,
-        ..Default::default()
-    }
-}
 
 fn join_req(m: &pb::ScheduleMeetingResponse, name: String) -> JoinRequest {
     JoinRequest {

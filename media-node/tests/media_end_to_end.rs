@@ -14,15 +14,7 @@ use fjord_proto::v1 as pb;
 use pb::client_message::Msg as In;
 use pb::server_message::Msg as OutMsg;
 
-use common::Stack;
-
-fn open_settings() -> pb::MeetingSettings {
-    pb::MeetingSettings {
-        disable_waiting_room: true,
-        allow_join_before_host: true,
-        ..Default::default()
-    }
-}
+use common::{open_settings, Stack};
 
 async fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::Stack;
+use common::{open_settings, Stack};
 use fjord_media_node::client::{JoinRequest, Participant};
 use fjord_proto::v1 as pb;
 use pb::client_message::Msg as In;
@@ -15,16 +15,7 @@ use pb::client_message::Msg as In;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_control_flood_closes_only_the_offender_and_the_others_keep_receiving() {
     let stack = Stack::start(&[("nordic-1", "nordic", 100)]).await;
-    let m = stack
-        .schedule(
-            3,
-            pb::MeetingSettings {
-                disable_waiting_room: true,
-                allow_join_before_host: true,
-                ..Default::default()
-            },
-        )
-        .await;
+    let m = stack.schedule(3, open_settings()).await;
     let id = m.meeting.unwrap().id;
     let cp = stack.participant_client();
     let mut people = Vec::new();
@@ -228,16 +219,7 @@ async fn under_a_join_storm_new_addresses_are_validated_with_a_retry_first() {
     stack
         .add_node_with("n-a", "nordic", 10, |c| c.retry_above_handshakes = 0)
         .await;
-    let m = stack
-        .schedule(
-            2,
-            pb::MeetingSettings {
-                disable_waiting_room: true,
-                allow_join_before_host: true,
-                ..Default::default()
-            },
-        )
-        .await;
+    let m = stack.schedule(2, open_settings()).await;
     let p = Participant::join(
         &stack.participant_client(),
         &JoinRequest {

@@ -58,12 +58,6 @@ pub struct Recovered {
     pub torn_bytes: u64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-pub struct WalStats {
-    pub segments: usize,
-    pub bytes: u64,
-}
-
 struct Segment {
     first: u64,
     path: PathBuf,
@@ -251,22 +245,6 @@ impl Wal {
     }
 }
 
-/// Bytes on disk under a WAL directory (for the stats the benchmark prints).
-pub fn stats(dir: &Path) -> io::Result<WalStats> {
-    let mut s = WalStats {
-        segments: 0,
-        bytes: 0,
-    };
-    for e in std::fs::read_dir(dir)? {
-        let e = e?;
-        if e.file_name().to_string_lossy().ends_with(".wal") {
-            s.segments += 1;
-            s.bytes += e.metadata()?.len();
-        }
-    }
-    Ok(s)
-}
-
 impl Disk {
     fn run(mut self, rx: mpsc::Receiver<Op>) {
         while let Ok(first) = rx.recv() {
@@ -449,6 +427,28 @@ impl Disk {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Debug)]
+    struct WalStats {
+        segments: usize,
+        bytes: u64,
+    }
+
+    /// Segment files and their bytes under a WAL directory.
+    fn stats(dir: &Path) -> io::Result<WalStats> {
+        let mut s = WalStats {
+            segments: 0,
+            bytes: 0,
+        };
+        for e in std::fs::read_dir(dir)? {
+            let e = e?;
+            if e.file_name().to_string_lossy().ends_with(".wal") {
+                s.segments += 1;
+                s.bytes += e.metadata()?.len();
+            }
+        }
+        Ok(s)
+    }
 
     fn sync_append(wal: &Wal, records: Vec<(u64, Vec<u8>)>) -> io::Result<()> {
         let (tx, rx) = mpsc::channel();

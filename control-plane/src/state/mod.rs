@@ -345,33 +345,33 @@ impl ClusterState {
     /// The answer to a retried write, rebuilt from what its first attempt
     /// kept: the meeting as it is now, with the decision that placed it.
     fn replay(&self, answer: &RecentAnswer) -> Response {
-        let meeting = |id: &u64| {
-            self.meetings
-                .get(id)
-                .cloned()
-                .ok_or(StateError::UnknownMeeting { id: *id })
-        };
         match answer {
             RecentAnswer::Other(r) => (**r).clone(),
             RecentAnswer::Scheduled(id) => {
-                let meeting = meeting(id)?;
-                let decision = meeting
-                    .decisions
-                    .first()
-                    .cloned()
-                    .ok_or(StateError::UnknownMeeting { id: *id })?;
+                let (meeting, decision) = self.meeting_with_decision(*id, |d| d.first())?;
                 Ok(Output::Scheduled { meeting, decision })
             }
             RecentAnswer::Moved(id) => {
-                let meeting = meeting(id)?;
-                let decision = meeting
-                    .decisions
-                    .last()
-                    .cloned()
-                    .ok_or(StateError::UnknownMeeting { id: *id })?;
+                let (meeting, decision) = self.meeting_with_decision(*id, |d| d.last())?;
                 Ok(Output::Moved { meeting, decision })
             }
         }
+    }
+
+    /// A copy of meeting `id` and the decision `pick` takes from its history.
+    fn meeting_with_decision(
+        &self,
+        id: u64,
+        pick: impl FnOnce(&[Decision]) -> Option<&Decision>,
+    ) -> Result<(Meeting, Decision), StateError> {
+        let meeting = self
+            .meetings
+            .get(&id)
+            .ok_or(StateError::UnknownMeeting { id })?;
+        let decision = pick(&meeting.decisions)
+            .cloned()
+            .ok_or(StateError::UnknownMeeting { id })?;
+        Ok((meeting.clone(), decision))
     }
 
     fn expire_recent_ops(&mut self, now_ms: u64) {
@@ -752,8 +752,7 @@ impl ClusterState {
                     key: key.to_string(),
                 });
             }
-            let meeting = first.clone();
-            let decision = meeting.decisions[0].clone();
+            let (meeting, decision) = self.meeting_with_decision(*existing, |d| d.first())?;
             return Ok(Output::Scheduled { meeting, decision });
         }
         let start_ms = requested_start.unwrap_or(req.now_ms);

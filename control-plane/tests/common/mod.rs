@@ -44,6 +44,15 @@ pub fn fast_config() -> ReplicaConfig {
     }
 }
 
+/// Fast timings and a node lease no test outlives: for tests that
+/// register nodes which never heartbeat.
+pub fn silent_nodes_config() -> ReplicaConfig {
+    ReplicaConfig {
+        node_lease_ms: 600_000,
+        ..fast_config()
+    }
+}
+
 impl Cluster {
     pub async fn start(n: u64, base: ReplicaConfig) -> Cluster {
         // Logs when RUST_LOG is set, for debugging a failing run.
@@ -65,30 +74,49 @@ impl Cluster {
             peer_addrs.insert(id, pa);
             listeners.insert(id, (l, pl));
         }
-        let mut replicas = BTreeMap::new();
-        for (id, (l, pl)) in listeners {
-            let config = ReplicaConfig {
-                id,
-                listen: l.local_addr().unwrap(),
-                peer_listen: pl.local_addr().unwrap(),
-                data_dir: dir.path().join(format!("r{id}")),
-                peers: peer_addrs.clone(),
-                tls: ca.replica(id).unwrap(),
-                kek_file: ca.kek().unwrap(),
-                ..base.clone()
-            };
-            replicas.insert(id, start_with_listeners(config, l, pl).await.unwrap());
-        }
-        let c = Cluster {
+        let mut c = Cluster {
             dir,
             ca,
-            replicas,
+            replicas: BTreeMap::new(),
             addrs,
             peer_addrs,
             base,
         };
+        for (id, (l, pl)) in listeners {
+            let peers = c.peer_addrs.clone();
+            c.launch(id, l, pl, peers, false).await;
+        }
         c.wait_leader(Duration::from_secs(10)).await;
         c
+    }
+
+    /// Starts replica `id` on these listeners with its data directory
+    /// under the cluster's temp dir.
+    async fn launch(
+        &mut self,
+        id: u64,
+        l: tokio::net::TcpListener,
+        pl: tokio::net::TcpListener,
+        peers: BTreeMap<u64, String>,
+        join: bool,
+    ) {
+        let config = ReplicaConfig {
+            id,
+            listen: l.local_addr().unwrap(),
+            peer_listen: pl.local_addr().unwrap(),
+            data_dir: self.data_dir(id),
+            peers,
+            join,
+            tls: self.ca.replica(id).unwrap(),
+            kek_file: self.ca.kek().unwrap(),
+            ..self.base.clone()
+        };
+        self.replicas
+            .insert(id, start_with_listeners(config, l, pl).await.unwrap());
+    }
+
+    fn data_dir(&self, id: u64) -> std::path::PathBuf {
+        self.dir.path().join(format!("r{id}"))
     }
 
     /// Starts a replica that waits to be added with add-member; answers
@@ -96,19 +124,7 @@ impl Cluster {
     pub async fn start_joiner(&mut self, id: u64) -> String {
         let (l, addr) = bind().await;
         let (pl, peer_addr) = bind().await;
-        let config = ReplicaConfig {
-            id,
-            listen: l.local_addr().unwrap(),
-            peer_listen: pl.local_addr().unwrap(),
-            data_dir: self.dir.path().join(format!("r{id}")),
-            peers: BTreeMap::new(),
-            join: true,
-            tls: self.ca.replica(id).unwrap(),
-            kek_file: self.ca.kek().unwrap(),
-            ..self.base.clone()
-        };
-        self.replicas
-            .insert(id, start_with_listeners(config, l, pl).await.unwrap());
+        self.launch(id, l, pl, BTreeMap::new(), true).await;
         self.addrs.insert(id, addr);
         self.peer_addrs.insert(id, peer_addr.clone());
         peer_addr
@@ -119,9 +135,8 @@ impl Cluster {
     /// it comes back with `join` and is caught up by the leader, being
     /// still a member).
     pub async fn restart(&mut self, id: u64, wipe: bool) {
-        let data_dir = self.dir.path().join(format!("r{id}"));
         if wipe {
-            std::fs::remove_dir_all(&data_dir).unwrap();
+            std::fs::remove_dir_all(self.data_dir(id)).unwrap();
         }
         let l = tokio::net::TcpListener::bind(&self.addrs[&id])
             .await
@@ -129,23 +144,12 @@ impl Cluster {
         let pl = tokio::net::TcpListener::bind(&self.peer_addrs[&id])
             .await
             .unwrap();
-        let config = ReplicaConfig {
-            id,
-            listen: l.local_addr().unwrap(),
-            peer_listen: pl.local_addr().unwrap(),
-            data_dir,
-            peers: if wipe {
-                BTreeMap::new()
-            } else {
-                self.peer_addrs.clone()
-            },
-            join: wipe,
-            tls: self.ca.replica(id).unwrap(),
-            kek_file: self.ca.kek().unwrap(),
-            ..self.base.clone()
+        let peers = if wipe {
+            BTreeMap::new()
+        } else {
+            self.peer_addrs.clone()
         };
-        self.replicas
-            .insert(id, start_with_listeners(config, l, pl).await.unwrap());
+        self.launch(id, l, pl, peers, wipe).await;
     }
 
     pub fn endpoints(&self) -> Vec<String> {

@@ -131,6 +131,7 @@ impl Stack {
         .unwrap()
     }
 
+    /// Schedules a meeting of the test institution with `settings`.
     pub async fn schedule(
         &self,
         participants: u32,
@@ -146,5 +147,14 @@ impl Stack {
             })
             .await
             .unwrap()
+    }
+}
+
+/// No waiting room, no waiting for the host: participants get straight in.
+pub fn open_settings() -> pb::MeetingSettings {
+    pb::MeetingSettings {
+        disable_waiting_room: true,
+        allow_join_before_host: true,
+        ..Default::default()
     }
 }
