@@ -41,9 +41,13 @@ async fn fifty_mib_state_reaches_a_new_member_and_a_wiped_replica_by_snapshot() 
     let started = Instant::now();
     let mut written = 0usize;
     loop {
-        let size = cluster.replicas[&cluster.leader().unwrap()]
-            .replica
-            .local_state(|s| codec::encode(s).unwrap().len());
+        // Encoding tens of MiB is long work: off the async workers, which
+        // also run every replica's heartbeats in this process.
+        let size = tokio::task::block_in_place(|| {
+            cluster.replicas[&cluster.leader().unwrap()]
+                .replica
+                .local_state(|s| codec::encode(s).unwrap().len())
+        });
         if size >= TARGET_BYTES {
             eprintln!(
                 "state {size} bytes after {written} meetings in {:?}",
@@ -121,7 +125,9 @@ async fn fifty_mib_state_reaches_a_new_member_and_a_wiped_replica_by_snapshot() 
         .last_applied_index;
     cluster.wait_applied(last, Duration::from_secs(120)).await;
 
-    let expected = cluster.replicas[&leader].replica.local_state(|s| s.clone());
+    let expected = tokio::task::block_in_place(|| {
+        cluster.replicas[&leader].replica.local_state(|s| s.clone())
+    });
     for id in [4, wiped] {
         let r = &cluster.replicas[&id].replica;
         assert!(
@@ -129,7 +135,7 @@ async fn fifty_mib_state_reaches_a_new_member_and_a_wiped_replica_by_snapshot() 
             "replica {id} caught up without a snapshot"
         );
         assert!(
-            r.local_state(|s| s == &expected),
+            tokio::task::block_in_place(|| r.local_state(|s| s == &expected)),
             "replica {id} differs from the leader"
         );
         // A linearizable read through this replica answers like the leader.

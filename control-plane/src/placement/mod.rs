@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::state::{Node, NodeState};
+use crate::model::{NodeState, NodeTable};
 
 /// How many individual rejections a decision keeps; the rest are only counted
 /// per reason, so a decision stays small on a 10,000-node cluster.
@@ -112,6 +112,14 @@ pub enum RejectReason {
 }
 
 impl RejectReason {
+    pub const ALL: [RejectReason; 5] = [
+        RejectReason::OutsideResidency,
+        RejectReason::Draining,
+        RejectReason::Down,
+        RejectReason::InsufficientCapacity,
+        RejectReason::MovingOff,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             RejectReason::OutsideResidency => "outside_residency",
@@ -268,132 +276,182 @@ pub struct PlacementRequest<'a> {
     pub exclude: Option<&'a str>,
 }
 
-/// Runs the filters and the scoring over `nodes` and returns the decision.
-pub fn place<'n>(
-    req: &PlacementRequest<'_>,
-    nodes: impl IntoIterator<Item = &'n Node>,
-    rng: &mut SplitMix64,
-) -> Decision {
-    let mut considered = 0u32;
-    let mut rejections = Vec::new();
-    let mut rejection_counts: BTreeMap<RejectReason, u32> = BTreeMap::new();
-    let mut feasible: Vec<Candidate> = Vec::new();
+/// Runs the filters and the scoring over the node table and returns the
+/// decision: the same decision [`reference::place_by_definition`] returns,
+/// without building, or even exactly scoring, a candidate per node.
+///
+/// One pass over the dense rows applies the filters. For a ready node in
+/// the residency, the row bounds what the window can hold: at least the
+/// reported load (when the window includes now), at most that or the most
+/// the node ever reserved at once. A node whose bounds settle the question
+/// costs no reservation lookup; only the undecided ones are checked
+/// exactly. Scoring then needs exact figures only for the nodes whose
+/// lower bound could still rank among the listed best
+/// ([`MAX_LISTED_CANDIDATES`]): at most five upper bounds fix that line.
+pub fn place(req: &PlacementRequest<'_>, table: &NodeTable, rng: &mut SplitMix64) -> Decision {
+    let allowed = table.region_mask(req.allowed_regions);
+    let home = table.region_id(req.home_region);
+    let moving_off = req.exclude.and_then(|id| table.position(id));
+    let needed = req.participants;
+    // The reported load counts only for a window that includes now.
+    let load_counts = req.start_ms <= req.now_ms && req.now_ms < req.end_ms;
+    let exact_used = |i: usize| table.at(i).used_over(req.start_ms, req.end_ms, req.now_ms);
+
+    let mut rejections = Rejections::default();
     let mut in_residency = 0u32;
     let mut ready_in_residency = 0u32;
-    let mut largest_free = 0u32;
-    // Ready allowed nodes with some room but not enough for the whole
-    // meeting: the material for a cascade.
-    let mut partial: Vec<(u32, &Node)> = Vec::new();
+    let mut feasible: Vec<Feasible> = Vec::new();
+    let mut best_upper = Smallest::default();
 
-    let mut reject = |node: &Node, reason: RejectReason, free: Option<u32>| {
-        *rejection_counts.entry(reason).or_default() += 1;
-        if rejections.len() < MAX_LISTED_REJECTIONS {
-            rejections.push(Rejection {
-                node: node.id.clone(),
-                region: node.region.clone(),
-                reason,
-                free,
-            });
-        }
-    };
-
-    for node in nodes {
-        considered += 1;
-        if !req.allowed_regions.contains(&node.region) {
-            reject(node, RejectReason::OutsideResidency, None);
+    for (i, row) in table.rows().iter().enumerate() {
+        if !allowed.contains(row.region) {
+            rejections.add(table, i, RejectReason::OutsideResidency, None);
             continue;
         }
         in_residency += 1;
-        if req.exclude == Some(node.id.as_str()) {
-            reject(node, RejectReason::MovingOff, None);
+        if moving_off == Some(i) {
+            rejections.add(table, i, RejectReason::MovingOff, None);
             continue;
         }
-        match node.state {
+        match row.state {
             NodeState::Draining => {
-                reject(node, RejectReason::Draining, None);
+                rejections.add(table, i, RejectReason::Draining, None);
                 continue;
             }
             NodeState::Down => {
-                reject(node, RejectReason::Down, None);
+                rejections.add(table, i, RejectReason::Down, None);
                 continue;
             }
             NodeState::Ready => {}
         }
         ready_in_residency += 1;
-        let used = node.used_over(req.start_ms, req.end_ms, req.now_ms);
-        let free = node.capacity.saturating_sub(used);
-        largest_free = largest_free.max(free);
-        if free < req.participants {
-            reject(node, RejectReason::InsufficientCapacity, Some(free));
-            if free > 0 {
-                partial.push((free, node));
-            }
+        let lower = if load_counts {
+            row.load_participants
+        } else {
+            0
+        };
+        let upper = row.peak_reserved_ever.max(lower);
+        let (lower, upper) = if row.capacity.saturating_sub(upper) >= needed {
+            (lower, upper)
+        } else if row.capacity.saturating_sub(lower) < needed {
+            // Short of room whatever the window holds; the exact figure
+            // only for a rejection that is listed.
+            let free = rejections
+                .lists_more()
+                .then(|| row.capacity.saturating_sub(exact_used(i)));
+            rejections.add(table, i, RejectReason::InsufficientCapacity, free);
             continue;
-        }
-        let after = u64::from(used) + u64::from(req.participants);
-        let score_permille = (after * 1000 / u64::from(node.capacity.max(1))) as u32;
-        feasible.push(Candidate {
-            node: node.id.clone(),
-            region: node.region.clone(),
-            score_permille,
-            in_home_region: node.region == req.home_region,
-        });
+        } else {
+            let used = exact_used(i);
+            let free = row.capacity.saturating_sub(used);
+            if free < needed {
+                rejections.add(table, i, RejectReason::InsufficientCapacity, Some(free));
+                continue;
+            }
+            (used, used)
+        };
+        let outside_home = Some(row.region) != home;
+        let f = Feasible {
+            position: i,
+            outside_home,
+            lower: rank_key(outside_home, score(lower, needed, row.capacity), i),
+            upper: rank_key(outside_home, score(upper, needed, row.capacity), i),
+        };
+        best_upper.offer(f.upper);
+        feasible.push(f);
     }
 
-    // Home region first, then lowest utilisation, then node id: a total order,
-    // so the choice never depends on iteration order.
-    let rank = |c: &Candidate| (!c.in_home_region, c.score_permille);
-    let chosen = match req.strategy {
-        _ if feasible.is_empty() => None,
-        Strategy::LeastLoaded => feasible
-            .iter()
-            .min_by(|a, b| rank(a).cmp(&rank(b)).then_with(|| a.node.cmp(&b.node)))
-            .cloned(),
-        Strategy::PowerOfTwo => {
-            // Sample only among the best tier (home region when it has room),
-            // so the home-region preference holds for this strategy too.
-            let best_tier = feasible.iter().map(|c| !c.in_home_region).min();
-            let tier: Vec<&Candidate> = feasible
-                .iter()
-                .filter(|c| Some(!c.in_home_region) == best_tier)
-                .collect();
-            let a = tier[rng.below(tier.len())];
-            let b = tier[rng.below(tier.len())];
-            let pick = if (rank(b), &b.node) < (rank(a), &a.node) {
-                b.clone()
-            } else {
-                a.clone()
-            };
-            let keep = [a.node.clone(), b.node.clone()];
-            feasible.retain(|c| keep.contains(&c.node));
-            Some(pick)
+    // The exact rank key of a feasible node.
+    let exact_key = |f: &Feasible| {
+        if f.lower == f.upper {
+            f.upper
+        } else {
+            let capacity = table.rows()[f.position].capacity;
+            rank_key(
+                f.outside_home,
+                score(exact_used(f.position), needed, capacity),
+                f.position,
+            )
         }
     };
+    let listed: Vec<u64> = match req.strategy {
+        _ if feasible.is_empty() => Vec::new(),
+        Strategy::LeastLoaded => {
+            // The listed best all have an exact key no higher than the
+            // fifth best upper bound, so a node whose lower bound is above
+            // it cannot be among them.
+            let line = best_upper.bound();
+            let mut best = Smallest::default();
+            for f in feasible.iter().filter(|f| f.lower <= line) {
+                best.offer(exact_key(f));
+            }
+            best.keys().to_vec()
+        }
+        Strategy::PowerOfTwo => {
+            // Sample only among the best tier (home region when it has
+            // room), so the home-region preference holds for this strategy
+            // too.
+            let best_tier = feasible.iter().map(|f| f.outside_home).min();
+            let tier: Vec<&Feasible> = feasible
+                .iter()
+                .filter(|f| Some(f.outside_home) == best_tier)
+                .collect();
+            let a = exact_key(tier[rng.below(tier.len())]);
+            let b = exact_key(tier[rng.below(tier.len())]);
+            let mut two = vec![a.min(b), a.max(b)];
+            two.dedup();
+            two
+        }
+    };
+    let candidates: Vec<Candidate> = listed
+        .iter()
+        .map(|&key| {
+            let node = table.at(key_position(key));
+            Candidate {
+                node: node.id.clone(),
+                region: node.region.clone(),
+                score_permille: key_score(key),
+                in_home_region: key & OUTSIDE_HOME == 0,
+            }
+        })
+        .collect();
 
-    feasible.sort_by(|a, b| rank(a).cmp(&rank(b)).then_with(|| a.node.cmp(&b.node)));
-    feasible.truncate(MAX_LISTED_CANDIDATES);
-
-    let cascade = if chosen.is_none() {
-        plan_cascade(req, partial)
+    let (cascade, largest_free) = if candidates.is_empty() && ready_in_residency > 0 {
+        // Nothing fits whole: every ready node in the residency is partly
+        // free at best, and the cascade (or the refusal) needs each one's
+        // exact room. Rare, so a second pass.
+        let mut partial = Vec::new();
+        let mut largest_free = 0u32;
+        for (i, row) in table.rows().iter().enumerate() {
+            if !allowed.contains(row.region)
+                || moving_off == Some(i)
+                || row.state != NodeState::Ready
+            {
+                continue;
+            }
+            let free = row.capacity.saturating_sub(exact_used(i));
+            largest_free = largest_free.max(free);
+            if free > 0 {
+                partial.push((free, i));
+            }
+        }
+        (plan_cascade(req, table, home, partial), largest_free)
     } else {
-        None
+        (None, 0)
     };
     if let Some(shares) = &cascade {
         // The cascade's nodes were rejected only for holding less than the
         // whole meeting; they are the answer now, not rejections.
         for s in shares {
-            if let Some(n) = rejection_counts.get_mut(&RejectReason::InsufficientCapacity) {
-                *n -= 1;
-            }
-            rejections.retain(|r| r.node != s.node);
+            rejections.counts[RejectReason::InsufficientCapacity as usize] -= 1;
+            rejections.listed.retain(|r| r.node != s.node);
         }
-        rejection_counts.retain(|_, n| *n > 0);
     }
 
-    let outcome = match (chosen, cascade) {
+    let outcome = match (candidates.first(), cascade) {
         (Some(c), _) => Outcome::Placed {
-            node: c.node,
-            region: c.region,
+            node: c.node.clone(),
+            region: c.region.clone(),
             score_permille: c.score_permille,
         },
         (None, Some(shares)) => Outcome::Cascaded { shares },
@@ -404,7 +462,7 @@ pub fn place<'n>(
                 Refusal::NoReadyNode
             } else {
                 Refusal::NoCapacity {
-                    needed: req.participants,
+                    needed,
                     largest_free,
                 }
             },
@@ -417,36 +475,141 @@ pub fn place<'n>(
         strategy: req.strategy,
         allowed_regions: req.allowed_regions.iter().cloned().collect(),
         home_region: req.home_region.to_string(),
-        considered,
-        candidates: feasible,
-        rejections,
-        rejection_counts,
+        considered: table.len() as u32,
+        candidates,
+        rejection_counts: rejections.counts(),
+        rejections: rejections.listed,
         outcome,
     }
 }
 
-/// Splits a meeting over the partly free nodes: home region first, then
-/// the most free capacity, then node id (a total order, so every replica
-/// plans the same cascade). None when they cannot hold it together.
+/// Utilisation after placing `needed` on a node using `used` of `capacity`,
+/// per mille.
+fn score(used: u32, needed: u32, capacity: u32) -> u32 {
+    let after = u64::from(used) + u64::from(needed);
+    (after * 1000 / u64::from(capacity.max(1))) as u32
+}
+
+/// Ranking as one integer: home region first, then lowest utilisation, then
+/// node id (table position is id order). A total order, so the choice never
+/// depends on how the nodes were scanned.
+const OUTSIDE_HOME: u64 = 1 << 63;
+
+fn rank_key(outside_home: bool, score_permille: u32, position: usize) -> u64 {
+    // Feasible scores are at most 1000 and positions fit 32 bits.
+    (if outside_home { OUTSIDE_HOME } else { 0 })
+        | (u64::from(score_permille) << 32)
+        | position as u64
+}
+
+fn key_score(key: u64) -> u32 {
+    ((key & !OUTSIDE_HOME) >> 32) as u32
+}
+
+fn key_position(key: u64) -> usize {
+    (key & u64::from(u32::MAX)) as usize
+}
+
+/// A node with room for the whole meeting, with its rank key's bounds.
+struct Feasible {
+    position: usize,
+    outside_home: bool,
+    lower: u64,
+    upper: u64,
+}
+
+/// The [`MAX_LISTED_CANDIDATES`] smallest keys offered, in order.
+#[derive(Default)]
+struct Smallest {
+    keys: [u64; MAX_LISTED_CANDIDATES],
+    len: usize,
+}
+
+impl Smallest {
+    fn offer(&mut self, key: u64) {
+        if self.len == MAX_LISTED_CANDIDATES {
+            if key >= self.keys[self.len - 1] {
+                return;
+            }
+            self.len -= 1;
+        }
+        let at = self.keys[..self.len].partition_point(|k| *k < key);
+        self.keys.copy_within(at..self.len, at + 1);
+        self.keys[at] = key;
+        self.len += 1;
+    }
+
+    /// The highest key kept once full; before that, anything may still
+    /// make the list.
+    fn bound(&self) -> u64 {
+        if self.len == MAX_LISTED_CANDIDATES {
+            self.keys[self.len - 1]
+        } else {
+            u64::MAX
+        }
+    }
+
+    fn keys(&self) -> &[u64] {
+        &self.keys[..self.len]
+    }
+}
+
+/// Rejections counted per reason, the first [`MAX_LISTED_REJECTIONS`]
+/// listed in node order.
+#[derive(Default)]
+struct Rejections {
+    listed: Vec<Rejection>,
+    counts: [u32; RejectReason::ALL.len()],
+}
+
+impl Rejections {
+    fn lists_more(&self) -> bool {
+        self.listed.len() < MAX_LISTED_REJECTIONS
+    }
+
+    fn add(&mut self, table: &NodeTable, position: usize, reason: RejectReason, free: Option<u32>) {
+        self.counts[reason as usize] += 1;
+        if self.lists_more() {
+            let node = table.at(position);
+            self.listed.push(Rejection {
+                node: node.id.clone(),
+                region: node.region.clone(),
+                reason,
+                free,
+            });
+        }
+    }
+
+    fn counts(&self) -> BTreeMap<RejectReason, u32> {
+        RejectReason::ALL
+            .iter()
+            .filter(|r| self.counts[**r as usize] > 0)
+            .map(|r| (*r, self.counts[*r as usize]))
+            .collect()
+    }
+}
+
+/// Splits a meeting over the partly free nodes (free room, table position):
+/// home region first, then the most free capacity, then node id (a total
+/// order, so every replica plans the same cascade). None when they cannot
+/// hold it together.
 fn plan_cascade(
     req: &PlacementRequest<'_>,
-    mut partial: Vec<(u32, &Node)>,
+    table: &NodeTable,
+    home: Option<u16>,
+    mut partial: Vec<(u32, usize)>,
 ) -> Option<Vec<ShareChoice>> {
-    partial.sort_by(|(fa, a), (fb, b)| {
-        (a.region != req.home_region, std::cmp::Reverse(*fa), &a.id).cmp(&(
-            b.region != req.home_region,
-            std::cmp::Reverse(*fb),
-            &b.id,
-        ))
-    });
+    let rows = table.rows();
+    partial.sort_by_key(|&(free, i)| (Some(rows[i].region) != home, std::cmp::Reverse(free), i));
     let mut left = req.participants;
     let mut shares = Vec::new();
-    for (free, node) in partial.into_iter().take(MAX_CASCADE_NODES) {
+    for (free, i) in partial.into_iter().take(MAX_CASCADE_NODES) {
         if left == 0 {
             break;
         }
         let take = free.min(left);
         left -= take;
+        let node = table.at(i);
         shares.push(ShareChoice {
             node: node.id.clone(),
             region: node.region.clone(),
@@ -456,5 +619,7 @@ fn plan_cascade(
     (left == 0 && shares.len() > 1).then_some(shares)
 }
 
+#[cfg(test)]
+pub mod reference;
 #[cfg(test)]
 mod tests;

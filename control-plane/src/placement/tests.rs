@@ -1,5 +1,25 @@
 use super::*;
-use crate::state::Reservation;
+use crate::model::{Node, Reservation};
+use proptest::prelude::{any, prop, proptest, ProptestConfig};
+use proptest::strategy::{BoxedStrategy, Strategy as Gen};
+
+/// Places through the node table and checks the answer, and what it drew
+/// from the generator, against the definition.
+fn place(req: &PlacementRequest<'_>, nodes: &[Node], rng: &mut SplitMix64) -> Decision {
+    let table: NodeTable = nodes.iter().cloned().collect();
+    let mut rng_for_definition = rng.clone();
+    let decision = super::place(req, &table, rng);
+    // The state machine always offered nodes in id order, as the table holds them.
+    let mut in_id_order: Vec<&Node> = nodes.iter().collect();
+    in_id_order.sort_by(|a, b| a.id.cmp(&b.id));
+    let by_definition = reference::place_by_definition(req, in_id_order, &mut rng_for_definition);
+    assert_eq!(
+        decision, by_definition,
+        "the indexed engine left the definition"
+    );
+    assert_eq!(rng.next_u64(), rng_for_definition.next_u64());
+    decision
+}
 
 fn node(id: &str, region: &str, capacity: u32) -> Node {
     Node {
@@ -380,4 +400,83 @@ fn the_node_a_meeting_moves_off_is_never_chosen() {
     let d = place(&r, &nodes, &mut SplitMix64::new(1));
     assert_eq!(d.chosen(), Some("b"));
     assert_eq!(d.rejections[0].reason, RejectReason::MovingOff);
+}
+
+fn any_node(i: usize) -> BoxedStrategy<Node> {
+    (
+        0usize..4,
+        0u8..10,
+        1u32..200,
+        0u32..150,
+        prop::collection::vec((0u64..4_000, 1u64..2_000, 1u32..120), 0..12),
+    )
+        .prop_map(move |(region, state, capacity, load, rs)| {
+            let mut n = node(
+                &format!("n{:03}", (i * 37) % 101),
+                ["eu", "nordic", "oslo", "paris"][region],
+                capacity,
+            );
+            n.state = match state {
+                0 => NodeState::Draining,
+                1 => NodeState::Down,
+                _ => NodeState::Ready,
+            };
+            n.load_participants = load;
+            for (m, (start, len, p)) in rs.into_iter().enumerate() {
+                n.reservations.insert(
+                    m as u64,
+                    Reservation {
+                        start_ms: start,
+                        end_ms: start + len,
+                        participants: p,
+                    },
+                );
+            }
+            n
+        })
+        .boxed()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// Whatever the cluster and the question, the indexed engine answers
+    /// exactly as the definition does (the helper compares them).
+    #[test]
+    fn the_indexed_engine_decides_as_the_definition(
+        nodes in (0usize..60).prop_flat_map(|n| {
+            (0..n).map(any_node).collect::<Vec<_>>()
+        }),
+        allowed in prop::sample::subsequence(vec!["eu", "nordic", "oslo", "paris"], 0..=4),
+        home in prop::sample::select(vec!["eu", "nordic", "oslo", "paris", "rome"]),
+        participants in 1u32..400,
+        start in 0u64..5_000,
+        len in 1u64..3_000,
+        now in 0u64..6_000,
+        power_of_two in any::<bool>(),
+        exclude in prop::option::of(0usize..101),
+        seed in any::<u64>(),
+    ) {
+        // Ids repeat across positions; keep the last of each, as a table would.
+        let nodes: Vec<Node> = nodes
+            .into_iter()
+            .map(|n| (n.id.clone(), n))
+            .collect::<BTreeMap<_, _>>()
+            .into_values()
+            .collect();
+        let allowed: BTreeSet<String> = allowed.iter().map(|s| s.to_string()).collect();
+        let exclude = exclude.map(|i| format!("n{i:03}"));
+        let req = PlacementRequest {
+            participants,
+            start_ms: start,
+            end_ms: start + len,
+            now_ms: now,
+            allowed_regions: &allowed,
+            home_region: home,
+            strategy: if power_of_two { Strategy::PowerOfTwo } else { Strategy::LeastLoaded },
+            trigger: Trigger::Scheduled,
+            exclude: exclude.as_deref(),
+        };
+        place(&req, &nodes, &mut SplitMix64::new(seed));
+    }
 }

@@ -383,27 +383,31 @@ impl StateMachine {
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
-        // A copy under the lock (cheap next to encoding), encoded and written
-        // off it, so applies wait for a memcpy, not for the disk.
-        let copy = self.applied.read().expect("state lock poisoned").clone();
         let n = self
             .snapshot_counter
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let snapshot_id = match copy.last_applied {
-            Some(l) => format!("{}-{}-{n}", l.leader_id, l.index),
-            None => format!("empty-{n}"),
-        };
-        let meta = SnapshotMeta {
-            last_log_id: copy.last_applied,
-            last_membership: copy.membership.clone(),
-            snapshot_id,
-        };
+        let applied = self.applied.clone();
         let path = self.path.clone();
-        let m = meta.clone();
-        let data = blocking(move || {
+        // The copy, the encoding and the write all run on a blocking
+        // thread: tens of MiB take long enough to starve every other task
+        // of an async worker (heartbeats included) if done on one.
+        let (meta, data) = blocking(move || {
+            // A copy under the lock, encoded and written off it, so applies
+            // wait for the copy, not for the encoding or the disk.
+            let copy = applied.read().expect("state lock poisoned").clone();
+            let snapshot_id = match copy.last_applied {
+                Some(l) => format!("{}-{}-{n}", l.leader_id, l.index),
+                None => format!("empty-{n}"),
+            };
+            let meta = SnapshotMeta {
+                last_log_id: copy.last_applied,
+                last_membership: copy.membership.clone(),
+                snapshot_id,
+            };
             let data = codec::encode(&copy).map_err(io_err)?;
-            write_snapshot(&path, &m, &data).map_err(io_err)?;
-            Ok(data)
+            drop(copy);
+            write_snapshot(&path, &meta, &data).map_err(io_err)?;
+            Ok((meta, data))
         })
         .await?;
         metrics::gauge!("fjord_raft_snapshot_bytes").set(data.len() as f64);
@@ -484,12 +488,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             Ok(applied)
         })
         .await?;
-        let mut a = self.applied.write().expect("state lock poisoned");
-        *a = Applied {
+        let installed = Applied {
             last_applied: meta.last_log_id,
             membership: meta.last_membership.clone(),
             state: applied.state,
         };
+        let old = std::mem::replace(
+            &mut *self.applied.write().expect("state lock poisoned"),
+            installed,
+        );
+        // Freeing a large state takes a while too: not on an async worker.
+        tokio::task::spawn_blocking(move || drop(old));
         Ok(())
     }
 

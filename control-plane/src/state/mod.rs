@@ -16,7 +16,6 @@
 
 mod error;
 mod model;
-mod reservations;
 
 pub use error::StateError;
 pub use model::*;
@@ -249,7 +248,7 @@ pub enum QueryOutput {
 pub struct ClusterState {
     pub regions: BTreeMap<String, Region>,
     pub institutions: BTreeMap<String, Institution>,
-    pub nodes: BTreeMap<String, Node>,
+    pub nodes: NodeTable,
     pub meetings: BTreeMap<u64, Meeting>,
     pub next_meeting_id: u64,
     /// Idempotency keys of schedule requests -> the meeting they created.
@@ -301,7 +300,7 @@ impl Default for ClusterState {
         ClusterState {
             regions,
             institutions: BTreeMap::new(),
-            nodes: BTreeMap::new(),
+            nodes: NodeTable::default(),
             meetings: BTreeMap::new(),
             next_meeting_id: 1,
             request_ids: BTreeMap::new(),
@@ -416,16 +415,19 @@ impl ClusterState {
                 draining,
                 evacuate,
             } => {
-                let node = self
-                    .nodes
-                    .get_mut(id)
-                    .ok_or_else(|| StateError::UnknownNode { id: id.clone() })?;
-                let was_down = node.state == NodeState::Down;
-                node.state = match (*draining, node.state) {
-                    (true, NodeState::Down) => NodeState::Down,
-                    (true, _) => NodeState::Draining,
-                    (false, NodeState::Draining) => NodeState::Ready,
-                    (false, s) => s,
+                let was_down = {
+                    let mut node = self
+                        .nodes
+                        .get_mut(id)
+                        .ok_or_else(|| StateError::UnknownNode { id: id.clone() })?;
+                    let was_down = node.state == NodeState::Down;
+                    node.state = match (*draining, node.state) {
+                        (true, NodeState::Down) => NodeState::Down,
+                        (true, _) => NodeState::Draining,
+                        (false, NodeState::Draining) => NodeState::Ready,
+                        (false, s) => s,
+                    };
+                    was_down
                 };
                 if !*draining && !was_down {
                     self.retry_unplaced(req, &mut rng);
@@ -612,7 +614,8 @@ impl ClusterState {
             });
         }
         let mut came_up = true;
-        if let Some(node) = self.nodes.get_mut(id) {
+        if self.nodes.contains_key(id) {
+            let mut node = self.nodes.get_mut(id).expect("present");
             if node.region != region && !node.reservations.is_empty() {
                 return Err(StateError::NodeRegionChange {
                     id: id.to_string(),
@@ -620,7 +623,7 @@ impl ClusterState {
                     to: region.to_string(),
                 });
             }
-            let peak = node.peak_reserved(0, u64::MAX);
+            let peak = node.reservations.peak_all();
             if capacity < peak {
                 return Err(StateError::CapacityBelowReservations {
                     id: id.to_string(),
@@ -649,22 +652,19 @@ impl ClusterState {
                 });
             }
             self.last_node_index += 1;
-            self.nodes.insert(
-                id.to_string(),
-                Node {
-                    index: self.last_node_index,
-                    id: id.to_string(),
-                    region: region.to_string(),
-                    address: address.to_string(),
-                    capacity,
-                    state: NodeState::Ready,
-                    last_heartbeat_ms: req.now_ms,
-                    load_participants: 0,
-                    registered_at_ms: req.now_ms,
-                    certificate: certificate.to_vec(),
-                    reservations: Reservations::default(),
-                },
-            );
+            self.nodes.insert(Node {
+                index: self.last_node_index,
+                id: id.to_string(),
+                region: region.to_string(),
+                address: address.to_string(),
+                capacity,
+                state: NodeState::Ready,
+                last_heartbeat_ms: req.now_ms,
+                load_participants: 0,
+                registered_at_ms: req.now_ms,
+                certificate: certificate.to_vec(),
+                reservations: Reservations::default(),
+            });
         }
         if came_up {
             self.retry_unplaced(req, rng);
@@ -679,15 +679,21 @@ impl ClusterState {
         req: &Request,
         rng: &mut SplitMix64,
     ) -> Response {
-        let node = self
-            .nodes
-            .get_mut(id)
-            .ok_or_else(|| StateError::UnknownNode { id: id.to_string() })?;
-        node.last_heartbeat_ms = node.last_heartbeat_ms.max(req.now_ms);
-        node.load_participants = participants;
-        if node.state == NodeState::Down {
+        let came_back = {
+            let mut node = self
+                .nodes
+                .get_mut(id)
+                .ok_or_else(|| StateError::UnknownNode { id: id.to_string() })?;
+            node.last_heartbeat_ms = node.last_heartbeat_ms.max(req.now_ms);
+            node.load_participants = participants;
             // Its meetings already moved; it comes back empty and ready.
-            node.state = NodeState::Ready;
+            let came_back = node.state == NodeState::Down;
+            if came_back {
+                node.state = NodeState::Ready;
+            }
+            came_back
+        };
+        if came_back {
             self.retry_unplaced(req, rng);
         }
         Ok(Output::Node(self.node_view(id, req.now_ms)))
@@ -705,7 +711,7 @@ impl ClusterState {
         // orphan lands on a node that is about to be declared down too.
         let mut orphans: Vec<(u64, String)> = Vec::new();
         for id in &expired {
-            let node = self.nodes.get_mut(id).expect("listed above");
+            let mut node = self.nodes.get_mut(id).expect("listed above");
             node.state = NodeState::Down;
             node.load_participants = 0;
             orphans.extend(node.reservations.keys().map(|m| (*m, id.clone())));
@@ -790,7 +796,7 @@ impl ClusterState {
                 trigger: Trigger::Scheduled,
                 exclude: None,
             },
-            self.nodes.values(),
+            &self.nodes,
             rng,
         );
         if let Outcome::Refused { refusal } = &decision.outcome {
@@ -934,7 +940,7 @@ impl ClusterState {
                 trigger,
                 exclude,
             },
-            self.nodes.values(),
+            &self.nodes,
             rng,
         )
     }
@@ -1112,7 +1118,7 @@ impl ClusterState {
     /// Drops the meeting's reservations from every node holding a share.
     fn release(&mut self, id: u64) {
         for share in &self.meetings[&id].shares {
-            if let Some(node) = self.nodes.get_mut(&share.node) {
+            if let Some(mut node) = self.nodes.get_mut(&share.node) {
                 node.reservations.remove(&id);
             }
         }
@@ -1121,6 +1127,7 @@ impl ClusterState {
     /// Checks the invariants the rest of the system relies on. Used by tests;
     /// cheap enough to run after every command there.
     pub fn check_invariants(&self) -> Result<(), String> {
+        self.nodes.check_rows()?;
         for m in self.meetings.values() {
             let inst = self
                 .institutions

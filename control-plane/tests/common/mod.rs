@@ -210,11 +210,19 @@ impl Cluster {
         let deadline = Instant::now() + within;
         for h in self.replicas.values() {
             while h.replica.status().last_applied_index < index {
-                assert!(
-                    Instant::now() < deadline,
-                    "replica {} stuck below {index}",
-                    h.replica.id
-                );
+                if Instant::now() >= deadline {
+                    // Every replica's view, so a failure on a machine
+                    // without logs still says where replication stopped.
+                    let views: Vec<_> = self
+                        .replicas
+                        .values()
+                        .map(|r| format!("{:?}", r.replica.status()))
+                        .collect();
+                    panic!(
+                        "replica {} stuck below {index}; replicas: {views:#?}",
+                        h.replica.id
+                    );
+                }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
