@@ -6,14 +6,14 @@
 use std::collections::BTreeSet;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use fjord_control_plane::model::{Node, NodeState, NodeTable, Reservation, Reservations};
 use fjord_control_plane::placement::{place, PlacementRequest, SplitMix64, Strategy, Trigger};
-use fjord_control_plane::state::{Node, NodeState, Reservation};
 
-fn cluster(n: usize) -> Vec<Node> {
+fn cluster(n: usize) -> NodeTable {
     let mut rng = SplitMix64::new(42);
     (0..n)
         .map(|i| {
-            let mut reservations = fjord_control_plane::state::Reservations::default();
+            let mut reservations = Reservations::default();
             for m in 0..4u64 {
                 let start = rng.next_u64() % 7_200_000;
                 reservations.insert(

@@ -24,7 +24,7 @@ use crate::api::{ClusterApi, InstitutionApi, MeetingApi, NodeApi, SigningKeys};
 use crate::join_guard::JoinLimits;
 use crate::placement::Strategy;
 use crate::raft::{open_stores, Network, NodeId, RaftGrpc, Replica, ReplicaTuning};
-use crate::state::{Command, NodeState};
+use crate::state::{Command, ExpireLeases, NodeCommand, NodeState};
 
 #[derive(Debug, Clone)]
 pub struct ReplicaConfig {
@@ -513,7 +513,12 @@ async fn lease_loop(replica: Arc<Replica>, lease: Duration) {
         if !expired || since.elapsed() < lease {
             continue;
         }
-        match replica.write(Command::ExpireLeases { lease_ms }).await {
+        match replica
+            .write(Command::Node(NodeCommand::ExpireLeases(ExpireLeases {
+                lease_ms,
+            })))
+            .await
+        {
             Ok(crate::state::Output::NodesDown { nodes, replaced }) => {
                 tracing::warn!(
                     ?nodes,

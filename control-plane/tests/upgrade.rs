@@ -14,7 +14,7 @@ use fjord_common::pki::LocalCa;
 use fjord_control_plane::client::{Client, ClientConfig};
 use fjord_control_plane::raft::open_stores;
 use fjord_control_plane::server::{start_with_listeners, ReplicaConfig};
-use fjord_control_plane::state::{Command, NodeState};
+use fjord_control_plane::state::{Command, MeetingCommand, NodeState, ScheduleMeeting};
 use openraft::{EntryPayload, RaftLogReader};
 
 fn fixture_copy() -> tempfile::TempDir {
@@ -54,7 +54,9 @@ async fn previous_format_log_and_snapshot_load() {
             })
             .flatten()
             .filter_map(|r| match &r.command {
-                Command::ScheduleMeeting { request_id, .. } => request_id.clone(),
+                Command::Meeting(MeetingCommand::Schedule(ScheduleMeeting {
+                    request_id, ..
+                })) => request_id.clone(),
                 _ => None,
             })
             .collect();

@@ -8,7 +8,7 @@ use fjord_proto::v1::institution_service_server::InstitutionService;
 use super::authz::{authorize, Rpc};
 use super::{convert, finish, validate, ApiError};
 use crate::raft::Replica;
-use crate::state::{Command, Output, Query, QueryOutput};
+use crate::state::{Command, CreateInstitution, InstitutionCommand, Output, Query, QueryOutput};
 
 pub struct InstitutionApi {
     replica: Arc<Replica>,
@@ -36,12 +36,14 @@ impl InstitutionApi {
         )?;
         let out = self
             .replica
-            .write(Command::CreateInstitution {
-                name: r.name,
-                residency: r.residency,
-                home_region: Some(r.home_region).filter(|h| !h.is_empty()),
-                max_participants: r.max_participants,
-            })
+            .write(Command::Institution(InstitutionCommand::Create(
+                CreateInstitution {
+                    name: r.name,
+                    residency: r.residency,
+                    home_region: Some(r.home_region).filter(|h| !h.is_empty()),
+                    max_participants: r.max_participants,
+                },
+            )))
             .await?;
         match out {
             Output::Institution(i) => Ok(pb::CreateInstitutionResponse {

@@ -5,7 +5,7 @@ use tokio::sync::OnceCell;
 use super::ApiError;
 use crate::access::{new_join_key_salt, Kek, TokenSigner};
 use crate::raft::Replica;
-use crate::state::{Command, Output};
+use crate::state::{AccessCommand, Command, InitJoinKey, Output};
 
 /// The cluster's join-token key, created on first use. A fresh salt is
 /// proposed with `InitJoinKey`; the state machine keeps the first one
@@ -40,10 +40,10 @@ impl SigningKeys {
                     Some(m) => m,
                     None => {
                         self.replica
-                            .write(Command::InitJoinKey {
+                            .write(Command::Access(AccessCommand::InitJoinKey(InitJoinKey {
                                 pkcs8: Vec::new(),
                                 salt: new_join_key_salt(),
-                            })
+                            })))
                             .await?
                     }
                 };

@@ -12,7 +12,10 @@ use super::{convert, finish, validate, ApiError, SigningKeys};
 use crate::access::{self, JOIN_TOKEN_TTL_MS, PIN_REVEAL_BEFORE_START_MS};
 use crate::join_guard::GuardStep;
 use crate::raft::{now_ms, Replica};
-use crate::state::{Command, Meeting, MeetingState, Output, Query, QueryOutput, Share};
+use crate::state::{
+    Command, EndMeeting, Meeting, MeetingCommand, MeetingState, MoveMeeting, Output, Query,
+    QueryOutput, ScheduleMeeting, Share,
+};
 
 /// Limits on join attempts, kept by each replica for the calls it receives.
 pub struct MeetingApi {
@@ -108,10 +111,10 @@ impl MeetingApi {
         }
         let out = self
             .replica
-            .write(Command::MoveMeeting {
+            .write(Command::Meeting(MeetingCommand::Move(MoveMeeting {
                 id: r.id,
                 from: Some(r.from_node_id).filter(|s| !s.is_empty()),
-            })
+            })))
             .await?;
         match out {
             Output::Moved { meeting, decision } => Ok(pb::MoveMeetingResponse {
@@ -145,14 +148,16 @@ impl MeetingApi {
         }
         let out = self
             .replica
-            .write(Command::ScheduleMeeting {
-                request_id: Some(r.request_id).filter(|s| !s.is_empty()),
-                institution: r.institution,
-                participants: r.participants,
-                start_ms: Some(r.start_ms).filter(|s| *s != 0),
-                duration_ms: r.duration_ms,
-                access: access::new_meeting_access(convert::settings_from(r.settings)),
-            })
+            .write(Command::Meeting(MeetingCommand::Schedule(
+                ScheduleMeeting {
+                    request_id: Some(r.request_id).filter(|s| !s.is_empty()),
+                    institution: r.institution,
+                    participants: r.participants,
+                    start_ms: Some(r.start_ms).filter(|s| *s != 0),
+                    duration_ms: r.duration_ms,
+                    access: access::new_meeting_access(convert::settings_from(r.settings)),
+                },
+            )))
             .await?;
         match out {
             // A retried request answers the first attempt's meeting, and so
@@ -419,7 +424,11 @@ impl MeetingApi {
 
     async fn end(&self, id: u64) -> Result<pb::EndMeetingResponse, ApiError> {
         validate::id("id", id)?;
-        match self.replica.write(Command::EndMeeting { id }).await? {
+        match self
+            .replica
+            .write(Command::Meeting(MeetingCommand::End(EndMeeting { id })))
+            .await?
+        {
             Output::Meeting(m) => Ok(pb::EndMeetingResponse {
                 meeting: Some(convert::meeting(&m)),
             }),

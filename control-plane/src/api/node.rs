@@ -14,7 +14,10 @@ use super::authz::{authorize, Rpc};
 use super::{convert, finish, validate, ApiError, SigningKeys};
 use crate::access::JOIN_TOKEN_TTL_MS;
 use crate::raft::{now_ms, Replica};
-use crate::state::{ClusterState, Command, MeetingState, NodeState, Output, Query, QueryOutput};
+use crate::state::{
+    ClusterState, Command, Heartbeat, MeetingState, NodeCommand, NodeState, Output, Query,
+    QueryOutput, RegisterNode, SetNodeDraining,
+};
 
 pub struct NodeApi {
     replica: Arc<Replica>,
@@ -71,13 +74,13 @@ impl NodeApi {
         let signer = self.keys.signer().await?;
         let out = self
             .replica
-            .write(Command::RegisterNode {
+            .write(Command::Node(NodeCommand::Register(RegisterNode {
                 id: r.id,
                 region: r.region,
                 address: r.address,
                 capacity: r.capacity,
                 certificate: r.certificate,
-            })
+            })))
             .await?;
         match out {
             Output::Node(n) => Ok(pb::RegisterNodeResponse {
@@ -94,11 +97,11 @@ impl NodeApi {
         validate::name("id", &r.id)?;
         let out = self
             .replica
-            .write(Command::SetNodeDraining {
+            .write(Command::Node(NodeCommand::SetDraining(SetNodeDraining {
                 id: r.id,
                 draining: !r.undo,
                 evacuate: r.evacuate && !r.undo,
-            })
+            })))
             .await?;
         match out {
             Output::Node(n) => Ok(pb::DrainNodeResponse {
@@ -154,10 +157,10 @@ async fn beat(
     };
     let state = if due {
         let out = replica
-            .write(Command::Heartbeat {
+            .write(Command::Node(NodeCommand::Heartbeat(Heartbeat {
                 id: hb.node_id.clone(),
                 participants: hb.participants,
-            })
+            })))
             .await?;
         *last = Some((Instant::now(), hb.participants));
         match out {

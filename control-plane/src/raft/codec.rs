@@ -72,7 +72,7 @@ pub fn decode_entry(bytes: &[u8]) -> Result<Entry<TypeConfig>, CodecError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::{Command, Request};
+    use crate::state::{Command, NodeCommand, RegisterNode, Request};
 
     fn request() -> Request {
         Request {
@@ -80,13 +80,13 @@ mod tests {
             seed: 2,
             strategy: crate::placement::Strategy::LeastLoaded,
             op_id: 3,
-            command: Command::RegisterNode {
+            command: Command::Node(NodeCommand::Register(RegisterNode {
                 id: "osl-1".into(),
                 region: "nordic".into(),
                 address: "127.0.0.1:1".into(),
                 capacity: 9,
                 certificate: vec![0, 200, 255],
-            },
+            })),
         }
     }
 

@@ -607,7 +607,7 @@ impl ReadBarrier {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::{Institution, QueryOutput};
+    use crate::state::{EndMeeting, Institution, MeetingCommand, QueryOutput};
 
     /// Forwarded answers cross the wire in the codec; every shape must survive it.
     #[test]
@@ -635,7 +635,7 @@ mod tests {
             assert_eq!(format!("{back:?}"), format!("{a:?}"));
         }
         let op = Operation::Write {
-            command: Command::EndMeeting { id: 1 },
+            command: Command::Meeting(MeetingCommand::End(EndMeeting { id: 1 })),
             op_id: 9,
         };
         let back: Operation = codec::decode(&codec::encode(&op).unwrap()).unwrap();

@@ -49,6 +49,22 @@ fn encode<T: serde::Serialize>(v: &T) -> Result<Response<RaftPayload>, Status> {
         .map_err(|e| Status::internal(e.to_string()))
 }
 
+impl RaftGrpc {
+    /// A message from the leader this replica follows (or a newer one) is
+    /// contact on arrival, before Raft handles it: a replica busy installing
+    /// a large snapshot answers late, and must not take the leader's
+    /// patience for its silence and stand against it. A deposed leader's
+    /// messages carry an older vote and do not count.
+    fn note_leader_contact(&self, vote: &openraft::Vote<super::NodeId>) -> bool {
+        let mine = self.replica.raft.metrics().borrow().vote;
+        let from_leader = vote.is_committed() && *vote >= mine;
+        if from_leader {
+            self.replica.leader_contact.touch();
+        }
+        from_leader
+    }
+}
+
 #[tonic::async_trait]
 impl RaftService for RaftGrpc {
     async fn append_entries(
@@ -56,7 +72,8 @@ impl RaftService for RaftGrpc {
         req: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
         self.authorize(&req, Rpc::RaftAppendEntries)?;
-        let rpc = decode(req.get_ref())?;
+        let rpc: openraft::raft::AppendEntriesRequest<super::TypeConfig> = decode(req.get_ref())?;
+        self.note_leader_contact(&rpc.vote);
         let resp = self.replica.raft.append_entries(rpc).await;
         if matches!(&resp, Ok(r) if !matches!(r, openraft::raft::AppendEntriesResponse::HigherVote(_)))
         {
@@ -79,7 +96,27 @@ impl RaftService for RaftGrpc {
         let mut rpc: openraft::raft::InstallSnapshotRequest<super::TypeConfig> =
             decode(req.get_ref())?;
         rpc.data = req.into_inner().chunk;
-        encode(&self.replica.raft.install_snapshot(rpc).await)
+        let from_leader = self.note_leader_contact(&rpc.vote);
+        // The last chunk's answer waits until the whole snapshot is decoded
+        // and stored (seconds for tens of MiB), and the leader sends this
+        // replica nothing else meanwhile: the install itself is contact.
+        let install = self.replica.raft.install_snapshot(rpc);
+        tokio::pin!(install);
+        let mut still_installing = tokio::time::interval(std::time::Duration::from_millis(50));
+        let resp = loop {
+            tokio::select! {
+                resp = &mut install => break resp,
+                _ = still_installing.tick() => {
+                    if from_leader {
+                        self.replica.leader_contact.touch();
+                    }
+                }
+            }
+        };
+        if resp.is_ok() {
+            self.replica.leader_contact.touch();
+        }
+        encode(&resp)
     }
 
     async fn forward(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {

@@ -98,6 +98,13 @@ pub async fn run(replica: Arc<Replica>, timing: WatchdogTiming) {
     let seeds = std::hash::RandomState::new();
     let mut timeouts = 0u32;
     let mut attempt = 0u64;
+    // Stands in a row while no leader was known: each one doubles the next
+    // wait (up to 16×). A replica that cannot win (its log is behind, as
+    // after a wiped disk) would otherwise bump its term every few hundred
+    // milliseconds and depose every leader the others elect before that
+    // leader can reach it; the cluster livelocked so, with a 63 MB snapshot
+    // to send. Without pre-vote in openraft 0.9, backing off is the cure.
+    let mut leaderless_stands = 0u32;
     replica.leader_contact.touch();
     loop {
         tick.tick().await;
@@ -107,7 +114,11 @@ pub async fn run(replica: Arc<Replica>, timing: WatchdogTiming) {
         }
         if !matches!(m.state, ServerState::Follower | ServerState::Candidate) {
             timeouts = 0;
+            leaderless_stands = 0;
             continue;
+        }
+        if m.current_leader.is_some() {
+            leaderless_stands = 0;
         }
         let membership = m.membership_config.membership();
         let silent = replica.leader_contact.silent_for();
@@ -166,7 +177,8 @@ pub async fn run(replica: Arc<Replica>, timing: WatchdogTiming) {
                 let jitter = seeds.hash_one((replica.id, attempt)) % spread.max(1);
                 (
                     Reason::NoLeader,
-                    timing.election_min + Duration::from_millis(jitter),
+                    (timing.election_min + Duration::from_millis(jitter))
+                        * (1 << leaderless_stands.min(4)),
                     rank,
                 )
             }
@@ -185,6 +197,9 @@ pub async fn run(replica: Arc<Replica>, timing: WatchdogTiming) {
         metrics::counter!("fjord_raft_elections_started_total", "reason" => reason.as_str())
             .increment(1);
         attempt += 1;
+        if leader.is_none() {
+            leaderless_stands += 1;
+        }
         if replica.raft.trigger().elect().await.is_err() {
             return;
         }

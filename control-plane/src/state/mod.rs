@@ -14,9 +14,11 @@
 //! reservation committed before it and two concurrent schedules can never
 //! both take the last seat on a node.
 
+mod command;
 mod error;
 mod model;
 
+pub use command::*;
 pub use error::StateError;
 pub use model::*;
 
@@ -65,92 +67,6 @@ pub struct Proposal {
 impl From<Request> for Proposal {
     fn from(r: Request) -> Self {
         Proposal { requests: vec![r] }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "type")]
-pub enum Command {
-    CreateInstitution {
-        name: String,
-        residency: String,
-        /// Preferred region inside the residency; defaults to the residency.
-        home_region: Option<String>,
-        max_participants: u32,
-    },
-    RegisterNode {
-        id: String,
-        region: String,
-        address: String,
-        capacity: u32,
-        #[serde(default)]
-        certificate: Vec<u8>,
-    },
-    /// A summary of a node's heartbeats: the receiving replica commits one
-    /// at most every few seconds per node, not every beat.
-    Heartbeat {
-        id: String,
-        participants: u32,
-    },
-    SetNodeDraining {
-        id: String,
-        draining: bool,
-        /// With `draining`: move the node's meetings (running and
-        /// scheduled) to other allowed nodes now; those with nowhere to go
-        /// stay and finish here.
-        #[serde(default)]
-        evacuate: bool,
-    },
-    /// Moves a meeting's share off `from` (default: its primary node) to
-    /// other allowed nodes; refused, changing nothing, when none has room.
-    MoveMeeting {
-        id: u64,
-        from: Option<String>,
-    },
-    /// Marks down every node whose last heartbeat is older than `lease_ms`
-    /// and re-places its meetings.
-    ExpireLeases {
-        lease_ms: u64,
-    },
-    ScheduleMeeting {
-        request_id: Option<String>,
-        institution: String,
-        participants: u32,
-        start_ms: Option<u64>,
-        duration_ms: u64,
-        #[serde(default)]
-        access: MeetingAccess,
-    },
-    EndMeeting {
-        id: u64,
-    },
-    /// Installs the key that signs join tokens, unless one exists: the first
-    /// committed key wins, so replicas racing to create one agree. New
-    /// clusters commit only a `salt` (the key is derived from it with the
-    /// key-encryption key, which is not in the log); `pkcs8` is how logs
-    /// written before that carried the key itself.
-    InitJoinKey {
-        #[serde(default)]
-        pkcs8: Vec<u8>,
-        #[serde(default)]
-        salt: Vec<u8>,
-    },
-}
-
-impl Command {
-    /// Short name for logs and metric labels.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Command::CreateInstitution { .. } => "create_institution",
-            Command::RegisterNode { .. } => "register_node",
-            Command::Heartbeat { .. } => "heartbeat",
-            Command::SetNodeDraining { .. } => "set_node_draining",
-            Command::ExpireLeases { .. } => "expire_leases",
-            Command::ScheduleMeeting { .. } => "schedule_meeting",
-            Command::EndMeeting { .. } => "end_meeting",
-            Command::MoveMeeting { .. } => "move_meeting",
-            Command::InitJoinKey { .. } => "init_join_key",
-        }
     }
 }
 
@@ -388,91 +304,72 @@ impl ClusterState {
     fn apply_command(&mut self, req: &Request) -> Response {
         let mut rng = SplitMix64::new(req.seed);
         match &req.command {
-            Command::CreateInstitution {
-                name,
-                residency,
-                home_region,
-                max_participants,
-            } => self.create_institution(
-                name,
-                residency,
-                home_region.as_deref(),
-                *max_participants,
-                req.now_ms,
-            ),
-            Command::RegisterNode {
-                id,
-                region,
-                address,
-                capacity,
-                certificate,
-            } => self.register_node(id, region, address, *capacity, certificate, req, &mut rng),
-            Command::Heartbeat { id, participants } => {
-                self.heartbeat(id, *participants, req, &mut rng)
+            Command::Institution(InstitutionCommand::Create(c)) => {
+                self.create_institution(c, req.now_ms)
             }
-            Command::SetNodeDraining {
-                id,
-                draining,
-                evacuate,
-            } => {
-                let was_down = {
-                    let mut node = self
-                        .nodes
-                        .get_mut(id)
-                        .ok_or_else(|| StateError::UnknownNode { id: id.clone() })?;
-                    let was_down = node.state == NodeState::Down;
-                    node.state = match (*draining, node.state) {
-                        (true, NodeState::Down) => NodeState::Down,
-                        (true, _) => NodeState::Draining,
-                        (false, NodeState::Draining) => NodeState::Ready,
-                        (false, s) => s,
-                    };
-                    was_down
-                };
-                if !*draining && !was_down {
-                    self.retry_unplaced(req, &mut rng);
+            Command::Node(c) => match c {
+                NodeCommand::Register(c) => self.register_node(c, req, &mut rng),
+                NodeCommand::Heartbeat(c) => self.heartbeat(&c.id, c.participants, req, &mut rng),
+                NodeCommand::SetDraining(c) => self.set_node_draining(c, req, &mut rng),
+                NodeCommand::ExpireLeases(c) => Ok(self.expire_leases(c.lease_ms, req, &mut rng)),
+            },
+            Command::Meeting(c) => match c {
+                MeetingCommand::Schedule(c) => self.schedule_meeting(c, req, &mut rng),
+                MeetingCommand::End(c) => self.end_meeting(c.id, req.now_ms),
+                MeetingCommand::Move(c) => {
+                    self.move_meeting(c.id, c.from.as_deref(), req, &mut rng)
                 }
-                if *draining && *evacuate {
-                    return Ok(self.evacuate(id, req, &mut rng));
-                }
-                Ok(Output::Node(self.node_view(id, req.now_ms)))
-            }
-            Command::MoveMeeting { id, from } => {
-                self.move_meeting(*id, from.as_deref(), req, &mut rng)
-            }
-            Command::ExpireLeases { lease_ms } => Ok(self.expire_leases(*lease_ms, req, &mut rng)),
-            Command::ScheduleMeeting {
-                request_id,
-                institution,
-                participants,
-                start_ms,
-                duration_ms,
-                access,
-            } => self.schedule_meeting(
-                request_id.as_deref(),
-                institution,
-                *participants,
-                (*start_ms, *duration_ms),
-                access,
-                req,
-                &mut rng,
-            ),
-            Command::EndMeeting { id } => self.end_meeting(*id, req.now_ms),
-            Command::InitJoinKey { pkcs8, salt } => {
-                if self.join_key.is_none() && self.join_key_salt.is_none() {
-                    if !salt.is_empty() {
-                        self.join_key_salt = Some(salt.clone());
-                    } else if !pkcs8.is_empty() {
-                        self.join_key = Some(pkcs8.clone());
-                    }
-                }
-                match (&self.join_key_salt, &self.join_key) {
-                    (Some(s), _) => Ok(Output::JoinKeySalt(s.clone())),
-                    (None, Some(k)) => Ok(Output::JoinKey(k.clone())),
-                    (None, None) => Ok(Output::None),
-                }
+            },
+            Command::Access(AccessCommand::InitJoinKey(c)) => Ok(self.init_join_key(c)),
+        }
+    }
+
+    fn init_join_key(&mut self, InitJoinKey { pkcs8, salt }: &InitJoinKey) -> Output {
+        if self.join_key.is_none() && self.join_key_salt.is_none() {
+            if !salt.is_empty() {
+                self.join_key_salt = Some(salt.clone());
+            } else if !pkcs8.is_empty() {
+                self.join_key = Some(pkcs8.clone());
             }
         }
+        match (&self.join_key_salt, &self.join_key) {
+            (Some(s), _) => Output::JoinKeySalt(s.clone()),
+            (None, Some(k)) => Output::JoinKey(k.clone()),
+            (None, None) => Output::None,
+        }
+    }
+
+    fn set_node_draining(
+        &mut self,
+        SetNodeDraining {
+            id,
+            draining,
+            evacuate,
+        }: &SetNodeDraining,
+        req: &Request,
+        rng: &mut SplitMix64,
+    ) -> Response {
+        let was_down = {
+            let mut node = self
+                .nodes
+                .get_mut(id)
+                .ok_or_else(|| StateError::UnknownNode { id: id.clone() })?;
+            let was_down = node.state == NodeState::Down;
+            node.state = match (*draining, node.state) {
+                (true, NodeState::Down) => NodeState::Down,
+                (true, _) => NodeState::Draining,
+                (false, NodeState::Draining) => NodeState::Ready,
+                (false, s) => s,
+            };
+            was_down
+        };
+        if !*draining && !was_down {
+            self.retry_unplaced(req, rng);
+        }
+        if *draining && *evacuate {
+            return Ok(self.evacuate(id, req, rng));
+        }
+        Ok(Output::Node(self.node_view(id, req.now_ms)))
     }
 
     /// Answers a read against the state as of `now_ms`.
@@ -563,12 +460,15 @@ impl ClusterState {
 
     fn create_institution(
         &mut self,
-        name: &str,
-        residency: &str,
-        home_region: Option<&str>,
-        max_participants: u32,
+        CreateInstitution {
+            name,
+            residency,
+            home_region,
+            max_participants,
+        }: &CreateInstitution,
         now_ms: u64,
     ) -> Response {
+        let max_participants = *max_participants;
         if self.institutions.contains_key(name) {
             return Err(StateError::InstitutionExists {
                 name: name.to_string(),
@@ -579,7 +479,7 @@ impl ClusterState {
                 name: residency.to_string(),
             });
         }
-        let home = home_region.unwrap_or(residency);
+        let home = home_region.as_deref().unwrap_or(residency);
         if !self.allowed_regions(residency).contains(home) {
             return Err(StateError::HomeOutsideResidency {
                 home: home.to_string(),
@@ -597,17 +497,19 @@ impl ClusterState {
         Ok(Output::Institution(inst))
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn register_node(
         &mut self,
-        id: &str,
-        region: &str,
-        address: &str,
-        capacity: u32,
-        certificate: &[u8],
+        RegisterNode {
+            id,
+            region,
+            address,
+            capacity,
+            certificate,
+        }: &RegisterNode,
         req: &Request,
         rng: &mut SplitMix64,
     ) -> Response {
+        let capacity = *capacity;
         if !self.regions.contains_key(region) {
             return Err(StateError::UnknownRegion {
                 name: region.to_string(),
@@ -616,7 +518,7 @@ impl ClusterState {
         let mut came_up = true;
         if self.nodes.contains_key(id) {
             let mut node = self.nodes.get_mut(id).expect("present");
-            if node.region != region && !node.reservations.is_empty() {
+            if &node.region != region && !node.reservations.is_empty() {
                 return Err(StateError::NodeRegionChange {
                     id: id.to_string(),
                     from: node.region.clone(),
@@ -733,14 +635,19 @@ impl ClusterState {
     #[allow(clippy::too_many_arguments)]
     fn schedule_meeting(
         &mut self,
-        request_id: Option<&str>,
-        institution: &str,
-        participants: u32,
-        (requested_start, duration_ms): (Option<u64>, u64),
-        access: &MeetingAccess,
+        ScheduleMeeting {
+            request_id,
+            institution,
+            participants,
+            start_ms: requested_start,
+            duration_ms,
+            access,
+        }: &ScheduleMeeting,
         req: &Request,
         rng: &mut SplitMix64,
     ) -> Response {
+        let (request_id, participants, duration_ms) =
+            (request_id.as_deref(), *participants, *duration_ms);
         if let Some((key, existing)) =
             request_id.and_then(|r| self.request_ids.get(r).map(|m| (r, m)))
         {
@@ -748,7 +655,7 @@ impl ClusterState {
             // only if it is the same request; a key reused for another one
             // is refused, never answered with the first meeting's secrets.
             let first = &self.meetings[existing];
-            let same = first.institution == institution
+            let same = &first.institution == institution
                 && first.participants == participants
                 && first.access.settings == access.settings
                 && requested_start.is_none_or(|s| s == first.start_ms)

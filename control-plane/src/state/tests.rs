@@ -15,33 +15,33 @@ fn req(now_ms: u64, command: Command) -> Request {
 }
 
 fn institution(name: &str, residency: &str, max: u32) -> Command {
-    Command::CreateInstitution {
+    Command::Institution(InstitutionCommand::Create(CreateInstitution {
         name: name.into(),
         residency: residency.into(),
         home_region: None,
         max_participants: max,
-    }
+    }))
 }
 
 fn register(id: &str, region: &str, capacity: u32) -> Command {
-    Command::RegisterNode {
+    Command::Node(NodeCommand::Register(RegisterNode {
         id: id.into(),
         region: region.into(),
         address: "127.0.0.1:9".into(),
         capacity,
         certificate: Vec::new(),
-    }
+    }))
 }
 
 fn schedule(inst: &str, participants: u32, start_ms: Option<u64>, key: Option<&str>) -> Command {
-    Command::ScheduleMeeting {
+    Command::Meeting(MeetingCommand::Schedule(ScheduleMeeting {
         request_id: key.map(str::to_string),
         institution: inst.into(),
         participants,
         start_ms,
         duration_ms: 1000,
         access: MeetingAccess::default(),
-    }
+    }))
 }
 
 fn setup() -> ClusterState {
@@ -181,15 +181,18 @@ fn lease_expiry_replaces_meetings_inside_residency() {
     for n in ["no-1", "no-2", "eu-1"].iter().filter(|n| **n != first) {
         s.apply(&req(
             400,
-            Command::Heartbeat {
+            Command::Node(NodeCommand::Heartbeat(Heartbeat {
                 id: n.to_string(),
                 participants: 0,
-            },
+            })),
         ))
         .unwrap();
     }
     let out = s
-        .apply(&req(600, Command::ExpireLeases { lease_ms: 500 }))
+        .apply(&req(
+            600,
+            Command::Node(NodeCommand::ExpireLeases(ExpireLeases { lease_ms: 500 })),
+        ))
         .unwrap();
     assert_eq!(
         out,
@@ -213,14 +216,17 @@ fn unplaced_meetings_wait_for_a_node_and_retry() {
     s.apply(&req(2, schedule("uio", 50, None, None))).unwrap();
     s.apply(&req(
         300,
-        Command::Heartbeat {
+        Command::Node(NodeCommand::Heartbeat(Heartbeat {
             id: "eu-1".into(),
             participants: 0,
-        },
+        })),
     ))
     .unwrap();
-    s.apply(&req(600, Command::ExpireLeases { lease_ms: 500 }))
-        .unwrap();
+    s.apply(&req(
+        600,
+        Command::Node(NodeCommand::ExpireLeases(ExpireLeases { lease_ms: 500 })),
+    ))
+    .unwrap();
     assert_eq!(
         s.meetings[&1].state,
         MeetingState::Unplaced,
@@ -241,22 +247,22 @@ fn drained_nodes_keep_meetings_but_take_no_new_ones() {
     s.apply(&req(2, schedule("uio", 10, None, None))).unwrap();
     s.apply(&req(
         3,
-        Command::SetNodeDraining {
+        Command::Node(NodeCommand::SetDraining(SetNodeDraining {
             id: "no-1".into(),
             draining: true,
             evacuate: false,
-        },
+        })),
     ))
     .unwrap();
     assert_eq!(s.meetings[&1].node(), Some("no-1"));
     assert!(s.apply(&req(4, schedule("uio", 10, None, None))).is_err());
     s.apply(&req(
         5,
-        Command::SetNodeDraining {
+        Command::Node(NodeCommand::SetDraining(SetNodeDraining {
             id: "no-1".into(),
             draining: false,
             evacuate: false,
-        },
+        })),
     ))
     .unwrap();
     assert!(s.apply(&req(6, schedule("uio", 10, None, None))).is_ok());
@@ -315,16 +321,19 @@ fn a_lost_share_is_replaced_and_the_rest_of_the_cascade_stays() {
         if n != lost {
             s.apply(&req(
                 400,
-                Command::Heartbeat {
+                Command::Node(NodeCommand::Heartbeat(Heartbeat {
                     id: n.into(),
                     participants: 0,
-                },
+                })),
             ))
             .unwrap();
         }
     }
     let out = s
-        .apply(&req(600, Command::ExpireLeases { lease_ms: 500 }))
+        .apply(&req(
+            600,
+            Command::Node(NodeCommand::ExpireLeases(ExpireLeases { lease_ms: 500 })),
+        ))
         .unwrap();
     assert_eq!(
         out,
@@ -359,17 +368,20 @@ fn a_cascade_that_lost_a_share_with_nowhere_to_go_gets_its_seats_back_when_a_nod
         if n != lost {
             s.apply(&req(
                 400,
-                Command::Heartbeat {
+                Command::Node(NodeCommand::Heartbeat(Heartbeat {
                     id: n.into(),
                     participants: 0,
-                },
+                })),
             ))
             .unwrap();
         }
     }
     // The lost share finds no room: the meeting runs on with fewer seats.
-    s.apply(&req(600, Command::ExpireLeases { lease_ms: 500 }))
-        .unwrap();
+    s.apply(&req(
+        600,
+        Command::Node(NodeCommand::ExpireLeases(ExpireLeases { lease_ms: 500 })),
+    ))
+    .unwrap();
     assert_eq!(s.meetings[&1].state, MeetingState::Placed);
     assert_eq!(shares(&s, 1), vec![(kept.node.clone(), kept.participants)]);
     s.check_invariants().unwrap();
@@ -392,7 +404,10 @@ fn move_takes_a_meeting_off_its_node_or_refuses_and_changes_nothing() {
     s.apply(&req(3, schedule("uio", 50, None, None))).unwrap();
     let from = s.meetings[&1].node().unwrap().to_string();
     let out = s
-        .apply(&req(4, Command::MoveMeeting { id: 1, from: None }))
+        .apply(&req(
+            4,
+            Command::Meeting(MeetingCommand::Move(MoveMeeting { id: 1, from: None })),
+        ))
         .unwrap();
     let Output::Moved { meeting, decision } = out else {
         panic!()
@@ -405,23 +420,29 @@ fn move_takes_a_meeting_off_its_node_or_refuses_and_changes_nothing() {
     s.apply(&req(5, schedule("uio", 60, None, None))).unwrap();
     let before = s.clone();
     let err = s
-        .apply(&req(6, Command::MoveMeeting { id: 1, from: None }))
+        .apply(&req(
+            6,
+            Command::Meeting(MeetingCommand::Move(MoveMeeting { id: 1, from: None })),
+        ))
         .unwrap_err();
     assert!(matches!(err, StateError::NoCapacity { .. }), "{err:?}");
     assert_eq!(s.meetings, before.meetings);
     assert_eq!(s.nodes, before.nodes);
     // Unknown ids and nodes are refused by name.
     assert!(matches!(
-        s.apply(&req(7, Command::MoveMeeting { id: 99, from: None })),
+        s.apply(&req(
+            7,
+            Command::Meeting(MeetingCommand::Move(MoveMeeting { id: 99, from: None }))
+        )),
         Err(StateError::UnknownMeeting { id: 99 })
     ));
     assert!(matches!(
         s.apply(&req(
             7,
-            Command::MoveMeeting {
+            Command::Meeting(MeetingCommand::Move(MoveMeeting {
                 id: 1,
                 from: Some("eu-1".into())
-            }
+            }))
         )),
         Err(StateError::NotOnNode { .. })
     ));
@@ -432,16 +453,19 @@ fn a_cascaded_move_must_name_the_share() {
     let mut s = nordic_trio();
     s.apply(&req(3, schedule("uio", 150, None, None))).unwrap();
     assert!(matches!(
-        s.apply(&req(4, Command::MoveMeeting { id: 1, from: None })),
+        s.apply(&req(
+            4,
+            Command::Meeting(MeetingCommand::Move(MoveMeeting { id: 1, from: None }))
+        )),
         Err(StateError::NameTheShare { id: 1 })
     ));
     let from = shares(&s, 1)[1].0.clone();
     s.apply(&req(
         5,
-        Command::MoveMeeting {
+        Command::Meeting(MeetingCommand::Move(MoveMeeting {
             id: 1,
             from: Some(from.clone()),
-        },
+        })),
     ))
     .unwrap();
     assert!(!shares(&s, 1).iter().any(|(n, _)| *n == from));
@@ -455,32 +479,32 @@ fn evacuation_moves_what_fits_and_keeps_the_rest() {
     // Both land on no-1 (no-2 is fuller after the first two).
     s.apply(&req(
         3,
-        Command::SetNodeDraining {
+        Command::Node(NodeCommand::SetDraining(SetNodeDraining {
             id: "no-2".into(),
             draining: true,
             evacuate: false,
-        },
+        })),
     ))
     .unwrap();
     s.apply(&req(4, schedule("uio", 60, None, None))).unwrap();
     s.apply(&req(5, schedule("uio", 30, None, None))).unwrap();
     s.apply(&req(
         6,
-        Command::SetNodeDraining {
+        Command::Node(NodeCommand::SetDraining(SetNodeDraining {
             id: "no-2".into(),
             draining: false,
             evacuate: false,
-        },
+        })),
     ))
     .unwrap();
     let out = s
         .apply(&req(
             7,
-            Command::SetNodeDraining {
+            Command::Node(NodeCommand::SetDraining(SetNodeDraining {
                 id: "no-1".into(),
                 draining: true,
                 evacuate: true,
-            },
+            })),
         ))
         .unwrap();
     let Output::Evacuated { node, moved, kept } = out else {
@@ -539,22 +563,27 @@ fn arb_command() -> impl Gen<Value = Command> {
     prop_oneof![
         (inst.clone(), region.clone(), 1u32..800).prop_map(|(n, r, m)| institution(n, r, m)),
         (node.clone(), region, 1u32..300).prop_map(|(n, r, c)| register(n, r, c)),
-        (node.clone(), 0u32..300).prop_map(|(n, p)| Command::Heartbeat {
-            id: n.into(),
-            participants: p
-        }),
+        (node.clone(), 0u32..300).prop_map(|(n, p)| Command::Node(NodeCommand::Heartbeat(
+            Heartbeat {
+                id: n.into(),
+                participants: p
+            }
+        ))),
         (node.clone(), any::<bool>(), any::<bool>()).prop_map(|(n, d, e)| {
-            Command::SetNodeDraining {
+            Command::Node(NodeCommand::SetDraining(SetNodeDraining {
                 id: n.into(),
                 draining: d,
                 evacuate: e,
-            }
+            }))
         }),
-        (1u64..30, prop::option::of(node.clone())).prop_map(|(id, n)| Command::MoveMeeting {
-            id,
-            from: n.map(str::to_string),
-        }),
-        (200u64..3000).prop_map(|l| Command::ExpireLeases { lease_ms: l }),
+        (1u64..30, prop::option::of(node.clone())).prop_map(|(id, n)| Command::Meeting(
+            MeetingCommand::Move(MoveMeeting {
+                id,
+                from: n.map(str::to_string),
+            })
+        )),
+        (200u64..3000)
+            .prop_map(|l| Command::Node(NodeCommand::ExpireLeases(ExpireLeases { lease_ms: l }))),
         (
             inst,
             1u32..700,
@@ -562,15 +591,19 @@ fn arb_command() -> impl Gen<Value = Command> {
             1u64..5000,
             prop::option::of(0u8..4)
         )
-            .prop_map(|(i, p, start, d, key)| Command::ScheduleMeeting {
-                request_id: key.map(|k| format!("k{k}")),
-                institution: i.into(),
-                participants: p,
-                start_ms: start,
-                duration_ms: d,
-                access: MeetingAccess::default(),
-            }),
-        (1u64..30).prop_map(|id| Command::EndMeeting { id }),
+            .prop_map(
+                |(i, p, start, d, key)| Command::Meeting(MeetingCommand::Schedule(
+                    ScheduleMeeting {
+                        request_id: key.map(|k| format!("k{k}")),
+                        institution: i.into(),
+                        participants: p,
+                        start_ms: start,
+                        duration_ms: d,
+                        access: MeetingAccess::default(),
+                    }
+                ))
+            ),
+        (1u64..30).prop_map(|id| Command::Meeting(MeetingCommand::End(EndMeeting { id }))),
     ]
 }
 
@@ -652,8 +685,11 @@ fn a_meeting_moved_many_times_keeps_a_bounded_decision_history() {
     s.apply(&req(2, register("no-2", "nordic", 100))).unwrap();
     s.apply(&req(3, schedule("uio", 10, None, None))).unwrap();
     for t in 0..40 {
-        s.apply(&req(4 + t, Command::MoveMeeting { id: 1, from: None }))
-            .unwrap();
+        s.apply(&req(
+            4 + t,
+            Command::Meeting(MeetingCommand::Move(MoveMeeting { id: 1, from: None })),
+        ))
+        .unwrap();
     }
     let m = &s.meetings[&1];
     assert_eq!(m.decisions.len(), MAX_DECISIONS_KEPT);

@@ -1,0 +1,297 @@
+//! Commands, one enum per sub-state, nested in [`Command`].
+//!
+//! Each sub-state of [`super::ClusterState`] owns its commands; a new one
+//! (licences, the usage ledger, alerts) adds its own enum and one variant
+//! here, not arms in a single flat list. On the wire a command is its own
+//! struct tagged with a name unique across sub-states (`"type":
+//! "schedule_meeting"`), the same form logs written before the split carry,
+//! so they replay unchanged.
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::model::MeetingAccess;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Institution(InstitutionCommand),
+    Node(NodeCommand),
+    Meeting(MeetingCommand),
+    Access(AccessCommand),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InstitutionCommand {
+    Create(CreateInstitution),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeCommand {
+    Register(RegisterNode),
+    Heartbeat(Heartbeat),
+    SetDraining(SetNodeDraining),
+    ExpireLeases(ExpireLeases),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MeetingCommand {
+    Schedule(ScheduleMeeting),
+    End(EndMeeting),
+    Move(MoveMeeting),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessCommand {
+    InitJoinKey(InitJoinKey),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateInstitution {
+    pub name: String,
+    pub residency: String,
+    /// Preferred region inside the residency; defaults to the residency.
+    pub home_region: Option<String>,
+    pub max_participants: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegisterNode {
+    pub id: String,
+    pub region: String,
+    pub address: String,
+    pub capacity: u32,
+    #[serde(default)]
+    pub certificate: Vec<u8>,
+}
+
+/// A summary of a node's heartbeats: the receiving replica commits one at
+/// most every few seconds per node, not every beat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    pub id: String,
+    pub participants: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetNodeDraining {
+    pub id: String,
+    pub draining: bool,
+    /// With `draining`: move the node's meetings (running and scheduled) to
+    /// other allowed nodes now; those with nowhere to go stay and finish
+    /// here.
+    #[serde(default)]
+    pub evacuate: bool,
+}
+
+/// Marks down every node whose last heartbeat is older than `lease_ms` and
+/// re-places its meetings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExpireLeases {
+    pub lease_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScheduleMeeting {
+    pub request_id: Option<String>,
+    pub institution: String,
+    pub participants: u32,
+    pub start_ms: Option<u64>,
+    pub duration_ms: u64,
+    #[serde(default)]
+    pub access: MeetingAccess,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndMeeting {
+    pub id: u64,
+}
+
+/// Moves a meeting's share off `from` (default: its primary node) to other
+/// allowed nodes; refused, changing nothing, when none has room.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MoveMeeting {
+    pub id: u64,
+    pub from: Option<String>,
+}
+
+/// Installs the key that signs join tokens, unless one exists: the first
+/// committed key wins, so replicas racing to create one agree. New clusters
+/// commit only a `salt` (the key is derived from it with the
+/// key-encryption key, which is not in the log); `pkcs8` is how logs
+/// written before that carried the key itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InitJoinKey {
+    #[serde(default)]
+    pub pkcs8: Vec<u8>,
+    #[serde(default)]
+    pub salt: Vec<u8>,
+}
+
+impl Command {
+    /// Short name for logs and metric labels (the wire tag).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Command::Institution(InstitutionCommand::Create(_)) => "create_institution",
+            Command::Node(c) => match c {
+                NodeCommand::Register(_) => "register_node",
+                NodeCommand::Heartbeat(_) => "heartbeat",
+                NodeCommand::SetDraining(_) => "set_node_draining",
+                NodeCommand::ExpireLeases(_) => "expire_leases",
+            },
+            Command::Meeting(c) => match c {
+                MeetingCommand::Schedule(_) => "schedule_meeting",
+                MeetingCommand::End(_) => "end_meeting",
+                MeetingCommand::Move(_) => "move_meeting",
+            },
+            Command::Access(AccessCommand::InitJoinKey(_)) => "init_join_key",
+        }
+    }
+}
+
+/// The wire form: every command's struct under its unique tag.
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case", tag = "type")]
+enum Wire {
+    CreateInstitution(CreateInstitution),
+    RegisterNode(RegisterNode),
+    Heartbeat(Heartbeat),
+    SetNodeDraining(SetNodeDraining),
+    ExpireLeases(ExpireLeases),
+    ScheduleMeeting(ScheduleMeeting),
+    EndMeeting(EndMeeting),
+    MoveMeeting(MoveMeeting),
+    InitJoinKey(InitJoinKey),
+}
+
+/// The wire form, borrowed for encoding.
+#[derive(Serialize)]
+#[serde(rename_all = "snake_case", tag = "type")]
+enum WireRef<'a> {
+    CreateInstitution(&'a CreateInstitution),
+    RegisterNode(&'a RegisterNode),
+    Heartbeat(&'a Heartbeat),
+    SetNodeDraining(&'a SetNodeDraining),
+    ExpireLeases(&'a ExpireLeases),
+    ScheduleMeeting(&'a ScheduleMeeting),
+    EndMeeting(&'a EndMeeting),
+    MoveMeeting(&'a MoveMeeting),
+    InitJoinKey(&'a InitJoinKey),
+}
+
+impl Serialize for Command {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Command::Institution(InstitutionCommand::Create(c)) => WireRef::CreateInstitution(c),
+            Command::Node(NodeCommand::Register(c)) => WireRef::RegisterNode(c),
+            Command::Node(NodeCommand::Heartbeat(c)) => WireRef::Heartbeat(c),
+            Command::Node(NodeCommand::SetDraining(c)) => WireRef::SetNodeDraining(c),
+            Command::Node(NodeCommand::ExpireLeases(c)) => WireRef::ExpireLeases(c),
+            Command::Meeting(MeetingCommand::Schedule(c)) => WireRef::ScheduleMeeting(c),
+            Command::Meeting(MeetingCommand::End(c)) => WireRef::EndMeeting(c),
+            Command::Meeting(MeetingCommand::Move(c)) => WireRef::MoveMeeting(c),
+            Command::Access(AccessCommand::InitJoinKey(c)) => WireRef::InitJoinKey(c),
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Command {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(match Wire::deserialize(d)? {
+            Wire::CreateInstitution(c) => Command::Institution(InstitutionCommand::Create(c)),
+            Wire::RegisterNode(c) => Command::Node(NodeCommand::Register(c)),
+            Wire::Heartbeat(c) => Command::Node(NodeCommand::Heartbeat(c)),
+            Wire::SetNodeDraining(c) => Command::Node(NodeCommand::SetDraining(c)),
+            Wire::ExpireLeases(c) => Command::Node(NodeCommand::ExpireLeases(c)),
+            Wire::ScheduleMeeting(c) => Command::Meeting(MeetingCommand::Schedule(c)),
+            Wire::EndMeeting(c) => Command::Meeting(MeetingCommand::End(c)),
+            Wire::MoveMeeting(c) => Command::Meeting(MeetingCommand::Move(c)),
+            Wire::InitJoinKey(c) => Command::Access(AccessCommand::InitJoinKey(c)),
+        })
+    }
+}
+
+impl From<InstitutionCommand> for Command {
+    fn from(c: InstitutionCommand) -> Self {
+        Command::Institution(c)
+    }
+}
+
+impl From<NodeCommand> for Command {
+    fn from(c: NodeCommand) -> Self {
+        Command::Node(c)
+    }
+}
+
+impl From<MeetingCommand> for Command {
+    fn from(c: MeetingCommand) -> Self {
+        Command::Meeting(c)
+    }
+}
+
+impl From<AccessCommand> for Command {
+    fn from(c: AccessCommand) -> Self {
+        Command::Access(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_command_keeps_its_wire_tag_and_round_trips() {
+        let commands: Vec<Command> = vec![
+            InstitutionCommand::Create(CreateInstitution {
+                name: "uio".into(),
+                residency: "nordic".into(),
+                home_region: None,
+                max_participants: 300,
+            })
+            .into(),
+            NodeCommand::Register(RegisterNode {
+                id: "n1".into(),
+                region: "nordic".into(),
+                address: "127.0.0.1:7000".into(),
+                capacity: 100,
+                certificate: vec![1, 2, 3],
+            })
+            .into(),
+            NodeCommand::Heartbeat(Heartbeat {
+                id: "n1".into(),
+                participants: 4,
+            })
+            .into(),
+            NodeCommand::SetDraining(SetNodeDraining {
+                id: "n1".into(),
+                draining: true,
+                evacuate: true,
+            })
+            .into(),
+            NodeCommand::ExpireLeases(ExpireLeases { lease_ms: 10 }).into(),
+            MeetingCommand::Schedule(ScheduleMeeting {
+                request_id: Some("r".into()),
+                institution: "uio".into(),
+                participants: 3,
+                start_ms: None,
+                duration_ms: 0,
+                access: MeetingAccess::default(),
+            })
+            .into(),
+            MeetingCommand::End(EndMeeting { id: 7 }).into(),
+            MeetingCommand::Move(MoveMeeting { id: 7, from: None }).into(),
+            AccessCommand::InitJoinKey(InitJoinKey {
+                pkcs8: Vec::new(),
+                salt: vec![9; 32],
+            })
+            .into(),
+        ];
+        for c in commands {
+            let json = serde_json::to_value(&c).unwrap();
+            assert_eq!(json["type"], c.kind(), "{json}");
+            let back: Command = serde_json::from_value(json).unwrap();
+            assert_eq!(back, c);
+            let packed = rmp_serde::to_vec_named(&c).unwrap();
+            assert_eq!(rmp_serde::from_slice::<Command>(&packed).unwrap(), c);
+        }
+    }
+}
