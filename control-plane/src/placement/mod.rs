@@ -300,7 +300,7 @@ pub fn place(req: &PlacementRequest<'_>, table: &NodeTable, rng: &mut SplitMix64
     let mut rejections = Rejections::default();
     let mut in_residency = 0u32;
     let mut ready_in_residency = 0u32;
-    let mut feasible: Vec<Feasible> = Vec::new();
+    let mut feasible: Vec<Feasible> = Vec::with_capacity(table.len());
     let mut best_upper = Smallest::default();
 
     for (i, row) in table.rows().iter().enumerate() {
@@ -381,8 +381,15 @@ pub fn place(req: &PlacementRequest<'_>, table: &NodeTable, rng: &mut SplitMix64
             // fifth best upper bound, so a node whose lower bound is above
             // it cannot be among them.
             let line = best_upper.bound();
+            let mut open: Vec<&Feasible> = feasible.iter().filter(|f| f.lower <= line).collect();
+            // Lowest bound first: once the next bound is above the fifth
+            // best exact key, no node left can enter the list.
+            open.sort_unstable_by_key(|f| f.lower);
             let mut best = Smallest::default();
-            for f in feasible.iter().filter(|f| f.lower <= line) {
+            for f in open {
+                if f.lower > best.bound() {
+                    break;
+                }
                 best.offer(exact_key(f));
             }
             best.keys().to_vec()
@@ -556,10 +563,18 @@ impl Smallest {
 
 /// Rejections counted per reason, the first [`MAX_LISTED_REJECTIONS`]
 /// listed in node order.
-#[derive(Default)]
 struct Rejections {
     listed: Vec<Rejection>,
     counts: [u32; RejectReason::ALL.len()],
+}
+
+impl Default for Rejections {
+    fn default() -> Self {
+        Rejections {
+            listed: Vec::with_capacity(MAX_LISTED_REJECTIONS),
+            counts: [0; RejectReason::ALL.len()],
+        }
+    }
 }
 
 impl Rejections {

@@ -444,7 +444,7 @@ proptest! {
     /// exactly as the definition does (the helper compares them).
     #[test]
     fn the_indexed_engine_decides_as_the_definition(
-        nodes in (0usize..60).prop_flat_map(|n| {
+        nodes in (0usize..100).prop_flat_map(|n| {
             (0..n).map(any_node).collect::<Vec<_>>()
         }),
         allowed in prop::sample::subsequence(vec!["eu", "nordic", "oslo", "paris"], 0..=4),
