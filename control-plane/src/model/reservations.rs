@@ -98,7 +98,7 @@ impl Steps {
         let mut best = 0i64;
         let mut k = lo;
         while k < hi {
-            if k % BLOCK == 0 && k + BLOCK <= hi {
+            if k.is_multiple_of(BLOCK) && k + BLOCK <= hi {
                 best = best.max(self.block_max[k / BLOCK]);
                 k += BLOCK;
             } else {
