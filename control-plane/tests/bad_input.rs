@@ -35,7 +35,7 @@ async fn every_api_refuses_bad_input_and_changes_nothing() {
                 s.institutions.clone(),
                 s.nodes.clone(),
                 s.meetings.clone(),
-                s.next_meeting_id,
+                s.meetings.next_id(),
             )
         })
     };

@@ -140,12 +140,12 @@ async fn no_secret_or_private_key_is_in_the_log_snapshots_or_answers() {
     let kek = Kek::load(&cluster.ca.kek().unwrap()).unwrap();
     let salt = cluster.replicas[&1]
         .replica
-        .local_state(|s| s.join_key_salt.clone())
+        .local_state(|s| s.access.salt.clone())
         .expect("joins created the signing key");
     let seed = kek.join_key_seed(&salt);
     assert!(cluster.replicas[&1]
         .replica
-        .local_state(|s| s.join_key.is_none()));
+        .local_state(|s| s.access.key.is_none()));
 
     let mut needles: Vec<(String, Vec<u8>)> = Vec::new();
     for ((passcode, host_key), pin) in secrets.iter().zip(&pins) {

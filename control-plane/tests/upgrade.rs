@@ -43,7 +43,7 @@ async fn previous_format_log_and_snapshot_load() {
         assert_eq!(s.nodes["osl-1"].region, "nordic");
         assert_eq!(s.meetings.len(), 16);
         assert!(s.meetings[&15].access.settings.e2ee);
-        assert!(s.join_key_salt.is_some());
+        assert!(s.access.salt.is_some());
         let entries = log.try_get_log_entries(60..=68).await.unwrap();
         assert_eq!(entries.len(), 9, "the log after the snapshot");
         let tail: Vec<String> = entries

@@ -174,7 +174,7 @@ async fn a_cascade_link_needs_the_dialling_nodes_own_certificate() {
     let salt = stack
         .replica
         .replica
-        .local_state(|s| s.join_key_salt.clone())
+        .local_state(|s| s.access.salt.clone())
         .expect("registration created the join key");
     let signer = kek.join_signer(&salt).unwrap();
     let now = fjord_media_node::node::now_ms();

@@ -31,7 +31,7 @@ impl SigningKeys {
             .get_or_try_init(|| async {
                 let known = self
                     .replica
-                    .local_state(|s| match (&s.join_key_salt, &s.join_key) {
+                    .local_state(|s| match (&s.access.salt, &s.access.key) {
                         (Some(salt), _) => Some(Output::JoinKeySalt(salt.clone())),
                         (None, Some(k)) => Some(Output::JoinKey(k.clone())),
                         (None, None) => None,
