@@ -156,15 +156,32 @@ impl ControlPlaneArgs {
 }
 
 fn init_logging(format: LogFormat) {
+    use tracing_subscriber::prelude::*;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=error,h2=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+    let output = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let output = match format {
+        LogFormat::Text => output.boxed(),
+        LogFormat::Json => output.json().boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(tracing_subscriber::filter::filter_fn(|meta| {
+            !is_openraft_replication_rpc_error(meta)
+        }))
+        .with(output)
+        .init();
+}
+
+/// openraft 0.9 logs every failed replication RPC twice, at WARN and then
+/// at ERROR ("RPCError", field `err`); a peer that restarts or answers late
+/// is not an error. The replica's network layer reports such failures
+/// itself (WARN once per outage, `fjord_raft_peer_rpc_errors_total`), so
+/// this event is dropped. openraft's storage errors (field `error`) stay.
+fn is_openraft_replication_rpc_error(meta: &tracing::Metadata<'_>) -> bool {
+    meta.target() == "openraft::replication"
+        && *meta.level() == tracing::Level::ERROR
+        && meta.fields().field("err").is_some()
 }
 
 /// Exit codes: 0 ok, 1 runtime failure, 2 usage or invalid configuration

@@ -67,6 +67,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
         Connection {
             target,
             client: channel(&node.addr, &self.tls).ok().map(peer_client),
+            failing: false,
         }
     }
 }
@@ -74,6 +75,9 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 pub struct Connection {
     target: NodeId,
     client: Option<RaftServiceClient<Channel>>,
+    /// The last append or snapshot RPC to this peer failed: the next
+    /// failure logs at debug, the next success says the peer is back.
+    failing: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -98,12 +102,41 @@ impl Connection {
         };
         let data = codec::encode(req).map_err(|e| NetworkError::new(&e))?;
         let mut request = tonic::Request::new(RaftPayload { data, chunk });
-        request.set_timeout(option.hard_ttl());
+        // A vote's deadline falls before openraft's own (three quarters of
+        // it), so a late peer ends here as "not granted", not as openraft's
+        // timeout error.
+        request.set_timeout(match method {
+            Method::Vote => option.soft_ttl(),
+            _ => option.hard_ttl(),
+        });
         let fut = match method {
             Method::Append => client.append_entries(request).await,
             Method::Vote => client.vote(request).await,
             Method::Snapshot => client.install_snapshot(request).await,
         };
+        let rpc = match method {
+            Method::Append => "append_entries",
+            Method::Vote => "vote",
+            Method::Snapshot => "install_snapshot",
+        };
+        if let Err(status) = &fut {
+            metrics::counter!("fjord_raft_peer_rpc_errors_total", "rpc" => rpc).increment(1);
+            // openraft logs every failed replication RPC at ERROR (and the
+            // same at WARN just before); a peer restarting or a late answer
+            // on a loaded machine is not an error. The process filters
+            // openraft's duplicate out and says it here, once per outage.
+            if !matches!(method, Method::Vote) {
+                if self.failing {
+                    tracing::debug!(peer = self.target, rpc, code = ?status.code(), "peer RPC failed again");
+                } else {
+                    tracing::warn!(peer = self.target, rpc, code = ?status.code(), message = status.message(), "peer RPC failed; replication retries");
+                }
+                self.failing = true;
+            }
+        } else if self.failing && !matches!(method, Method::Vote) {
+            tracing::info!(peer = self.target, rpc, "peer answers again");
+            self.failing = false;
+        }
         let reply = fut.map_err(|status| match status.code() {
             // Slow, not gone (a big batch on a busy machine): openraft
             // retries at once rather than backing off for half a second.
@@ -159,6 +192,13 @@ impl RaftNetwork<TypeConfig> for Connection {
             // start and every failover.
             Err(RPCError::Unreachable(e)) => {
                 tracing::debug!(target = self.target, error = %e, "vote request: peer unreachable");
+                metrics::counter!("fjord_raft_peer_unreachable_total", "rpc" => "vote")
+                    .increment(1);
+                Ok(VoteResponse::new(vote, None, false))
+            }
+            // No answer in time: the same as a lost request.
+            Err(RPCError::Network(e)) => {
+                tracing::debug!(target = self.target, error = %e, "vote request: no answer in time");
                 metrics::counter!("fjord_raft_peer_unreachable_total", "rpc" => "vote")
                     .increment(1);
                 Ok(VoteResponse::new(vote, None, false))
