@@ -119,23 +119,26 @@ impl Connection {
             Method::Vote => "vote",
             Method::Snapshot => "install_snapshot",
         };
-        if let Err(status) = &fut {
+        if fut.is_err() {
             metrics::counter!("fjord_raft_peer_rpc_errors_total", "rpc" => rpc).increment(1);
-            // openraft logs every failed replication RPC at ERROR (and the
-            // same at WARN just before); a peer restarting or a late answer
-            // on a loaded machine is not an error. The process filters
-            // openraft's duplicate out and says it here, once per outage.
-            if !matches!(method, Method::Vote) {
-                if self.failing {
-                    tracing::debug!(peer = self.target, rpc, code = ?status.code(), "peer RPC failed again");
-                } else {
-                    tracing::warn!(peer = self.target, rpc, code = ?status.code(), message = status.message(), "peer RPC failed; replication retries");
+        }
+        // openraft logs every failed replication RPC at ERROR (and the same
+        // at WARN just before); a peer restarting or a late answer on a
+        // loaded machine is not an error. The process filters openraft's
+        // duplicate out and says it here, once per outage. (Votes have
+        // their own answer below.)
+        if !matches!(method, Method::Vote) {
+            match (&fut, self.failing) {
+                (Err(status), false) => {
+                    tracing::warn!(peer = self.target, rpc, code = ?status.code(), message = status.message(), "peer RPC failed; replication retries")
                 }
-                self.failing = true;
+                (Err(status), true) => {
+                    tracing::debug!(peer = self.target, rpc, code = ?status.code(), "peer RPC failed again")
+                }
+                (Ok(_), true) => tracing::info!(peer = self.target, rpc, "peer answers again"),
+                (Ok(_), false) => {}
             }
-        } else if self.failing && !matches!(method, Method::Vote) {
-            tracing::info!(peer = self.target, rpc, "peer answers again");
-            self.failing = false;
+            self.failing = fut.is_err();
         }
         let reply = fut.map_err(|status| match status.code() {
             // Slow, not gone (a big batch on a busy machine): openraft
@@ -190,15 +193,9 @@ impl RaftNetwork<TypeConfig> for Connection {
             // answer "not granted" (exactly what a lost request amounts to)
             // instead of an error, which openraft logs at ERROR on every
             // start and every failover.
-            Err(RPCError::Unreachable(e)) => {
-                tracing::debug!(target = self.target, error = %e, "vote request: peer unreachable");
-                metrics::counter!("fjord_raft_peer_unreachable_total", "rpc" => "vote")
-                    .increment(1);
-                Ok(VoteResponse::new(vote, None, false))
-            }
-            // No answer in time: the same as a lost request.
-            Err(RPCError::Network(e)) => {
-                tracing::debug!(target = self.target, error = %e, "vote request: no answer in time");
+            // So is a peer that answers too late.
+            Err(e @ (RPCError::Unreachable(_) | RPCError::Network(_))) => {
+                tracing::debug!(target = self.target, error = %e, "vote request: no answer");
                 metrics::counter!("fjord_raft_peer_unreachable_total", "rpc" => "vote")
                     .increment(1);
                 Ok(VoteResponse::new(vote, None, false))
