@@ -16,6 +16,7 @@ pub mod access;
 pub mod api;
 pub mod client;
 pub mod join_guard;
+pub mod licensing;
 pub mod model;
 pub mod placement;
 pub mod raft;
