@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 
 use fjord_proto::v1::cluster_service_server::ClusterServiceServer;
 use fjord_proto::v1::institution_service_server::InstitutionServiceServer;
+use fjord_proto::v1::licence_service_server::LicenceServiceServer;
 use fjord_proto::v1::meeting_service_server::MeetingServiceServer;
 use fjord_proto::v1::node_service_server::NodeServiceServer;
 use fjord_proto::v1::raft_service_server::RaftServiceServer;
@@ -20,7 +21,7 @@ use fjord_proto::v1::raft_service_server::RaftServiceServer;
 use fjord_common::grpc::{tls_incoming, HandshakeLimits};
 use fjord_common::{ClientAuth, Identity, TlsFiles};
 
-use crate::api::{ClusterApi, InstitutionApi, MeetingApi, NodeApi, SigningKeys};
+use crate::api::{ClusterApi, InstitutionApi, LicenceApi, MeetingApi, NodeApi, SigningKeys};
 use crate::join_guard::JoinLimits;
 use crate::placement::Strategy;
 use crate::raft::{open_stores, Network, NodeId, RaftGrpc, Replica, ReplicaTuning};
@@ -378,6 +379,7 @@ pub async fn start_with_listeners(
         .add_service(InstitutionServiceServer::new(InstitutionApi::new(
             replica.clone(),
         )))
+        .add_service(LicenceServiceServer::new(LicenceApi::new(replica.clone())))
         .add_service(NodeServiceServer::new(NodeApi::new(
             replica.clone(),
             keys.clone(),

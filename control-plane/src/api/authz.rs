@@ -32,6 +32,12 @@ pub enum Rpc {
     DrainNode,
     GetNode,
     ListNodes,
+    SetLicence,
+    GetLicence,
+    LicenceHistory,
+    GiveNotice,
+    LoadPriceTable,
+    GetPriceTable,
     RaftAppendEntries,
     RaftVote,
     RaftInstallSnapshot,
@@ -39,7 +45,7 @@ pub enum Rpc {
 }
 
 impl Rpc {
-    pub const ALL: [Rpc; 23] = [
+    pub const ALL: [Rpc; 29] = [
         Rpc::ClusterStatus,
         Rpc::AddMember,
         Rpc::RemoveMember,
@@ -59,6 +65,12 @@ impl Rpc {
         Rpc::DrainNode,
         Rpc::GetNode,
         Rpc::ListNodes,
+        Rpc::SetLicence,
+        Rpc::GetLicence,
+        Rpc::LicenceHistory,
+        Rpc::GiveNotice,
+        Rpc::LoadPriceTable,
+        Rpc::GetPriceTable,
         Rpc::RaftAppendEntries,
         Rpc::RaftVote,
         Rpc::RaftInstallSnapshot,
@@ -86,6 +98,12 @@ impl Rpc {
             Rpc::DrainNode => "drain_node",
             Rpc::GetNode => "get_node",
             Rpc::ListNodes => "list_nodes",
+            Rpc::SetLicence => "set_licence",
+            Rpc::GetLicence => "get_licence",
+            Rpc::LicenceHistory => "licence_history",
+            Rpc::GiveNotice => "give_notice",
+            Rpc::LoadPriceTable => "load_price_table",
+            Rpc::GetPriceTable => "get_price_table",
             Rpc::RaftAppendEntries => "raft_append_entries",
             Rpc::RaftVote => "raft_vote",
             Rpc::RaftInstallSnapshot => "raft_install_snapshot",
@@ -127,8 +145,10 @@ pub const fn grant(role: Role, rpc: Rpc) -> Option<Grant> {
         (
             Role::InstitutionAdmin,
             GetInstitution | ScheduleMeeting | GetMeeting | ListMeetings | EndMeeting
-            | ExplainMeeting,
+            | ExplainMeeting | SetLicence | GetLicence | LicenceHistory,
         ) => Some(Grant::OwnInstitution),
+        // The price table is public to every administrator.
+        (Role::InstitutionAdmin, GetPriceTable) => Some(Grant::Any),
         _ => None,
     }
 }
@@ -248,11 +268,14 @@ mod tests {
             }
             RegisterNode | Heartbeat => (role == Role::Node).then_some(Grant::OwnNode),
             ClusterStatus | AddMember | RemoveMember | CreateInstitution | ListInstitutions
-            | MoveMeeting | DrainNode | GetNode | ListNodes => {
+            | MoveMeeting | DrainNode | GetNode | ListNodes | GiveNotice | LoadPriceTable => {
                 (role == Role::Operator).then_some(Grant::Any)
             }
+            GetPriceTable => {
+                matches!(role, Role::Operator | Role::InstitutionAdmin).then_some(Grant::Any)
+            }
             GetInstitution | ScheduleMeeting | GetMeeting | ListMeetings | EndMeeting
-            | ExplainMeeting => match role {
+            | ExplainMeeting | SetLicence | GetLicence | LicenceHistory => match role {
                 Role::Operator => any,
                 Role::InstitutionAdmin => Some(Grant::OwnInstitution),
                 _ => None,

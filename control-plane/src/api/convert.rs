@@ -67,6 +67,9 @@ pub fn meeting(m: &Meeting) -> pb::Meeting {
                 participants: s.participants,
             })
             .collect(),
+        kind: m.kind.as_str().to_string(),
+        time_limit_s: m.time_limit.map_or(0, |t| t.max_duration_s),
+        warn_before_end_s: m.time_limit.map_or(0, |t| t.warn_before_end_s),
     }
 }
 

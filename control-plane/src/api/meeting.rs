@@ -11,9 +11,10 @@ use super::authz::{authorize, Rpc};
 use super::{convert, finish, validate, ApiError, SigningKeys};
 use crate::access::{self, JOIN_TOKEN_TTL_MS, PIN_REVEAL_BEFORE_START_MS};
 use crate::join_guard::GuardStep;
+use crate::licensing::MeetingKind;
 use crate::raft::{now_ms, Replica};
 use crate::state::{
-    Command, EndMeeting, Meeting, MeetingCommand, MeetingState, MoveMeeting, Output, Query,
+    Command, EndMeeting, Host, Meeting, MeetingCommand, MeetingState, MoveMeeting, Output, Query,
     QueryOutput, ScheduleMeeting, Share,
 };
 
@@ -146,6 +147,7 @@ impl MeetingApi {
         if r.start_ms > now.saturating_add(validate::MAX_SCHEDULE_AHEAD_MS) {
             return Err(ApiError::invalid("start_ms", "more than 400 days ahead"));
         }
+        super::ensure_price_table(&self.replica).await?;
         let out = self
             .replica
             .write(Command::Meeting(MeetingCommand::Schedule(
@@ -156,6 +158,12 @@ impl MeetingApi {
                     start_ms: Some(r.start_ms).filter(|s| *s != 0),
                     duration_ms: r.duration_ms,
                     access: access::new_meeting_access(convert::settings_from(r.settings)),
+                    kind: if r.webinar {
+                        MeetingKind::Webinar
+                    } else {
+                        MeetingKind::Meeting
+                    },
+                    host: Host::OnBehalf,
                 },
             )))
             .await?;

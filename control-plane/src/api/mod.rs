@@ -9,6 +9,7 @@ mod cluster;
 mod convert;
 mod institution;
 mod keys;
+mod licence;
 mod meeting;
 mod node;
 mod validate;
@@ -17,6 +18,7 @@ pub use crate::join_guard::JoinLimits;
 pub use cluster::ClusterApi;
 pub use institution::InstitutionApi;
 pub use keys::SigningKeys;
+pub use licence::{ensure_price_table, LicenceApi};
 pub use meeting::MeetingApi;
 pub use node::NodeApi;
 pub use validate::address as validate_address;
@@ -100,6 +102,14 @@ impl ApiError {
                     | StateError::NotOnNode { .. } => Code::FailedPrecondition,
                     StateError::TooManyNodes { .. } => Code::ResourceExhausted,
                     StateError::NoCapacity { .. } => Code::ResourceExhausted,
+                    StateError::NoLicence { .. }
+                    | StateError::NoPriceTable
+                    | StateError::LicenceNotInForce { .. }
+                    | StateError::AfterAgreementEnd { .. } => Code::FailedPrecondition,
+                    StateError::PriceTableVersionUsed { .. } => Code::AlreadyExists,
+                    StateError::TooManyVersions { .. } => Code::ResourceExhausted,
+                    StateError::Licensing { error } => licensing_code(error),
+                    StateError::OperatorOnly { .. } => Code::PermissionDenied,
                 },
                 ClusterError::Unavailable { .. } | ClusterError::NotLeader { .. } => {
                     Code::Unavailable
@@ -129,4 +139,25 @@ pub(crate) fn finish<T>(method: &'static str, r: Result<T, ApiError>) -> Result<
         tracing::debug!(method, error = %e, "request refused");
     }
     r.map_err(Status::from)
+}
+
+/// Beyond the licence is a refusal (the cluster's, exit 5); malformed
+/// licence data is the caller's mistake.
+fn licensing_code(e: &crate::licensing::LicensingError) -> Code {
+    use crate::licensing::LicensingError as L;
+    match e {
+        L::MeetingTooLarge { .. }
+        | L::WebinarNotIncluded { .. }
+        | L::WebinarTooLarge { .. }
+        | L::NoticeAlreadyGiven { .. } => Code::FailedPrecondition,
+        L::BadDate { .. }
+        | L::BadFte
+        | L::TooManyAddOns { .. }
+        | L::UnknownAddOn { .. }
+        | L::BadContact { .. }
+        | L::NoticeBeforeStart { .. }
+        | L::BadPriceTable { .. }
+        | L::PriceTableSyntax { .. }
+        | L::PriceTableTooLarge { .. } => Code::InvalidArgument,
+    }
 }

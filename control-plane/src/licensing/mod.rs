@@ -176,7 +176,7 @@ pub fn format_fte(centi: u64) -> String {
 /// alerts); plain http only to a loopback host, for tests and `fjord dev`.
 pub fn check_contact(what: &'static str, contact: &str) -> Result<(), LicensingError> {
     let bad = || LicensingError::BadContact {
-        what,
+        what: what.to_string(),
         contact: contact.chars().take(64).collect(),
     };
     if contact.is_empty()
@@ -257,13 +257,13 @@ pub enum LicensingError {
     #[error("add-on {name:?} is not in price table {price_table:?}")]
     UnknownAddOn { name: String, price_table: String },
     #[error("{what} {contact:?} is neither an e-mail address nor an https URL")]
-    BadContact { what: &'static str, contact: String },
+    BadContact { what: String, contact: String },
     #[error("notice was already given on {given}")]
     NoticeAlreadyGiven { given: String },
     #[error("notice dated {notice} is before the agreement starts on {start}")]
     NoticeBeforeStart { notice: String, start: String },
     #[error("price table: bad {what} {name:?}")]
-    BadPriceTable { what: &'static str, name: String },
+    BadPriceTable { what: String, name: String },
     #[error("price table is not valid TOML for a price table: {detail}")]
     PriceTableSyntax { detail: String },
     #[error("price table is {bytes} bytes; at most {max}")]

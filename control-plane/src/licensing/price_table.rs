@@ -131,7 +131,7 @@ fn check_name(what: &'static str, name: &str) -> Result<(), LicensingError> {
         Ok(())
     } else {
         Err(LicensingError::BadPriceTable {
-            what,
+            what: what.to_string(),
             name: name.chars().take(MAX_ITEM_NAME_LEN).collect(),
         })
     }
@@ -164,13 +164,13 @@ impl PriceTable {
         check_name("version", &self.version)?;
         if self.currency.len() != 3 || !self.currency.bytes().all(|b| b.is_ascii_uppercase()) {
             return Err(LicensingError::BadPriceTable {
-                what: "currency (ISO 4217, e.g. NOK)",
+                what: "currency (ISO 4217, e.g. NOK)".to_string(),
                 name: self.currency.chars().take(8).collect(),
             });
         }
         if self.minor_unit_digits > 4 {
             return Err(LicensingError::BadPriceTable {
-                what: "minor_unit_digits (0-4)",
+                what: "minor_unit_digits (0-4)".to_string(),
                 name: self.minor_unit_digits.to_string(),
             });
         }
@@ -183,7 +183,8 @@ impl PriceTable {
                 None if last => {}
                 _ => {
                     return Err(LicensingError::BadPriceTable {
-                        what: "licence_band (bounds must grow; only the last band is open)",
+                        what: "licence_band (bounds must grow; only the last band is open)"
+                            .to_string(),
                         name: i.to_string(),
                     })
                 }
@@ -191,14 +192,14 @@ impl PriceTable {
         }
         if self.licence_bands.is_empty() {
             return Err(LicensingError::BadPriceTable {
-                what: "licence_band (at least one)",
+                what: "licence_band (at least one)".to_string(),
                 name: String::new(),
             });
         }
         for tier in [Tier::Education, Tier::Basic] {
             let Some(limits) = self.tiers.get(&tier) else {
                 return Err(LicensingError::BadPriceTable {
-                    what: "tier (education and basic are both required)",
+                    what: "tier (education and basic are both required)".to_string(),
                     name: tier.as_str().to_string(),
                 });
             };
@@ -209,7 +210,8 @@ impl PriceTable {
                 if !sane {
                     return Err(LicensingError::BadPriceTable {
                         what:
-                            "tier limits (participants 1-100000; warning before the duration limit)",
+                            "tier limits (participants 1-100000; warning before the duration limit)"
+                                .to_string(),
                         name: tier.as_str().to_string(),
                     });
                 }
@@ -220,7 +222,7 @@ impl PriceTable {
             let raises = [add_on.meeting_participants, add_on.webinar_attendees];
             if raises.iter().flatten().any(|n| *n > MAX_LIMIT_PARTICIPANTS) {
                 return Err(LicensingError::BadPriceTable {
-                    what: "add_on limits (at most 100000)",
+                    what: "add_on limits (at most 100000)".to_string(),
                     name: name.clone(),
                 });
             }

@@ -9,7 +9,10 @@
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use jiff::civil::Date;
+
 use super::model::MeetingAccess;
+use crate::licensing::{LicenceTerms, MeetingKind, PriceTable};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
@@ -17,6 +20,7 @@ pub enum Command {
     Node(NodeCommand),
     Meeting(MeetingCommand),
     Access(AccessCommand),
+    Licence(LicenceCommand),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +46,13 @@ pub enum MeetingCommand {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AccessCommand {
     InitJoinKey(InitJoinKey),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LicenceCommand {
+    LoadPriceTable(LoadPriceTable),
+    Set(SetLicence),
+    GiveNotice(GiveNotice),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,6 +109,24 @@ pub struct ScheduleMeeting {
     pub duration_ms: u64,
     #[serde(default)]
     pub access: MeetingAccess,
+    #[serde(default)]
+    pub kind: MeetingKind,
+    /// Who the meeting is scheduled for; decides which limits apply.
+    #[serde(default)]
+    pub host: Host,
+}
+
+/// The host a meeting is scheduled for.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "type")]
+pub enum Host {
+    /// Log entries written before licensing: replayed exactly as they were
+    /// applied then, without a licence check. The API never sends this.
+    #[default]
+    Unchecked,
+    /// An operator or institution admin acting for the institution: the
+    /// licence's staff limits apply.
+    OnBehalf,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -126,6 +155,45 @@ pub struct InitJoinKey {
     pub salt: Vec<u8>,
 }
 
+/// Adds a price table version. With `only_if_none`, only when the
+/// state has none yet: the first committed wins, so replicas racing to
+/// install the built-in table agree.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoadPriceTable {
+    pub table: PriceTable,
+    #[serde(default)]
+    pub only_if_none: bool,
+}
+
+/// Records a new version of an institution's licence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetLicence {
+    pub institution: String,
+    /// Default: the service's date when the command is applied.
+    pub effective: Option<Date>,
+    pub terms: LicenceTerms,
+    #[serde(default)]
+    pub reporter: Reporter,
+}
+
+/// Who reports a licence change: operators change anything; an
+/// institution admin reports FTE, student licences and contact points,
+/// while tier, add-ons and the agreement start stay as they are.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reporter {
+    #[default]
+    Operator,
+    InstitutionAdmin,
+}
+
+/// Records written notice of termination received on `date`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GiveNotice {
+    pub institution: String,
+    pub date: Date,
+}
+
 impl Command {
     /// Short name for logs and metric labels (the wire tag).
     pub fn kind(&self) -> &'static str {
@@ -143,6 +211,11 @@ impl Command {
                 MeetingCommand::Move(_) => "move_meeting",
             },
             Command::Access(AccessCommand::InitJoinKey(_)) => "init_join_key",
+            Command::Licence(c) => match c {
+                LicenceCommand::LoadPriceTable(_) => "load_price_table",
+                LicenceCommand::Set(_) => "set_licence",
+                LicenceCommand::GiveNotice(_) => "give_notice",
+            },
         }
     }
 }
@@ -160,6 +233,9 @@ enum Wire {
     EndMeeting(EndMeeting),
     MoveMeeting(MoveMeeting),
     InitJoinKey(InitJoinKey),
+    LoadPriceTable(LoadPriceTable),
+    SetLicence(SetLicence),
+    GiveNotice(GiveNotice),
 }
 
 /// The wire form, borrowed for encoding.
@@ -175,6 +251,9 @@ enum WireRef<'a> {
     EndMeeting(&'a EndMeeting),
     MoveMeeting(&'a MoveMeeting),
     InitJoinKey(&'a InitJoinKey),
+    LoadPriceTable(&'a LoadPriceTable),
+    SetLicence(&'a SetLicence),
+    GiveNotice(&'a GiveNotice),
 }
 
 impl Serialize for Command {
@@ -189,6 +268,9 @@ impl Serialize for Command {
             Command::Meeting(MeetingCommand::End(c)) => WireRef::EndMeeting(c),
             Command::Meeting(MeetingCommand::Move(c)) => WireRef::MoveMeeting(c),
             Command::Access(AccessCommand::InitJoinKey(c)) => WireRef::InitJoinKey(c),
+            Command::Licence(LicenceCommand::LoadPriceTable(c)) => WireRef::LoadPriceTable(c),
+            Command::Licence(LicenceCommand::Set(c)) => WireRef::SetLicence(c),
+            Command::Licence(LicenceCommand::GiveNotice(c)) => WireRef::GiveNotice(c),
         }
         .serialize(s)
     }
@@ -206,6 +288,9 @@ impl<'de> Deserialize<'de> for Command {
             Wire::EndMeeting(c) => Command::Meeting(MeetingCommand::End(c)),
             Wire::MoveMeeting(c) => Command::Meeting(MeetingCommand::Move(c)),
             Wire::InitJoinKey(c) => Command::Access(AccessCommand::InitJoinKey(c)),
+            Wire::LoadPriceTable(c) => Command::Licence(LicenceCommand::LoadPriceTable(c)),
+            Wire::SetLicence(c) => Command::Licence(LicenceCommand::Set(c)),
+            Wire::GiveNotice(c) => Command::Licence(LicenceCommand::GiveNotice(c)),
         })
     }
 }
@@ -225,6 +310,12 @@ impl From<NodeCommand> for Command {
 impl From<MeetingCommand> for Command {
     fn from(c: MeetingCommand) -> Self {
         Command::Meeting(c)
+    }
+}
+
+impl From<LicenceCommand> for Command {
+    fn from(c: LicenceCommand) -> Self {
+        Command::Licence(c)
     }
 }
 
@@ -275,6 +366,8 @@ mod tests {
                 start_ms: None,
                 duration_ms: 0,
                 access: MeetingAccess::default(),
+                kind: MeetingKind::Webinar,
+                host: Host::OnBehalf,
             })
             .into(),
             MeetingCommand::End(EndMeeting { id: 7 }).into(),
@@ -282,6 +375,31 @@ mod tests {
             AccessCommand::InitJoinKey(InitJoinKey {
                 pkcs8: Vec::new(),
                 salt: vec![9; 32],
+            })
+            .into(),
+            LicenceCommand::LoadPriceTable(LoadPriceTable {
+                table: PriceTable::builtin(),
+                only_if_none: true,
+            })
+            .into(),
+            LicenceCommand::Set(SetLicence {
+                institution: "uio".into(),
+                effective: Some(crate::licensing::parse_date("2026-10-01").unwrap()),
+                terms: LicenceTerms {
+                    tier: crate::licensing::Tier::Education,
+                    staff_fte_centi: 612_050,
+                    student_licences: 2000,
+                    add_ons: ["webinar-1000".to_string()].into(),
+                    agreement_start: crate::licensing::parse_date("2026-10-01").unwrap(),
+                    agreement_contact: "avtale@uio.no".into(),
+                    technical_contact: "https://alerts.uio.no/fjord".into(),
+                },
+                reporter: Reporter::InstitutionAdmin,
+            })
+            .into(),
+            LicenceCommand::GiveNotice(GiveNotice {
+                institution: "uio".into(),
+                date: crate::licensing::parse_date("2027-06-14").unwrap(),
             })
             .into(),
         ];

@@ -1,5 +1,6 @@
 use serde::{Deserialize, Serialize};
 
+use crate::licensing::{LicensingError, Phase};
 use crate::placement::{Decision, Refusal};
 
 /// Why the state machine refused a command. Variants carry ids, not
@@ -49,6 +50,25 @@ pub enum StateError {
     NotOnNode { id: u64, node: String },
     #[error("the cluster already has the most media nodes it can index ({max})")]
     TooManyNodes { max: u32 },
+    #[error("institution {institution:?} holds no licence")]
+    NoLicence { institution: String },
+    #[error("no price table is loaded")]
+    NoPriceTable,
+    #[error("the licence of {institution:?} is not in force ({phase:?})")]
+    LicenceNotInForce { institution: String, phase: Phase },
+    #[error("the agreement of {institution:?} ends on {ends_on}; the meeting starts after that")]
+    AfterAgreementEnd {
+        institution: String,
+        ends_on: String,
+    },
+    #[error("price table version {version:?} was already loaded with other contents")]
+    PriceTableVersionUsed { version: String },
+    #[error("at most {max} versions are kept")]
+    TooManyVersions { max: u32 },
+    #[error("{error}")]
+    Licensing { error: LicensingError },
+    #[error("only an operator may change a licence's {field}")]
+    OperatorOnly { field: String },
     #[error("placement refused: {refusal}")]
     NoCapacity {
         refusal: Refusal,
@@ -76,6 +96,20 @@ impl StateError {
             StateError::MeetingUnplaced { .. } => "meeting_unplaced",
             StateError::NotOnNode { .. } => "not_on_node",
             StateError::TooManyNodes { .. } => "too_many_nodes",
+            StateError::NoLicence { .. } => "no_licence",
+            StateError::NoPriceTable => "no_price_table",
+            StateError::LicenceNotInForce { .. } => "licence_not_in_force",
+            StateError::AfterAgreementEnd { .. } => "after_agreement_end",
+            StateError::PriceTableVersionUsed { .. } => "price_table_version_used",
+            StateError::TooManyVersions { .. } => "too_many_versions",
+            StateError::Licensing { .. } => "licensing",
+            StateError::OperatorOnly { .. } => "operator_only",
         }
+    }
+}
+
+impl From<LicensingError> for StateError {
+    fn from(error: LicensingError) -> Self {
+        StateError::Licensing { error }
     }
 }

@@ -2,6 +2,7 @@
 //! moves, evacuation, expiry, and the reservations they hold on nodes.
 
 use super::*;
+use crate::licensing::Affiliation;
 
 /// Meetings by id, with the indexes expiry and retries scan.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,6 +93,8 @@ impl ClusterState {
             start_ms: requested_start,
             duration_ms,
             access,
+            kind,
+            host,
         }: &ScheduleMeeting,
         req: &Request,
         rng: &mut SplitMix64,
@@ -130,6 +133,23 @@ impl ClusterState {
                 max: inst.max_participants,
             });
         }
+        let time_limit = match host {
+            Host::Unchecked => None,
+            Host::OnBehalf => {
+                let limits = self.licences.check_schedule(
+                    institution,
+                    Affiliation::Staff,
+                    *kind,
+                    participants,
+                    start_ms,
+                    req.now_ms,
+                )?;
+                (limits.max_duration_s > 0).then_some(TimeLimit {
+                    max_duration_s: limits.max_duration_s,
+                    warn_before_end_s: limits.warn_before_end_s,
+                })
+            }
+        };
         let duration_ms = if duration_ms == 0 {
             DEFAULT_MEETING_DURATION_MS
         } else {
@@ -177,6 +197,8 @@ impl ClusterState {
             request_id: request_id.map(str::to_string),
             decisions: vec![decision.clone()],
             access: access.clone(),
+            kind: *kind,
+            time_limit,
         };
         if let Some(r) = request_id {
             self.meetings.request_ids.insert(r.to_string(), id);

@@ -29,6 +29,7 @@ mod command;
 mod error;
 mod institutions;
 mod invariants;
+mod licences;
 mod meetings;
 mod model;
 mod nodes;
@@ -40,6 +41,7 @@ use answers::RecentAnswers;
 pub use command::*;
 pub use error::StateError;
 pub use institutions::Institutions;
+pub use licences::{Licence, LicenceVersion, LicenceView, Licences, LoadedPriceTable, Notice};
 pub use meetings::Meetings;
 pub use model::*;
 
@@ -123,6 +125,13 @@ pub enum Output {
     JoinKey(Vec<u8>),
     /// The salt the join-token signing key in force derives from.
     JoinKeySalt(Vec<u8>),
+    Licence(Box<LicenceView>),
+    /// `loaded`: false when the same table (or, with `only_if_none`, any
+    /// table) was already there.
+    PriceTableLoaded {
+        version: String,
+        loaded: bool,
+    },
 }
 
 pub type Response = Result<Output, StateError>;
@@ -146,6 +155,13 @@ pub enum Query {
     Meeting {
         id: u64,
     },
+    Licence {
+        institution: String,
+    },
+    LicenceHistory {
+        institution: String,
+    },
+    PriceTable,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -157,6 +173,9 @@ pub enum QueryOutput {
     Node(NodeView),
     Meetings(Vec<Meeting>),
     Meeting(Meeting),
+    Licence(Box<LicenceView>),
+    LicenceHistory(Box<Licence>),
+    PriceTable(Box<crate::licensing::PriceTable>),
 }
 
 /// Everything the control plane replicates. New pillars (licences, the
@@ -168,6 +187,7 @@ pub struct ClusterState {
     pub nodes: NodeTable,
     pub meetings: Meetings,
     pub access: JoinKeys,
+    pub licences: Licences,
     answers: RecentAnswers,
     /// Last node index handed out.
     pub last_node_index: u32,
@@ -217,6 +237,11 @@ impl ClusterState {
                 }
             },
             Command::Access(AccessCommand::InitJoinKey(c)) => Ok(self.init_join_key(c)),
+            Command::Licence(c) => match c {
+                LicenceCommand::LoadPriceTable(c) => self.load_price_table(c, req.now_ms),
+                LicenceCommand::Set(c) => self.set_licence(c, req.now_ms),
+                LicenceCommand::GiveNotice(c) => self.give_notice(c, req.now_ms),
+            },
         }
     }
 
@@ -271,9 +296,29 @@ impl ClusterState {
                     .cloned()
                     .ok_or(StateError::UnknownMeeting { id: *id })?,
             ),
+            Query::Licence { institution } => QueryOutput::Licence(Box::new(
+                self.licences
+                    .view(institution, crate::licensing::service_date(now_ms))?,
+            )),
+            Query::LicenceHistory { institution } => QueryOutput::LicenceHistory(Box::new(
+                self.licences
+                    .get(institution)
+                    .cloned()
+                    .ok_or_else(|| StateError::NoLicence {
+                        institution: institution.clone(),
+                    })?,
+            )),
+            Query::PriceTable => QueryOutput::PriceTable(Box::new(
+                self.licences
+                    .price_table()
+                    .cloned()
+                    .ok_or(StateError::NoPriceTable)?,
+            )),
         })
     }
 }
 
+#[cfg(test)]
+mod licence_tests;
 #[cfg(test)]
 mod tests;

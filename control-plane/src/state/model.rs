@@ -1,5 +1,6 @@
 use serde::{Deserialize, Serialize};
 
+use crate::licensing::MeetingKind;
 use crate::placement::Decision;
 
 pub use crate::model::{Node, NodeState, NodeTable, Reservation, Reservations};
@@ -78,6 +79,19 @@ pub struct Meeting {
     pub decisions: Vec<Decision>,
     #[serde(default)]
     pub access: MeetingAccess,
+    #[serde(default)]
+    pub kind: MeetingKind,
+    /// The licence's duration limit, which the media node enforces.
+    #[serde(default)]
+    pub time_limit: Option<TimeLimit>,
+}
+
+/// A tier's duration limit on a meeting: the node ends it this long after
+/// it opened, warning participants first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimeLimit {
+    pub max_duration_s: u32,
+    pub warn_before_end_s: u32,
 }
 
 /// A meeting as stored: the current form, or the one from before
@@ -101,6 +115,10 @@ struct StoredMeeting {
     decisions: Vec<Decision>,
     #[serde(default)]
     access: MeetingAccess,
+    #[serde(default)]
+    kind: MeetingKind,
+    #[serde(default)]
+    time_limit: Option<TimeLimit>,
 }
 
 impl From<StoredMeeting> for Meeting {
@@ -125,6 +143,8 @@ impl From<StoredMeeting> for Meeting {
             request_id: m.request_id,
             decisions: m.decisions,
             access: m.access,
+            kind: m.kind,
+            time_limit: m.time_limit,
         }
     }
 }

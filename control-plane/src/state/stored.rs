@@ -25,6 +25,7 @@ struct StoredRef<'a> {
     join_key: &'a Option<Vec<u8>>,
     join_key_salt: &'a Option<Vec<u8>>,
     last_node_index: u32,
+    licences: &'a Licences,
 }
 
 /// Owned, for reading; fields later versions added default when absent.
@@ -52,6 +53,8 @@ struct Stored {
     join_key_salt: Option<Vec<u8>>,
     #[serde(default)]
     last_node_index: u32,
+    #[serde(default)]
+    licences: Licences,
 }
 
 impl Serialize for ClusterState {
@@ -73,6 +76,7 @@ impl Serialize for ClusterState {
             join_key: &self.access.key,
             join_key_salt: &self.access.salt,
             last_node_index: self.last_node_index,
+            licences: &self.licences,
         }
         .serialize(s)
     }
@@ -106,6 +110,7 @@ impl<'de> Deserialize<'de> for ClusterState {
                 by_time: s.recent_ops_by_time,
             },
             last_node_index: s.last_node_index,
+            licences: s.licences,
         })
     }
 }

@@ -41,6 +41,8 @@ fn schedule(inst: &str, participants: u32, start_ms: Option<u64>, key: Option<&s
         start_ms,
         duration_ms: 1000,
         access: MeetingAccess::default(),
+        kind: crate::licensing::MeetingKind::Meeting,
+        host: Host::Unchecked,
     }))
 }
 
@@ -600,6 +602,8 @@ fn arb_command() -> impl Gen<Value = Command> {
                         start_ms: start,
                         duration_ms: d,
                         access: MeetingAccess::default(),
+                        kind: crate::licensing::MeetingKind::Meeting,
+                        host: Host::Unchecked,
                     }
                 ))
             ),
