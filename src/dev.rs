@@ -45,6 +45,13 @@ const INSTITUTIONS: &[(&str, &str, Option<&str>, u32)] = &[
     ("cern", "eu", None, 1000),
 ];
 
+/// Each sample institution's licence: the education tier, with add-ons.
+const LICENCE_ADD_ONS: &[(&str, &[&str])] = &[
+    ("uio", &[]),
+    ("sikt", &["large-meeting-500", "webinar-1000"]),
+    ("cern", &["large-meeting-1000", "webinar-5000"]),
+];
+
 /// The operator whose certificate the printed commands use.
 const DEV_OPERATOR: &str = "dev-operator";
 
@@ -105,6 +112,25 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             Ok(_) => {}
             Err(s) if s.code() == Code::AlreadyExists => {}
             Err(s) => anyhow::bail!("creating sample institution {name}: {s}"),
+        }
+    }
+    for (name, add_ons) in LICENCE_ADD_ONS {
+        let has_one = client
+            .call(|ch| {
+                let institution = name.to_string();
+                async move {
+                    pb::licence_service_client::LicenceServiceClient::new(ch)
+                        .get_licence(pb::GetLicenceRequest { institution })
+                        .await
+                }
+            })
+            .await
+            .is_ok();
+        if !has_one {
+            client
+                .sample_licence(name, add_ons)
+                .await
+                .with_context(|| format!("licensing sample institution {name}"))?;
         }
     }
 

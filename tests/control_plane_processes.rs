@@ -158,6 +158,34 @@ fn kill_the_leader_keep_scheduling_restart_and_catch_up() {
     )
     .unwrap();
 
+    // Licences through the real CLI: what scheduling is checked against.
+    for inst in ["uio", "cern"] {
+        let r = ctl(
+            dir.path(),
+            &endpoints,
+            &[
+                "licence",
+                "set",
+                inst,
+                "--tier",
+                "education",
+                "--staff-fte",
+                "1200.5",
+                "--start",
+                "2025-10-01",
+                "--agreement-contact",
+                "agreement@example.org",
+                "--technical-contact",
+                "https://noc.example.org/hook",
+            ],
+        )
+        .unwrap();
+        assert_eq!(r["in_force"]["terms"]["staff_licences"], 1201, "{r}");
+        assert_eq!(r["staff_limits"]["meeting_participants"], 300, "{r}");
+    }
+    let r = ctl(dir.path(), &endpoints, &["licence", "get", "uio"]).unwrap();
+    assert_eq!(r["status"]["renewal_date"].as_str().unwrap().get(5..), Some("10-01"), "{r}");
+
     // Register nodes through the node API, as media nodes do.
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {

@@ -32,6 +32,7 @@ async fn drained_node_takes_no_new_meeting_and_sigterm_waits_for_running_meeting
     })
     .await
     .unwrap();
+    cp.sample_licence("uni", &[]).await.unwrap();
 
     // Returns once the node is registered and serving.
     let mut node = media_node(dir.path(), "n1", &cp_addr, 500);
@@ -151,6 +152,7 @@ async fn kill_9_of_a_node_in_a_cascade_brings_every_affected_participant_back() 
     })
     .await
     .unwrap();
+    cp.sample_licence("uni", &[]).await.unwrap();
     // Three nodes of 3 carry a meeting of 6 (two shares); the third node
     // is the spare the lost share moves to.
     let mut nodes: std::collections::BTreeMap<String, Proc> = ["n1", "n2", "n3"]

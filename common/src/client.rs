@@ -342,6 +342,44 @@ impl Client {
         .map(|r| r.into_inner())
     }
 
+    pub async fn set_licence(
+        &self,
+        req: fjord_proto::v1::SetLicenceRequest,
+    ) -> Result<fjord_proto::v1::LicenceResponse, Status> {
+        use fjord_proto::v1::licence_service_client::LicenceServiceClient;
+        self.call(|ch| {
+            let req = req.clone();
+            async move { LicenceServiceClient::new(ch).set_licence(req).await }
+        })
+        .await
+        .map(|r| r.into_inner())
+    }
+
+    /// Gives `institution` an education licence (1,000 staff FTE, an
+    /// agreement running since 1 October 2025) with `add_ons`: what sample
+    /// and test institutions schedule under.
+    pub async fn sample_licence(
+        &self,
+        institution: &str,
+        add_ons: &[&str],
+    ) -> Result<fjord_proto::v1::LicenceResponse, Status> {
+        self.set_licence(fjord_proto::v1::SetLicenceRequest {
+            institution: institution.to_string(),
+            terms: Some(fjord_proto::v1::LicenceTerms {
+                tier: "education".into(),
+                staff_fte: "1000".into(),
+                student_licences: 0,
+                add_ons: add_ons.iter().map(|a| a.to_string()).collect(),
+                agreement_start: "2025-10-01".into(),
+                agreement_contact: format!("agreement@{institution}.example"),
+                technical_contact: format!("noc@{institution}.example"),
+                staff_licences: 0,
+            }),
+            effective: String::new(),
+        })
+        .await
+    }
+
     pub async fn register_node(
         &self,
         req: fjord_proto::v1::RegisterNodeRequest,

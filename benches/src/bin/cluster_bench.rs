@@ -117,6 +117,8 @@ async fn setup(cluster: &FjordCluster, c: &Client) {
             }
         })
         .await;
+    // Schedules go through the licence check, as in production.
+    let _ = c.sample_licence("bench", &[]).await;
     let node = pb::RegisterNodeRequest {
         id: "bench-node".into(),
         region: "eu".into(),

@@ -151,6 +151,7 @@ async fn stack() -> anyhow::Result<Stack> {
         ..Default::default()
     })
     .await?;
+    cp.sample_licence("bench", &["large-meeting-1000"]).await?;
     let mut c = MediaNodeConfig::new(
         "bench-node",
         "eu",
@@ -456,6 +457,7 @@ async fn recovery(bin: &std::path::Path, runs: u32) -> anyhow::Result<serde_json
         ..Default::default()
     })
     .await?;
+    cp.sample_licence("bench", &[]).await?;
     let mut nodes = std::collections::BTreeMap::new();
     let mut next = 0;
     let mut spawn = |nodes: &mut std::collections::BTreeMap<String, fjord_benches::Proc>| {

@@ -237,6 +237,10 @@ pub async fn create_institution(client: &Client, name: &str, residency: &str, ma
         home_region: String::new(),
     };
     client.create_institution(req).await.unwrap();
+    client
+        .sample_licence(name, &["large-meeting-1000", "webinar-10000"])
+        .await
+        .unwrap();
 }
 
 /// Registers node `id` with its own certificate, as a media node would.

@@ -78,6 +78,11 @@ impl Stack {
             })
             .await
             .unwrap();
+        stack
+            .client()
+            .sample_licence("uni", &["large-meeting-1000", "webinar-10000"])
+            .await
+            .unwrap();
         for (id, region, capacity) in nodes {
             stack.add_node(id, region, *capacity).await;
         }

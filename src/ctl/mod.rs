@@ -6,6 +6,8 @@
 //! 6 permission denied (the certificate's role may not do this); 1 anything
 //! else.
 
+mod licence;
+
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -67,6 +69,12 @@ enum CtlCommand {
     /// Meetings and their placements.
     #[command(subcommand)]
     Meeting(MeetingCmd),
+    /// Institutions' licences: tier, FTE, add-ons, agreement dates, contact points.
+    #[command(subcommand)]
+    Licence(licence::LicenceCmd),
+    /// The price table that prices licences and sets tier limits.
+    #[command(subcommand, name = "price-table")]
+    PriceTable(licence::PriceTableCmd),
 }
 
 #[derive(Subcommand)]
@@ -149,6 +157,9 @@ enum MeetingCmd {
         /// Clients encrypt media end to end (nodes forward it untouched either way).
         #[arg(long)]
         e2ee: bool,
+        /// A webinar: panelists send, attendees only receive (the licence sets the size).
+        #[arg(long)]
+        webinar: bool,
     },
     /// The meeting's PIN for room systems; revealed from 5 minutes before start.
     Pin {
@@ -271,7 +282,8 @@ fn meeting_json(m: &pb::Meeting) -> Value {
     json!({"id": m.id, "institution": m.institution, "participants": m.participants,
            "start_ms": m.start_ms, "end_ms": m.end_ms, "state": meeting_state(m.state),
            "node": m.node_id, "created_at_ms": m.created_at_ms, "ended_at_ms": m.ended_at_ms,
-           "placements": m.placements,
+           "placements": m.placements, "kind": m.kind,
+           "time_limit_s": m.time_limit_s, "warn_before_end_s": m.warn_before_end_s,
            "shares": m.shares.iter().map(|s| json!({"node": s.node_id, "participants": s.participants})).collect::<Vec<_>>()})
 }
 
@@ -414,6 +426,8 @@ async fn execute(args: CtlArgs) -> Result<(Value, String), Failure> {
         CtlCommand::Institution(c) => institution(&client, c).await,
         CtlCommand::Node(c) => node(&client, c).await,
         CtlCommand::Meeting(c) => meeting(&client, c).await,
+        CtlCommand::Licence(c) => licence::licence(&client, c).await,
+        CtlCommand::PriceTable(c) => licence::price_table(&client, c).await,
     }
 }
 
@@ -687,6 +701,7 @@ async fn meeting(client: &Client, c: MeetingCmd) -> Result<(Value, String), Fail
             join_before_host,
             disable_self_rename,
             e2ee,
+            webinar,
         } => {
             let start_ms = start.as_deref().map(parse_start).transpose()?.unwrap_or(0);
             let duration_ms = duration_min
@@ -708,6 +723,7 @@ async fn meeting(client: &Client, c: MeetingCmd) -> Result<(Value, String), Fail
                     disable_self_rename,
                     e2ee,
                 }),
+                webinar,
             };
             let r = client
                 .call(|ch| {
