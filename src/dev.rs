@@ -216,6 +216,9 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     println!("Then try:");
     println!("  fjord ctl cluster status");
     println!("  fjord ctl node list");
+    println!(
+        "  fjord ctl licence get uio            # tier, limits, contract year, notice deadline"
+    );
     println!("  fjord ctl meeting schedule --institution uio --participants 40");
     println!("  fjord ctl meeting explain 1");
     println!(

@@ -184,7 +184,11 @@ fn kill_the_leader_keep_scheduling_restart_and_catch_up() {
         assert_eq!(r["staff_limits"]["meeting_participants"], 300, "{r}");
     }
     let r = ctl(dir.path(), &endpoints, &["licence", "get", "uio"]).unwrap();
-    assert_eq!(r["status"]["renewal_date"].as_str().unwrap().get(5..), Some("10-01"), "{r}");
+    assert_eq!(
+        r["status"]["renewal_date"].as_str().unwrap().get(5..),
+        Some("10-01"),
+        "{r}"
+    );
 
     // Register nodes through the node API, as media nodes do.
     let rt = tokio::runtime::Runtime::new().unwrap();

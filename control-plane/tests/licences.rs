@@ -25,7 +25,10 @@ fn terms(tier: &str, add_ons: &[&str]) -> pb::LicenceTerms {
     }
 }
 
-async fn get(client: &fjord_control_plane::client::Client, institution: &str) -> Result<pb::Licence, tonic::Status> {
+async fn get(
+    client: &fjord_control_plane::client::Client,
+    institution: &str,
+) -> Result<pb::Licence, tonic::Status> {
     client
         .call(|ch| {
             let institution = institution.to_string();
@@ -66,7 +69,10 @@ async fn schedule_kind(
 
 type Client = fjord_control_plane::client::Client;
 
-async fn notice(c: &Client, date: &str) -> Result<tonic::Response<pb::LicenceResponse>, tonic::Status> {
+async fn notice(
+    c: &Client,
+    date: &str,
+) -> Result<tonic::Response<pb::LicenceResponse>, tonic::Status> {
     c.call(|ch| {
         let req = pb::GiveNoticeRequest {
             institution: "uio".into(),
@@ -77,7 +83,10 @@ async fn notice(c: &Client, date: &str) -> Result<tonic::Response<pb::LicenceRes
     .await
 }
 
-async fn load(c: &Client, toml: String) -> Result<tonic::Response<pb::LoadPriceTableResponse>, tonic::Status> {
+async fn load(
+    c: &Client,
+    toml: String,
+) -> Result<tonic::Response<pb::LoadPriceTableResponse>, tonic::Status> {
     c.call(|ch| {
         let req = pb::LoadPriceTableRequest { toml: toml.clone() };
         async move { LicenceServiceClient::new(ch).load_price_table(req).await }
@@ -115,7 +124,10 @@ async fn licences_are_recorded_enforced_and_scoped_to_their_institution() {
     let l = ops.set_licence(set.clone()).await.unwrap().licence.unwrap();
     let v = l.in_force.unwrap();
     let t = v.terms.unwrap();
-    assert_eq!((v.version, t.staff_licences, t.staff_fte.as_str()), (1, 6121, "6120.5"));
+    assert_eq!(
+        (v.version, t.staff_licences, t.staff_fte.as_str()),
+        (1, 6121, "6120.5")
+    );
     assert_eq!(l.staff_limits.unwrap().meeting_participants, 300);
     assert_eq!(l.student_limits.unwrap().webinar_attendees, 0);
     let status = l.status.unwrap();
@@ -136,13 +148,40 @@ async fn licences_are_recorded_enforced_and_scoped_to_their_institution() {
 
     // Bad input: a clear error naming the field, nothing recorded.
     for (field, bad) in [
-        ("tier", pb::LicenceTerms { tier: "gold".into(), ..terms("education", &[]) }),
-        ("staff_fte", pb::LicenceTerms { staff_fte: "1.234".into(), ..terms("education", &[]) }),
-        ("agreement_start", pb::LicenceTerms { agreement_start: "2025-13-01".into(), ..terms("education", &[]) }),
-        ("technical_contact", pb::LicenceTerms { technical_contact: "http://alerts.uio.example".into(), ..terms("education", &[]) }),
+        (
+            "tier",
+            pb::LicenceTerms {
+                tier: "gold".into(),
+                ..terms("education", &[])
+            },
+        ),
+        (
+            "staff_fte",
+            pb::LicenceTerms {
+                staff_fte: "1.234".into(),
+                ..terms("education", &[])
+            },
+        ),
+        (
+            "agreement_start",
+            pb::LicenceTerms {
+                agreement_start: "2025-13-01".into(),
+                ..terms("education", &[])
+            },
+        ),
+        (
+            "technical_contact",
+            pb::LicenceTerms {
+                technical_contact: "http://alerts.uio.example".into(),
+                ..terms("education", &[])
+            },
+        ),
     ] {
         let s = ops
-            .set_licence(pb::SetLicenceRequest { terms: Some(bad), ..set.clone() })
+            .set_licence(pb::SetLicenceRequest {
+                terms: Some(bad),
+                ..set.clone()
+            })
             .await
             .unwrap_err();
         assert_eq!(s.code(), Code::InvalidArgument, "{field}: {s:?}");
@@ -161,7 +200,10 @@ async fn licences_are_recorded_enforced_and_scoped_to_their_institution() {
     // An institution admin: reads and reports its own, nothing else.
     let admin = cluster.client_with(&cluster.ca.institution_admin("uio", "desk").unwrap());
     assert_eq!(get(&admin, "uio").await.unwrap().institution, "uio");
-    assert_eq!(get(&admin, "ntnu").await.unwrap_err().code(), Code::PermissionDenied);
+    assert_eq!(
+        get(&admin, "ntnu").await.unwrap_err().code(),
+        Code::PermissionDenied
+    );
     let mut report = terms("education", &[]);
     report.staff_fte = "6200".into();
     let l = admin
@@ -209,7 +251,12 @@ async fn licences_are_recorded_enforced_and_scoped_to_their_institution() {
 
     // Notice dated 14 June 2026 ended the agreement on 1 October 2026,
     // which is past: the licence is no longer in force.
-    let l = notice(&ops, "2026-06-14").await.unwrap().into_inner().licence.unwrap();
+    let l = notice(&ops, "2026-06-14")
+        .await
+        .unwrap()
+        .into_inner()
+        .licence
+        .unwrap();
     let s = l.status.unwrap();
     assert_eq!(s.ends_on, "2026-10-01");
     assert_eq!(s.notice_given_on, "2026-06-14");

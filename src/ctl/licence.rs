@@ -123,7 +123,11 @@ fn licence_out(r: pb::LicenceResponse) -> (Value, String) {
     let on_renewal = match s.on_renewal_date.as_str() {
         "renews" => format!("renews for the year to {}", {
             // The renewed year runs to the 30 September after the renewal date.
-            let year: i32 = s.renewal_date.get(..4).and_then(|y| y.parse().ok()).unwrap_or(0);
+            let year: i32 = s
+                .renewal_date
+                .get(..4)
+                .and_then(|y| y.parse().ok())
+                .unwrap_or(0);
             format!("{}-09-30", year + 1)
         }),
         "ends" => "the agreement ends".to_string(),
@@ -165,10 +169,7 @@ fn licence_out(r: pb::LicenceResponse) -> (Value, String) {
             s.notice_given_on, s.ends_on
         );
     } else {
-        text += &format!(
-            "  last day to give notice: {}\n",
-            s.last_day_to_give_notice
-        );
+        text += &format!("  last day to give notice: {}\n", s.last_day_to_give_notice);
     }
     if s.phase != "ended" {
         text += &format!("  on {}: {on_renewal}\n", s.renewal_date);
@@ -305,7 +306,10 @@ pub async fn price_table(client: &Client, c: PriceTableCmd) -> Result<(Value, St
                 .await?
                 .into_inner();
             let table: Value = serde_json::from_str(&r.json).unwrap_or(Value::Null);
-            let text = format!("{}\n", serde_json::to_string_pretty(&table).unwrap_or_default());
+            let text = format!(
+                "{}\n",
+                serde_json::to_string_pretty(&table).unwrap_or_default()
+            );
             Ok((table, text))
         }
     }

@@ -1,0 +1,125 @@
+//! What the licence check costs a schedule: the same `apply` of a schedule
+//! (and the end that releases it) with and without the check, side by side.
+//!
+//! The checked variant looks up the institution's licence (twelve dated
+//! versions, as a year of monthly FTE reports leaves), its agreement status
+//! in the service's time zone and the tier limits with add-ons.
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use fjord_control_plane::licensing::{parse_date, LicenceTerms, MeetingKind, PriceTable, Tier};
+use fjord_control_plane::placement::Strategy;
+use fjord_control_plane::state::{
+    ClusterState, Command, CreateInstitution, EndMeeting, Host, InstitutionCommand, LicenceCommand,
+    LoadPriceTable, MeetingAccess, MeetingCommand, NodeCommand, Output, RegisterNode, Reporter,
+    Request, ScheduleMeeting, SetLicence,
+};
+
+const NOW: u64 = 1_790_000_000_000; // 2026-09-21
+
+fn req(now_ms: u64, command: Command) -> Request {
+    Request {
+        now_ms,
+        seed: now_ms,
+        strategy: Strategy::LeastLoaded,
+        op_id: 0,
+        command,
+    }
+}
+
+fn state() -> ClusterState {
+    let mut s = ClusterState::default();
+    let mut cmds: Vec<Command> = vec![
+        InstitutionCommand::Create(CreateInstitution {
+            name: "uio".into(),
+            residency: "eu".into(),
+            home_region: None,
+            max_participants: 1000,
+        })
+        .into(),
+        LicenceCommand::LoadPriceTable(LoadPriceTable {
+            table: PriceTable::builtin(),
+            only_if_none: true,
+        })
+        .into(),
+    ];
+    for i in 0..100 {
+        cmds.push(
+            NodeCommand::Register(RegisterNode {
+                id: format!("node-{i:03}"),
+                region: if i % 2 == 0 { "eu" } else { "nordic" }.into(),
+                address: "127.0.0.1:7201".into(),
+                capacity: 1000,
+                certificate: Vec::new(),
+            })
+            .into(),
+        );
+    }
+    for month in 1..=12 {
+        cmds.push(
+            LicenceCommand::Set(SetLicence {
+                institution: "uio".into(),
+                effective: Some(parse_date(&format!("2025-{month:02}-01")).unwrap()),
+                terms: LicenceTerms {
+                    tier: Tier::Education,
+                    staff_fte_centi: 600_000 + month * 100,
+                    student_licences: 2000,
+                    add_ons: ["large-meeting-1000".to_string(), "webinar-5000".to_string()].into(),
+                    agreement_start: parse_date("2024-10-01").unwrap(),
+                    agreement_contact: "avtale@uio.example".into(),
+                    technical_contact: "https://alerts.uio.example/fjord".into(),
+                },
+                reporter: Reporter::Operator,
+            })
+            .into(),
+        );
+    }
+    for c in cmds {
+        s.apply(&req(NOW, c)).unwrap();
+    }
+    s
+}
+
+fn schedule(host: Host) -> Command {
+    MeetingCommand::Schedule(ScheduleMeeting {
+        request_id: None,
+        institution: "uio".into(),
+        participants: 50,
+        start_ms: None,
+        duration_ms: 3_600_000,
+        access: MeetingAccess::default(),
+        kind: MeetingKind::Meeting,
+        host,
+    })
+    .into()
+}
+
+fn bench(c: &mut Criterion) {
+    let mut group = c.benchmark_group("schedule_apply");
+    group.throughput(Throughput::Elements(1));
+    for (name, host) in [
+        ("unchecked", Host::Unchecked),
+        ("licence_checked", Host::OnBehalf),
+    ] {
+        let mut s = state();
+        let mut now = NOW;
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                now += 1;
+                let Ok(Output::Scheduled { meeting, .. }) =
+                    s.apply(&req(now, schedule(host.clone())))
+                else {
+                    panic!("schedule refused")
+                };
+                s.apply(&req(
+                    now,
+                    MeetingCommand::End(EndMeeting { id: meeting.id }).into(),
+                ))
+                .unwrap();
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
