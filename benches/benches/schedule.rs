@@ -5,7 +5,7 @@
 //! versions, as a year of monthly FTE reports leaves), its agreement status
 //! in the service's time zone and the tier limits with add-ons.
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use fjord_control_plane::licensing::{parse_date, LicenceTerms, MeetingKind, PriceTable, Tier};
 use fjord_control_plane::placement::Strategy;
 use fjord_control_plane::state::{
@@ -96,26 +96,31 @@ fn schedule(host: Host) -> Command {
 fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("schedule_apply");
     group.throughput(Throughput::Elements(1));
+    // Each iteration starts from the same state (a fresh copy, made outside
+    // the timing): ended meetings stay in the state for days, so a state
+    // reused across iterations would grow and skew whichever runs second.
+    let base = state();
     for (name, host) in [
         ("unchecked", Host::Unchecked),
         ("licence_checked", Host::OnBehalf),
     ] {
-        let mut s = state();
-        let mut now = NOW;
         group.bench_function(name, |b| {
-            b.iter(|| {
-                now += 1;
-                let Ok(Output::Scheduled { meeting, .. }) =
-                    s.apply(&req(now, schedule(host.clone())))
-                else {
-                    panic!("schedule refused")
-                };
-                s.apply(&req(
-                    now,
-                    MeetingCommand::End(EndMeeting { id: meeting.id }).into(),
-                ))
-                .unwrap();
-            })
+            b.iter_batched_ref(
+                || base.clone(),
+                |s| {
+                    let Ok(Output::Scheduled { meeting, .. }) =
+                        s.apply(&req(NOW + 1, schedule(host.clone())))
+                    else {
+                        panic!("schedule refused")
+                    };
+                    s.apply(&req(
+                        NOW + 1,
+                        MeetingCommand::End(EndMeeting { id: meeting.id }).into(),
+                    ))
+                    .unwrap();
+                },
+                BatchSize::SmallInput,
+            )
         });
     }
     group.finish();
