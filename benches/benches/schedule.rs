@@ -67,6 +67,7 @@ fn state() -> ClusterState {
                     agreement_start: parse_date("2024-10-01").unwrap(),
                     agreement_contact: "avtale@uio.example".into(),
                     technical_contact: "https://alerts.uio.example/fjord".into(),
+                    allow_overage: false,
                 },
                 reporter: Reporter::Operator,
             })

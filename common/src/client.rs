@@ -374,6 +374,7 @@ impl Client {
                 agreement_contact: format!("agreement@{institution}.example"),
                 technical_contact: format!("noc@{institution}.example"),
                 staff_licences: 0,
+                allow_overage: false,
             }),
             effective: String::new(),
         })

@@ -173,6 +173,21 @@ impl Kek {
         TokenSigner::from_seed(&self.derive("fjord join-signing key", salt))
     }
 
+    /// A host account's pseudonymous id: a keyed hash of the identity
+    /// provider's issuer and the subject, so the same person at the same
+    /// provider always maps to the same account, and the id reveals
+    /// neither (S10: no names, no e-mail addresses).
+    pub fn account_id(&self, issuer: &str, subject: &str) -> String {
+        let mut input = Vec::with_capacity(issuer.len() + subject.len() + 1);
+        input.extend_from_slice(issuer.as_bytes());
+        input.push(0);
+        input.extend_from_slice(subject.as_bytes());
+        format!(
+            "acct-{}",
+            hex(&self.derive("fjord host account", &input)[..12])
+        )
+    }
+
     /// The raw Ed25519 seed of the join-signing key (tests look for it in
     /// files to show it is not there).
     pub fn join_key_seed(&self, salt: &[u8]) -> [u8; 32] {

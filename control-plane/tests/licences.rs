@@ -22,6 +22,7 @@ fn terms(tier: &str, add_ons: &[&str]) -> pb::LicenceTerms {
         agreement_contact: "avtale@uio.example".into(),
         technical_contact: "https://alerts.uio.example/fjord".into(),
         staff_licences: 0,
+        allow_overage: false,
     }
 }
 

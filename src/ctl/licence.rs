@@ -40,6 +40,9 @@ pub enum LicenceCmd {
         /// Day the change takes effect, YYYY-MM-DD; default today.
         #[arg(long)]
         effective: Option<String>,
+        /// Activate host accounts beyond the licences held, billed as extra licences.
+        #[arg(long)]
+        allow_overage: bool,
     },
     /// The licence in force, the contract year, the last day to give notice
     /// and what happens on 1 October.
@@ -73,7 +76,7 @@ fn terms_json(t: &pb::LicenceTerms) -> Value {
     json!({"tier": t.tier, "staff_fte": t.staff_fte, "staff_licences": t.staff_licences,
            "student_licences": t.student_licences, "add_ons": t.add_ons,
            "agreement_start": t.agreement_start, "agreement_contact": t.agreement_contact,
-           "technical_contact": t.technical_contact})
+           "technical_contact": t.technical_contact, "allow_overage": t.allow_overage})
 }
 
 fn version_json(v: &pb::LicenceVersion) -> Value {
@@ -191,6 +194,7 @@ pub async fn licence(client: &Client, c: LicenceCmd) -> Result<(Value, String), 
             agreement_contact,
             technical_contact,
             effective,
+            allow_overage,
         } => {
             if tier != "education" && tier != "basic" {
                 return Err(usage(format!("--tier {tier:?}: education or basic")));
@@ -206,6 +210,7 @@ pub async fn licence(client: &Client, c: LicenceCmd) -> Result<(Value, String), 
                     agreement_contact,
                     technical_contact,
                     staff_licences: 0,
+                    allow_overage,
                 }),
                 effective: effective.unwrap_or_default(),
             };

@@ -74,6 +74,7 @@ fn terms_from(t: pb::LicenceTerms) -> Result<LicenceTerms, ApiError> {
         agreement_start: date("terms.agreement_start", &t.agreement_start)?,
         agreement_contact: t.agreement_contact,
         technical_contact: t.technical_contact,
+        allow_overage: t.allow_overage,
     };
     crate::licensing::check_contact("agreement contact", &terms.agreement_contact)
         .map_err(|e| ApiError::invalid("terms.agreement_contact", e.to_string()))?;
@@ -92,6 +93,7 @@ fn terms_out(t: &LicenceTerms) -> pb::LicenceTerms {
         agreement_contact: t.agreement_contact.clone(),
         technical_contact: t.technical_contact.clone(),
         staff_licences: t.staff_licences(),
+        allow_overage: t.allow_overage,
     }
 }
 

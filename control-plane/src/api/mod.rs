@@ -109,7 +109,12 @@ impl ApiError {
                     StateError::PriceTableVersionUsed { .. } => Code::AlreadyExists,
                     StateError::TooManyVersions { .. } => Code::ResourceExhausted,
                     StateError::Licensing { error } => licensing_code(error),
-                    StateError::OperatorOnly { .. } => Code::PermissionDenied,
+                    StateError::OperatorOnly { .. }
+                    | StateError::NotEligible { .. }
+                    | StateError::AccountDisabled { .. } => Code::PermissionDenied,
+                    StateError::UnknownAccount { .. } => Code::NotFound,
+                    StateError::NoLogin { .. } => Code::FailedPrecondition,
+                    StateError::NoFreeLicence { .. } => Code::ResourceExhausted,
                 },
                 ClusterError::Unavailable { .. } | ClusterError::NotLeader { .. } => {
                     Code::Unavailable

@@ -108,6 +108,10 @@ pub struct LicenceTerms {
     pub agreement_start: Date,
     pub agreement_contact: String,
     pub technical_contact: String,
+    /// Host accounts beyond the licences held are activated and billed as
+    /// extra licences, instead of refused.
+    #[serde(default)]
+    pub allow_overage: bool,
 }
 
 impl LicenceTerms {
@@ -312,6 +316,7 @@ mod tests {
             agreement_start: parse_date("2026-10-01").unwrap(),
             agreement_contact: "a@uio.no".into(),
             technical_contact: "t@uio.no".into(),
+            allow_overage: false,
         };
         // One licence per started FTE.
         assert_eq!(terms(123_401).staff_licences(), 1235);

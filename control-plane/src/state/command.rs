@@ -21,6 +21,7 @@ pub enum Command {
     Meeting(MeetingCommand),
     Access(AccessCommand),
     Licence(LicenceCommand),
+    Account(AccountCommand),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,6 +54,14 @@ pub enum LicenceCommand {
     LoadPriceTable(LoadPriceTable),
     Set(SetLicence),
     GiveNotice(GiveNotice),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccountCommand {
+    ConfigureLogin(ConfigureLogin),
+    Login(Login),
+    SetEnabled(SetAccountEnabled),
+    Sweep(SweepAccounts),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -127,6 +136,9 @@ pub enum Host {
     /// An operator or institution admin acting for the institution: the
     /// licence's staff limits apply.
     OnBehalf,
+    /// A host account (signed in with its institution's identity
+    /// provider): its affiliation's limits apply, and it must be active.
+    Account { id: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -187,6 +199,35 @@ pub enum Reporter {
     InstitutionAdmin,
 }
 
+/// Sets how an institution's hosts sign in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigureLogin {
+    pub institution: String,
+    pub config: super::accounts::LoginConfig,
+}
+
+/// A host presented a valid ID token (verified before proposing):
+/// `account` is the pseudonymous id, `affiliations` the role claim's values.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Login {
+    pub institution: String,
+    pub account: String,
+    pub affiliations: Vec<String>,
+}
+
+/// An institution admin or operator disables or enables an account;
+/// `institution` limits an admin to its own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetAccountEnabled {
+    pub id: String,
+    pub enabled: bool,
+    pub institution: Option<String>,
+}
+
+/// Disables accounts that organised no meeting for twelve months.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SweepAccounts {}
+
 /// Records written notice of termination received on `date`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GiveNotice {
@@ -216,6 +257,12 @@ impl Command {
                 LicenceCommand::Set(_) => "set_licence",
                 LicenceCommand::GiveNotice(_) => "give_notice",
             },
+            Command::Account(c) => match c {
+                AccountCommand::ConfigureLogin(_) => "configure_login",
+                AccountCommand::Login(_) => "login",
+                AccountCommand::SetEnabled(_) => "set_account_enabled",
+                AccountCommand::Sweep(_) => "sweep_accounts",
+            },
         }
     }
 }
@@ -236,6 +283,10 @@ enum Wire {
     LoadPriceTable(LoadPriceTable),
     SetLicence(SetLicence),
     GiveNotice(GiveNotice),
+    ConfigureLogin(ConfigureLogin),
+    Login(Login),
+    SetAccountEnabled(SetAccountEnabled),
+    SweepAccounts(SweepAccounts),
 }
 
 /// The wire form, borrowed for encoding.
@@ -254,6 +305,10 @@ enum WireRef<'a> {
     LoadPriceTable(&'a LoadPriceTable),
     SetLicence(&'a SetLicence),
     GiveNotice(&'a GiveNotice),
+    ConfigureLogin(&'a ConfigureLogin),
+    Login(&'a Login),
+    SetAccountEnabled(&'a SetAccountEnabled),
+    SweepAccounts(&'a SweepAccounts),
 }
 
 impl Serialize for Command {
@@ -271,6 +326,10 @@ impl Serialize for Command {
             Command::Licence(LicenceCommand::LoadPriceTable(c)) => WireRef::LoadPriceTable(c),
             Command::Licence(LicenceCommand::Set(c)) => WireRef::SetLicence(c),
             Command::Licence(LicenceCommand::GiveNotice(c)) => WireRef::GiveNotice(c),
+            Command::Account(AccountCommand::ConfigureLogin(c)) => WireRef::ConfigureLogin(c),
+            Command::Account(AccountCommand::Login(c)) => WireRef::Login(c),
+            Command::Account(AccountCommand::SetEnabled(c)) => WireRef::SetAccountEnabled(c),
+            Command::Account(AccountCommand::Sweep(c)) => WireRef::SweepAccounts(c),
         }
         .serialize(s)
     }
@@ -291,6 +350,10 @@ impl<'de> Deserialize<'de> for Command {
             Wire::LoadPriceTable(c) => Command::Licence(LicenceCommand::LoadPriceTable(c)),
             Wire::SetLicence(c) => Command::Licence(LicenceCommand::Set(c)),
             Wire::GiveNotice(c) => Command::Licence(LicenceCommand::GiveNotice(c)),
+            Wire::ConfigureLogin(c) => Command::Account(AccountCommand::ConfigureLogin(c)),
+            Wire::Login(c) => Command::Account(AccountCommand::Login(c)),
+            Wire::SetAccountEnabled(c) => Command::Account(AccountCommand::SetEnabled(c)),
+            Wire::SweepAccounts(c) => Command::Account(AccountCommand::Sweep(c)),
         })
     }
 }
@@ -316,6 +379,12 @@ impl From<MeetingCommand> for Command {
 impl From<LicenceCommand> for Command {
     fn from(c: LicenceCommand) -> Self {
         Command::Licence(c)
+    }
+}
+
+impl From<AccountCommand> for Command {
+    fn from(c: AccountCommand) -> Self {
+        Command::Account(c)
     }
 }
 
@@ -393,6 +462,7 @@ mod tests {
                     agreement_start: crate::licensing::parse_date("2026-10-01").unwrap(),
                     agreement_contact: "avtale@uio.no".into(),
                     technical_contact: "https://alerts.uio.no/fjord".into(),
+                    allow_overage: false,
                 },
                 reporter: Reporter::InstitutionAdmin,
             })
@@ -400,6 +470,44 @@ mod tests {
             LicenceCommand::GiveNotice(GiveNotice {
                 institution: "uio".into(),
                 date: crate::licensing::parse_date("2027-06-14").unwrap(),
+            })
+            .into(),
+            AccountCommand::ConfigureLogin(ConfigureLogin {
+                institution: "uio".into(),
+                config: super::super::accounts::LoginConfig {
+                    issuer: "https://auth.dataporten.no".into(),
+                    audience: "fjord".into(),
+                    jwks: "{\"keys\":[]}".into(),
+                    affiliation_claim: "eduperson_affiliation".into(),
+                    eligible: [("employee".to_string(), crate::licensing::Affiliation::Staff)]
+                        .into(),
+                },
+            })
+            .into(),
+            AccountCommand::Login(Login {
+                institution: "uio".into(),
+                account: "acct-1".into(),
+                affiliations: vec!["employee".into()],
+            })
+            .into(),
+            AccountCommand::SetEnabled(SetAccountEnabled {
+                id: "acct-1".into(),
+                enabled: false,
+                institution: Some("uio".into()),
+            })
+            .into(),
+            AccountCommand::Sweep(SweepAccounts {}).into(),
+            MeetingCommand::Schedule(ScheduleMeeting {
+                request_id: None,
+                institution: "uio".into(),
+                participants: 3,
+                start_ms: None,
+                duration_ms: 0,
+                access: MeetingAccess::default(),
+                kind: MeetingKind::Meeting,
+                host: Host::Account {
+                    id: "acct-1".into(),
+                },
             })
             .into(),
         ];

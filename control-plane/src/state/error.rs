@@ -1,6 +1,7 @@
 use serde::{Deserialize, Serialize};
 
-use crate::licensing::{LicensingError, Phase};
+use super::accounts::DisableReason;
+use crate::licensing::{Affiliation, LicensingError, Phase};
 use crate::placement::{Decision, Refusal};
 
 /// Why the state machine refused a command. Variants carry ids, not
@@ -69,6 +70,20 @@ pub enum StateError {
     Licensing { error: LicensingError },
     #[error("only an operator may change a licence's {field}")]
     OperatorOnly { field: String },
+    #[error("institution {institution:?} has no login (identity provider) configured")]
+    NoLogin { institution: String },
+    #[error("the host's role is not eligible to host at {institution:?}")]
+    NotEligible { institution: String },
+    #[error("unknown host account {id:?}")]
+    UnknownAccount { id: String },
+    #[error("host account {id:?} is disabled ({reason:?})")]
+    AccountDisabled { id: String, reason: DisableReason },
+    #[error("every {affiliation:?} licence of {institution:?} is taken ({held}); the licence allows no overage")]
+    NoFreeLicence {
+        institution: String,
+        affiliation: Affiliation,
+        held: u64,
+    },
     #[error("placement refused: {refusal}")]
     NoCapacity {
         refusal: Refusal,
@@ -104,6 +119,11 @@ impl StateError {
             StateError::TooManyVersions { .. } => "too_many_versions",
             StateError::Licensing { .. } => "licensing",
             StateError::OperatorOnly { .. } => "operator_only",
+            StateError::NoLogin { .. } => "no_login",
+            StateError::NotEligible { .. } => "not_eligible",
+            StateError::UnknownAccount { .. } => "unknown_account",
+            StateError::AccountDisabled { .. } => "account_disabled",
+            StateError::NoFreeLicence { .. } => "no_free_licence",
         }
     }
 }

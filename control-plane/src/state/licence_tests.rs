@@ -10,14 +10,14 @@ use crate::licensing::{
 };
 use crate::placement::Strategy;
 
-const DAY_MS: u64 = 24 * 3600 * 1000;
+pub(super) const DAY_MS: u64 = 24 * 3600 * 1000;
 
 /// Noon UTC on `date` (the same calendar day in Oslo).
-fn at(date: &str) -> u64 {
+pub(super) fn at(date: &str) -> u64 {
     crate::licensing::calendar::start_of_service_date(parse_date(date).unwrap()) + DAY_MS / 2
 }
 
-fn req(now_ms: u64, command: impl Into<Command>) -> Request {
+pub(super) fn req(now_ms: u64, command: impl Into<Command>) -> Request {
     Request {
         now_ms,
         seed: now_ms,
@@ -27,7 +27,7 @@ fn req(now_ms: u64, command: impl Into<Command>) -> Request {
     }
 }
 
-fn terms(tier: Tier, add_ons: &[&str], start: &str) -> LicenceTerms {
+pub(super) fn terms(tier: Tier, add_ons: &[&str], start: &str) -> LicenceTerms {
     LicenceTerms {
         tier,
         staff_fte_centi: 120_000,
@@ -36,10 +36,11 @@ fn terms(tier: Tier, add_ons: &[&str], start: &str) -> LicenceTerms {
         agreement_start: parse_date(start).unwrap(),
         agreement_contact: "avtale@uio.no".into(),
         technical_contact: "https://alerts.uio.no/fjord".into(),
+        allow_overage: false,
     }
 }
 
-fn set(inst: &str, terms: LicenceTerms, effective: Option<&str>) -> LicenceCommand {
+pub(super) fn set(inst: &str, terms: LicenceTerms, effective: Option<&str>) -> LicenceCommand {
     LicenceCommand::Set(SetLicence {
         institution: inst.into(),
         effective: effective.map(|d| parse_date(d).unwrap()),
@@ -61,7 +62,7 @@ fn schedule(inst: &str, participants: u32, kind: MeetingKind) -> MeetingCommand 
     })
 }
 
-fn load_builtin() -> LicenceCommand {
+pub(super) fn load_builtin() -> LicenceCommand {
     LicenceCommand::LoadPriceTable(LoadPriceTable {
         table: PriceTable::builtin(),
         only_if_none: true,
@@ -69,7 +70,7 @@ fn load_builtin() -> LicenceCommand {
 }
 
 /// uio with a node big enough for anything, the built-in table and no licence yet.
-fn cluster(now: u64) -> ClusterState {
+pub(super) fn cluster(now: u64) -> ClusterState {
     let mut s = ClusterState::default();
     for c in [
         Command::Institution(InstitutionCommand::Create(CreateInstitution {

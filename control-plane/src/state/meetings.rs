@@ -135,10 +135,14 @@ impl ClusterState {
         }
         let time_limit = match host {
             Host::Unchecked => None,
-            Host::OnBehalf => {
+            Host::OnBehalf | Host::Account { .. } => {
+                let affiliation = match host {
+                    Host::Account { id } => self.host_account(id, institution)?,
+                    _ => Affiliation::Staff,
+                };
                 let limits = self.licences.check_schedule(
                     institution,
-                    Affiliation::Staff,
+                    affiliation,
                     *kind,
                     participants,
                     start_ms,
@@ -206,6 +210,9 @@ impl ClusterState {
         self.meetings.by_id.insert(id, meeting);
         self.meetings.open_by_end.insert((end_ms, id));
         self.reserve(id);
+        if let Host::Account { id: account } = host {
+            self.note_meeting_scheduled(account, req.now_ms);
+        }
         Ok(Output::Scheduled {
             meeting: self.meetings.by_id[&id].clone(),
             decision,

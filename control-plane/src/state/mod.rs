@@ -24,6 +24,7 @@
 //! (`stored.rs`), the layout earlier versions wrote.
 
 mod access;
+mod accounts;
 mod answers;
 mod command;
 mod error;
@@ -36,6 +37,7 @@ mod nodes;
 mod stored;
 
 pub use access::JoinKeys;
+pub use accounts::{Accounts, DisableReason, HostAccount, LoginConfig, INACTIVE_MONTHS};
 pub use answers::RecentAnswer;
 use answers::RecentAnswers;
 pub use command::*;
@@ -126,6 +128,13 @@ pub enum Output {
     /// The salt the join-token signing key in force derives from.
     JoinKeySalt(Vec<u8>),
     Licence(Box<LicenceView>),
+    Account(Box<HostAccount>),
+    LoginConfigured {
+        institution: String,
+    },
+    AccountsSwept {
+        disabled: Vec<String>,
+    },
     /// `loaded`: false when the same table (or, with `only_if_none`, any
     /// table) was already there.
     PriceTableLoaded {
@@ -162,6 +171,12 @@ pub enum Query {
         institution: String,
     },
     PriceTable,
+    Accounts {
+        institution: String,
+    },
+    Login {
+        institution: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -176,6 +191,8 @@ pub enum QueryOutput {
     Licence(Box<LicenceView>),
     LicenceHistory(Box<Licence>),
     PriceTable(Box<crate::licensing::PriceTable>),
+    Accounts(Vec<HostAccount>),
+    Login(Box<LoginConfig>),
 }
 
 /// Everything the control plane replicates. New pillars (licences, the
@@ -188,6 +205,7 @@ pub struct ClusterState {
     pub meetings: Meetings,
     pub access: JoinKeys,
     pub licences: Licences,
+    pub accounts: Accounts,
     answers: RecentAnswers,
     /// Last node index handed out.
     pub last_node_index: u32,
@@ -241,6 +259,12 @@ impl ClusterState {
                 LicenceCommand::LoadPriceTable(c) => self.load_price_table(c, req.now_ms),
                 LicenceCommand::Set(c) => self.set_licence(c, req.now_ms),
                 LicenceCommand::GiveNotice(c) => self.give_notice(c, req.now_ms),
+            },
+            Command::Account(c) => match c {
+                AccountCommand::ConfigureLogin(c) => self.configure_login(c, req.now_ms),
+                AccountCommand::Login(c) => self.login(c, req.now_ms),
+                AccountCommand::SetEnabled(c) => self.set_account_enabled(c, req.now_ms),
+                AccountCommand::Sweep(_) => self.sweep_accounts(req.now_ms),
             },
         }
     }
@@ -314,10 +338,29 @@ impl ClusterState {
                     .cloned()
                     .ok_or(StateError::NoPriceTable)?,
             )),
+            Query::Accounts { institution } => {
+                if !self.institutions.contains_key(institution) {
+                    return Err(StateError::UnknownInstitution {
+                        name: institution.clone(),
+                    });
+                }
+                QueryOutput::Accounts(self.accounts.of_institution(institution).cloned().collect())
+            }
+            Query::Login { institution } => QueryOutput::Login(Box::new(
+                self.accounts
+                    .logins
+                    .get(institution)
+                    .cloned()
+                    .ok_or_else(|| StateError::NoLogin {
+                        institution: institution.clone(),
+                    })?,
+            )),
         })
     }
 }
 
+#[cfg(test)]
+mod account_tests;
 #[cfg(test)]
 mod licence_tests;
 #[cfg(test)]

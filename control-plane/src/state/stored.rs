@@ -26,6 +26,7 @@ struct StoredRef<'a> {
     join_key_salt: &'a Option<Vec<u8>>,
     last_node_index: u32,
     licences: &'a Licences,
+    accounts: &'a Accounts,
 }
 
 /// Owned, for reading; fields later versions added default when absent.
@@ -55,6 +56,8 @@ struct Stored {
     last_node_index: u32,
     #[serde(default)]
     licences: Licences,
+    #[serde(default)]
+    accounts: Accounts,
 }
 
 impl Serialize for ClusterState {
@@ -77,6 +80,7 @@ impl Serialize for ClusterState {
             join_key_salt: &self.access.salt,
             last_node_index: self.last_node_index,
             licences: &self.licences,
+            accounts: &self.accounts,
         }
         .serialize(s)
     }
@@ -111,6 +115,7 @@ impl<'de> Deserialize<'de> for ClusterState {
             },
             last_node_index: s.last_node_index,
             licences: s.licences,
+            accounts: s.accounts,
         })
     }
 }
