@@ -17,6 +17,7 @@ pub mod api;
 pub mod client;
 pub mod join_guard;
 pub mod licensing;
+pub mod login;
 pub mod model;
 pub mod placement;
 pub mod raft;

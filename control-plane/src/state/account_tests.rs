@@ -14,6 +14,7 @@ fn configure(eligible: &[(&str, Affiliation)]) -> AccountCommand {
             jwks: "{\"keys\":[]}".into(),
             affiliation_claim: "eduperson_affiliation".into(),
             eligible: eligible.iter().map(|(v, a)| (v.to_string(), *a)).collect(),
+            affiliation_scope: None,
         },
     })
 }

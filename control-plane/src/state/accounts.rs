@@ -42,6 +42,10 @@ pub struct LoginConfig {
     pub affiliation_claim: String,
     /// Affiliation value -> the limits it gets; values not listed are not eligible.
     pub eligible: BTreeMap<String, Affiliation>,
+    /// Where one provider serves many institutions (Feide): only values
+    /// scoped to this domain count (`employee@uio.no`), scope removed.
+    #[serde(default)]
+    pub affiliation_scope: Option<String>,
 }
 
 impl LoginConfig {

@@ -481,6 +481,7 @@ mod tests {
                     affiliation_claim: "eduperson_affiliation".into(),
                     eligible: [("employee".to_string(), crate::licensing::Affiliation::Staff)]
                         .into(),
+                    affiliation_scope: Some("uio.no".into()),
                 },
             })
             .into(),
