@@ -15,6 +15,7 @@ use tonic::Code;
 
 use fjord_common::pki::LocalCa;
 use fjord_control_plane::client::{request_id, Client, ClientConfig};
+use fjord_control_plane::login::dev_idp::{self, DevIdp};
 use fjord_control_plane::server::{self, ReplicaConfig};
 use fjord_media_node::node::{self as media_node, MediaNodeConfig};
 use fjord_proto::v1 as pb;
@@ -134,6 +135,49 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         }
     }
 
+    // The development identity provider, trusted by every sample institution.
+    let idp_key = data_dir.join("dev-idp.json");
+    let idp = match DevIdp::load(&idp_key) {
+        Ok(idp) => idp,
+        Err(_) => {
+            let idp = DevIdp::generate();
+            idp.save(&idp_key).context("dev identity provider key")?;
+            idp
+        }
+    };
+    for (name, _) in LICENCE_ADD_ONS {
+        let req = pb::ConfigureLoginRequest {
+            institution: name.to_string(),
+            config: Some(pb::LoginConfig {
+                issuer: idp.issuer(name),
+                audience: dev_idp::AUDIENCE.into(),
+                jwks: idp.jwks(),
+                affiliation_claim: dev_idp::AFFILIATION_CLAIM.into(),
+                eligible: [
+                    ("staff", "staff"),
+                    ("employee", "staff"),
+                    ("faculty", "staff"),
+                    ("student", "student"),
+                ]
+                .into_iter()
+                .map(|(v, a)| (v.to_string(), a.to_string()))
+                .collect(),
+                affiliation_scope: String::new(),
+            }),
+        };
+        client
+            .call(|ch| {
+                let req = req.clone();
+                async move {
+                    pb::account_service_client::AccountServiceClient::new(ch)
+                        .configure_login(req)
+                        .await
+                }
+            })
+            .await
+            .with_context(|| format!("login for sample institution {name}"))?;
+    }
+
     let mut nodes = Vec::new();
     if !args.no_nodes {
         for (id, region, address, capacity) in NODES {
@@ -219,6 +263,12 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     println!(
         "  fjord ctl licence get uio            # tier, limits, contract year, notice deadline"
     );
+    println!("  export FJORD_DEV_IDP_KEY={}", idp_key.display());
+    println!("  fjord ctl meeting schedule --institution uio --participants 40 \\");
+    println!(
+        "      --id-token \"$(fjord dev-idp token --institution uio --subject staff-1 --affiliation staff)\""
+    );
+    println!("  fjord ctl account list --institution uio");
     println!("  fjord ctl meeting schedule --institution uio --participants 40");
     println!("  fjord ctl meeting explain 1");
     println!(

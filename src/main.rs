@@ -3,6 +3,7 @@
 
 mod ctl;
 mod dev;
+mod dev_idp;
 mod media;
 mod ops;
 mod pki;
@@ -46,6 +47,8 @@ enum Command {
     Ctl(ctl::CtlArgs),
     /// Run a whole cluster on this machine: 3 control-plane replicas, media nodes and sample data.
     Dev(dev::DevArgs),
+    /// The development identity provider: ID tokens for hosts of the sample institutions.
+    DevIdp(dev_idp::DevIdpArgs),
     /// The cluster CA and certificates for replicas, nodes, operators and institution admins.
     Pki(pki::PkiArgs),
     /// Run one media node (QUIC selective forwarding unit).
@@ -107,6 +110,10 @@ struct ControlPlaneArgs {
     /// catches up from the log rather than a whole snapshot.
     #[arg(long, default_value_t = 1000)]
     snapshot_keep_entries: u64,
+    /// How often the leader looks for host accounts without a meeting for
+    /// twelve months (and disables them).
+    #[arg(long, default_value_t = 3_600_000)]
+    account_sweep_interval_ms: u64,
     /// Serve Prometheus metrics, /healthz and /readyz on this address (e.g. 127.0.0.1:9101).
     #[arg(long)]
     metrics_listen: Option<SocketAddr>,
@@ -151,6 +158,7 @@ impl ControlPlaneArgs {
             placement: self.placement,
             request_timeout_ms: ReplicaConfig::default().request_timeout_ms,
             join_limits: Default::default(),
+            account_sweep_interval_ms: self.account_sweep_interval_ms,
         })
     }
 }
@@ -197,6 +205,13 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Ctl(args) => runtime.block_on(ctl::run(args)),
+        Command::DevIdp(args) => match dev_idp::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            }
+        },
         Command::Pki(args) => match pki::run(args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

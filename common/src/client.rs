@@ -355,9 +355,9 @@ impl Client {
         .map(|r| r.into_inner())
     }
 
-    /// Gives `institution` an education licence (1,000 staff FTE, an
-    /// agreement running since 1 October 2025) with `add_ons`: what sample
-    /// and test institutions schedule under.
+    /// Gives `institution` an education licence (1,000 staff FTE, 500
+    /// student licences, an agreement running since 1 October 2025) with
+    /// `add_ons`: what sample and test institutions schedule under.
     pub async fn sample_licence(
         &self,
         institution: &str,
@@ -368,7 +368,7 @@ impl Client {
             terms: Some(fjord_proto::v1::LicenceTerms {
                 tier: "education".into(),
                 staff_fte: "1000".into(),
-                student_licences: 0,
+                student_licences: 500,
                 add_ons: add_ons.iter().map(|a| a.to_string()).collect(),
                 agreement_start: "2025-10-01".into(),
                 agreement_contact: format!("agreement@{institution}.example"),

@@ -15,6 +15,7 @@
 pub mod access;
 pub mod api;
 pub mod client;
+pub mod drivers;
 pub mod join_guard;
 pub mod licensing;
 pub mod login;

@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use fjord_proto::v1::account_service_server::AccountServiceServer;
 use fjord_proto::v1::cluster_service_server::ClusterServiceServer;
 use fjord_proto::v1::institution_service_server::InstitutionServiceServer;
 use fjord_proto::v1::licence_service_server::LicenceServiceServer;
@@ -21,7 +22,9 @@ use fjord_proto::v1::raft_service_server::RaftServiceServer;
 use fjord_common::grpc::{tls_incoming, HandshakeLimits};
 use fjord_common::{ClientAuth, Identity, TlsFiles};
 
-use crate::api::{ClusterApi, InstitutionApi, LicenceApi, MeetingApi, NodeApi, SigningKeys};
+use crate::api::{
+    AccountApi, ClusterApi, InstitutionApi, LicenceApi, MeetingApi, NodeApi, SigningKeys,
+};
 use crate::join_guard::JoinLimits;
 use crate::placement::Strategy;
 use crate::raft::{open_stores, Network, NodeId, RaftGrpc, Replica, ReplicaTuning};
@@ -68,6 +71,8 @@ pub struct ReplicaConfig {
     pub request_timeout_ms: u64,
     /// Rate limits on meeting joins (floods, passcode guessing).
     pub join_limits: JoinLimits,
+    /// How often the leader looks for host accounts to disable for inactivity.
+    pub account_sweep_interval_ms: u64,
 }
 
 impl Default for ReplicaConfig {
@@ -93,6 +98,7 @@ impl Default for ReplicaConfig {
             placement: Strategy::LeastLoaded,
             request_timeout_ms: 10_000,
             join_limits: JoinLimits::default(),
+            account_sweep_interval_ms: 3_600_000,
         }
     }
 }
@@ -157,6 +163,11 @@ impl ReplicaConfig {
         {
             return Err(ConfigError::Timing(
                 "node lease must be at least three node heartbeat intervals",
+            ));
+        }
+        if self.account_sweep_interval_ms < 1000 {
+            return Err(ConfigError::Timing(
+                "account sweep interval must be at least 1000 ms",
             ));
         }
         if self.snapshot_every_entries < 10 {
@@ -241,12 +252,14 @@ pub struct ReplicaHandle {
     server: JoinHandle<()>,
     peer_server: JoinHandle<()>,
     lease_checker: JoinHandle<()>,
+    account_sweeper: JoinHandle<()>,
 }
 
 impl ReplicaHandle {
     /// Stops serving and shuts Raft down.
     pub async fn shutdown(mut self) {
         self.lease_checker.abort();
+        self.account_sweeper.abort();
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -380,6 +393,10 @@ pub async fn start_with_listeners(
             replica.clone(),
         )))
         .add_service(LicenceServiceServer::new(LicenceApi::new(replica.clone())))
+        .add_service(AccountServiceServer::new(AccountApi::new(
+            replica.clone(),
+            kek.clone(),
+        )))
         .add_service(NodeServiceServer::new(NodeApi::new(
             replica.clone(),
             keys.clone(),
@@ -410,6 +427,10 @@ pub async fn start_with_listeners(
     tracing::info!(replica = config.id, addr = %local_addr, peer_addr = %peer_addr, data_dir = %config.data_dir.display(), "control-plane replica started");
 
     let lease_checker = tokio::spawn(lease_loop(replica.clone(), lease));
+    let account_sweeper = tokio::spawn(crate::drivers::account_sweep_loop(
+        replica.clone(),
+        Duration::from_millis(config.account_sweep_interval_ms),
+    ));
     tokio::spawn(crate::raft::watchdog::run(
         replica.clone(),
         crate::raft::watchdog::WatchdogTiming {
@@ -428,6 +449,7 @@ pub async fn start_with_listeners(
         server,
         peer_server,
         lease_checker,
+        account_sweeper,
     })
 }
 

@@ -6,6 +6,7 @@
 //! 6 permission denied (the certificate's role may not do this); 1 anything
 //! else.
 
+mod account;
 mod licence;
 
 use std::process::ExitCode;
@@ -75,6 +76,9 @@ enum CtlCommand {
     /// The price table that prices licences and sets tier limits.
     #[command(subcommand, name = "price-table")]
     PriceTable(licence::PriceTableCmd),
+    /// Host accounts and how an institution's hosts sign in.
+    #[command(subcommand)]
+    Account(account::AccountCmd),
 }
 
 #[derive(Subcommand)]
@@ -160,6 +164,10 @@ enum MeetingCmd {
         /// A webinar: panelists send, attendees only receive (the licence sets the size).
         #[arg(long)]
         webinar: bool,
+        /// Schedule as the host holding this ID token from the institution's
+        /// identity provider (`fjord dev-idp token` in development).
+        #[arg(long, env = "FJORD_ID_TOKEN", hide_env_values = true)]
+        id_token: Option<String>,
     },
     /// The meeting's PIN for room systems; revealed from 5 minutes before start.
     Pin {
@@ -411,7 +419,16 @@ fn parse_start(s: &str) -> Result<u64, Failure> {
 }
 
 async fn execute(args: CtlArgs) -> Result<(Value, String), Failure> {
-    let tls = args.tls.files(true).map_err(|e| usage(e.to_string()))?;
+    // A host with an ID token needs no certificate: the token is the credential.
+    let needs_certificate = match &args.command {
+        CtlCommand::Meeting(MeetingCmd::Schedule { id_token, .. }) => id_token.is_none(),
+        CtlCommand::Account(c) => c.needs_certificate(),
+        _ => true,
+    };
+    let tls = args
+        .tls
+        .files(needs_certificate)
+        .map_err(|e| usage(e.to_string()))?;
     let client = Client::from_files(
         &args.endpoints,
         &tls,
@@ -428,6 +445,7 @@ async fn execute(args: CtlArgs) -> Result<(Value, String), Failure> {
         CtlCommand::Meeting(c) => meeting(&client, c).await,
         CtlCommand::Licence(c) => licence::licence(&client, c).await,
         CtlCommand::PriceTable(c) => licence::price_table(&client, c).await,
+        CtlCommand::Account(c) => account::account(&client, c).await,
     }
 }
 
@@ -702,6 +720,7 @@ async fn meeting(client: &Client, c: MeetingCmd) -> Result<(Value, String), Fail
             disable_self_rename,
             e2ee,
             webinar,
+            id_token,
         } => {
             let start_ms = start.as_deref().map(parse_start).transpose()?.unwrap_or(0);
             let duration_ms = duration_min
@@ -724,6 +743,7 @@ async fn meeting(client: &Client, c: MeetingCmd) -> Result<(Value, String), Fail
                     e2ee,
                 }),
                 webinar,
+                id_token: id_token.unwrap_or_default(),
             };
             let r = client
                 .call(|ch| {

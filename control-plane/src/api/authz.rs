@@ -38,6 +38,12 @@ pub enum Rpc {
     GiveNotice,
     LoadPriceTable,
     GetPriceTable,
+    ConfigureLogin,
+    GetLogin,
+    ListAccounts,
+    DisableAccount,
+    EnableAccount,
+    Login,
     RaftAppendEntries,
     RaftVote,
     RaftInstallSnapshot,
@@ -45,7 +51,7 @@ pub enum Rpc {
 }
 
 impl Rpc {
-    pub const ALL: [Rpc; 29] = [
+    pub const ALL: [Rpc; 35] = [
         Rpc::ClusterStatus,
         Rpc::AddMember,
         Rpc::RemoveMember,
@@ -71,6 +77,12 @@ impl Rpc {
         Rpc::GiveNotice,
         Rpc::LoadPriceTable,
         Rpc::GetPriceTable,
+        Rpc::ConfigureLogin,
+        Rpc::GetLogin,
+        Rpc::ListAccounts,
+        Rpc::DisableAccount,
+        Rpc::EnableAccount,
+        Rpc::Login,
         Rpc::RaftAppendEntries,
         Rpc::RaftVote,
         Rpc::RaftInstallSnapshot,
@@ -104,6 +116,12 @@ impl Rpc {
             Rpc::GiveNotice => "give_notice",
             Rpc::LoadPriceTable => "load_price_table",
             Rpc::GetPriceTable => "get_price_table",
+            Rpc::ConfigureLogin => "configure_login",
+            Rpc::GetLogin => "get_login",
+            Rpc::ListAccounts => "list_accounts",
+            Rpc::DisableAccount => "disable_account",
+            Rpc::EnableAccount => "enable_account",
+            Rpc::Login => "login",
             Rpc::RaftAppendEntries => "raft_append_entries",
             Rpc::RaftVote => "raft_vote",
             Rpc::RaftInstallSnapshot => "raft_install_snapshot",
@@ -123,6 +141,9 @@ pub enum Grant {
     OwnNode,
     /// Only a replica that is a member (or learner) of this cluster.
     ClusterMember,
+    /// Only with a valid ID token from the institution's identity provider
+    /// (hosts, who hold no certificate).
+    IdToken,
 }
 
 /// The table. Everything not listed is denied.
@@ -130,7 +151,9 @@ pub const fn grant(role: Role, rpc: Rpc) -> Option<Grant> {
     use Rpc::*;
     match (role, rpc) {
         // Credential-guarded: anyone, with or without a certificate.
-        (_, JoinMeeting | GetMeetingPin) => Some(Grant::Any),
+        (_, JoinMeeting | GetMeetingPin | Login) => Some(Grant::Any),
+        // Hosts schedule with their institution's ID token.
+        (Role::Anonymous, ScheduleMeeting) => Some(Grant::IdToken),
         // Peer RPCs: replicas of this cluster only.
         (Role::Replica, RaftAppendEntries | RaftVote | RaftInstallSnapshot | RaftForward) => {
             Some(Grant::ClusterMember)
@@ -145,7 +168,8 @@ pub const fn grant(role: Role, rpc: Rpc) -> Option<Grant> {
         (
             Role::InstitutionAdmin,
             GetInstitution | ScheduleMeeting | GetMeeting | ListMeetings | EndMeeting
-            | ExplainMeeting | SetLicence | GetLicence | LicenceHistory,
+            | ExplainMeeting | SetLicence | GetLicence | LicenceHistory | ConfigureLogin | GetLogin
+            | ListAccounts | DisableAccount | EnableAccount,
         ) => Some(Grant::OwnInstitution),
         // The price table is public to every administrator.
         (Role::InstitutionAdmin, GetPriceTable) => Some(Grant::Any),
@@ -201,7 +225,8 @@ impl Caller {
     /// Whether this caller may act on `institution`.
     pub fn check_institution(&self, institution: &str) -> Result<(), ApiError> {
         match (&self.grant, &self.identity) {
-            (Grant::Any, _) => Ok(()),
+            // The token names the institution: its provider must have signed it.
+            (Grant::Any | Grant::IdToken, _) => Ok(()),
             (
                 Grant::OwnInstitution,
                 Some(Identity::InstitutionAdmin {
@@ -262,7 +287,7 @@ mod tests {
         use Rpc::*;
         let any = Some(Grant::Any);
         match rpc {
-            JoinMeeting | GetMeetingPin => any,
+            JoinMeeting | GetMeetingPin | Login => any,
             RaftAppendEntries | RaftVote | RaftInstallSnapshot | RaftForward => {
                 (role == Role::Replica).then_some(Grant::ClusterMember)
             }
@@ -274,8 +299,15 @@ mod tests {
             GetPriceTable => {
                 matches!(role, Role::Operator | Role::InstitutionAdmin).then_some(Grant::Any)
             }
-            GetInstitution | ScheduleMeeting | GetMeeting | ListMeetings | EndMeeting
-            | ExplainMeeting | SetLicence | GetLicence | LicenceHistory => match role {
+            ScheduleMeeting => match role {
+                Role::Operator => any,
+                Role::InstitutionAdmin => Some(Grant::OwnInstitution),
+                Role::Anonymous => Some(Grant::IdToken),
+                _ => None,
+            },
+            GetInstitution | GetMeeting | ListMeetings | EndMeeting | ExplainMeeting
+            | SetLicence | GetLicence | LicenceHistory | ConfigureLogin | GetLogin
+            | ListAccounts | DisableAccount | EnableAccount => match role {
                 Role::Operator => any,
                 Role::InstitutionAdmin => Some(Grant::OwnInstitution),
                 _ => None,
@@ -301,7 +333,19 @@ mod tests {
             .into_iter()
             .filter(|r| grant(Role::Anonymous, *r).is_some())
             .collect();
-        assert_eq!(allowed, vec![Rpc::JoinMeeting, Rpc::GetMeetingPin]);
+        assert_eq!(
+            allowed,
+            vec![
+                Rpc::ScheduleMeeting,
+                Rpc::JoinMeeting,
+                Rpc::GetMeetingPin,
+                Rpc::Login
+            ]
+        );
+        assert_eq!(
+            grant(Role::Anonymous, Rpc::ScheduleMeeting),
+            Some(Grant::IdToken)
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@ use tonic::{Request, Response, Status};
 use fjord_proto::v1 as pb;
 use fjord_proto::v1::meeting_service_server::MeetingService;
 
-use super::authz::{authorize, Rpc};
+use super::authz::{authorize, Grant, Rpc};
 use super::{convert, finish, validate, ApiError, SigningKeys};
 use crate::access::{self, JOIN_TOKEN_TTL_MS, PIN_REVEAL_BEFORE_START_MS};
 use crate::join_guard::GuardStep;
@@ -129,6 +129,7 @@ impl MeetingApi {
     async fn schedule(
         &self,
         r: pb::ScheduleMeetingRequest,
+        host: Host,
     ) -> Result<pb::ScheduleMeetingResponse, ApiError> {
         validate::name("institution", &r.institution)?;
         validate::range_u32(
@@ -163,7 +164,7 @@ impl MeetingApi {
                     } else {
                         MeetingKind::Meeting
                     },
-                    host: Host::OnBehalf,
+                    host,
                 },
             )))
             .await?;
@@ -518,20 +519,34 @@ impl MeetingService for MeetingApi {
         let r = async {
             let caller = authorize(&req, Rpc::ScheduleMeeting)?;
             let mut r = req.into_inner();
+            validate::name("institution", &r.institution)?;
             caller.check_institution(&r.institution)?;
+            // A host signs in with its institution's ID token; operators and
+            // institution admins may schedule for the institution without one.
+            let host = if !r.id_token.is_empty() {
+                let token = std::mem::take(&mut r.id_token);
+                let account =
+                    super::account::sign_in(&self.replica, &self.kek, &r.institution, &token)
+                        .await?;
+                Host::Account { id: account.id }
+            } else if caller.grant == Grant::IdToken {
+                return Err(ApiError::NeedsIdToken);
+            } else {
+                Host::OnBehalf
+            };
             // Idempotency keys are the caller's own: the same key from
             // someone else is another request, never an answer with the
             // secrets of this caller's meeting.
             if !r.request_id.is_empty() {
                 validate::request_id(&r.request_id)?;
-                let who = caller
-                    .identity
-                    .as_ref()
-                    .map(|i| i.uri())
-                    .unwrap_or_default();
+                let who = match (&host, caller.identity.as_ref()) {
+                    (Host::Account { id }, _) => id.clone(),
+                    (_, Some(i)) => i.uri(),
+                    (_, None) => String::new(),
+                };
                 r.request_id = format!("{who}#{}", r.request_id);
             }
-            self.schedule(r).await
+            self.schedule(r, host).await
         };
         finish("schedule_meeting", r.await).map(Response::new)
     }

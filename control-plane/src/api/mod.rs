@@ -4,6 +4,7 @@
 //! [`Query`](crate::state::Query), and hands it to the [`Replica`], which
 //! forwards to the leader when needed. All errors map to `Status` in one place.
 
+mod account;
 pub mod authz;
 mod cluster;
 mod convert;
@@ -15,6 +16,7 @@ mod node;
 mod validate;
 
 pub use crate::join_guard::JoinLimits;
+pub use account::AccountApi;
 pub use cluster::ClusterApi;
 pub use institution::InstitutionApi;
 pub use keys::SigningKeys;
@@ -58,6 +60,11 @@ pub enum ApiError {
     Unavailable(String),
     #[error("internal error: {0}")]
     Internal(&'static str),
+    /// A host's ID token did not validate.
+    #[error("sign-in refused: {0}")]
+    Login(crate::login::LoginError),
+    #[error("an ID token from the institution's identity provider is needed (id_token)")]
+    NeedsIdToken,
 }
 
 impl From<StateError> for ApiError {
@@ -82,6 +89,7 @@ impl ApiError {
             ApiError::NotYet(_) => Code::FailedPrecondition,
             ApiError::Unavailable(_) => Code::Unavailable,
             ApiError::Internal(_) => Code::Internal,
+            ApiError::Login(_) | ApiError::NeedsIdToken => Code::Unauthenticated,
             ApiError::Cluster(c) => match c {
                 ClusterError::State(s) => match s {
                     StateError::InstitutionExists { .. } | StateError::RequestIdReused { .. } => {

@@ -38,6 +38,11 @@ mod stored;
 
 pub use access::JoinKeys;
 pub use accounts::{Accounts, DisableReason, HostAccount, LoginConfig, INACTIVE_MONTHS};
+
+/// Most affiliation values one login maps.
+pub fn accounts_max_eligible() -> usize {
+    accounts::MAX_ELIGIBLE_VALUES
+}
 pub use answers::RecentAnswer;
 use answers::RecentAnswers;
 pub use command::*;
