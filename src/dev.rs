@@ -263,14 +263,14 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     println!(
         "  fjord ctl licence get uio            # tier, limits, contract year, notice deadline"
     );
-    println!("  export FJORD_DEV_IDP_KEY={}", idp_key.display());
-    println!("  fjord ctl meeting schedule --institution uio --participants 40 \\");
-    println!(
-        "      --id-token \"$(fjord dev-idp token --institution uio --subject staff-1 --affiliation staff)\""
-    );
-    println!("  fjord ctl account list --institution uio");
     println!("  fjord ctl meeting schedule --institution uio --participants 40");
     println!("  fjord ctl meeting explain 1");
+    println!("As a host signed in with the development identity provider:");
+    println!("  export FJORD_DEV_IDP_KEY={}", idp_key.display());
+    println!(
+        "  fjord ctl meeting schedule --institution uio --participants 40 --id-token \"$(fjord dev-idp token --institution uio --subject staff-1 --affiliation staff)\""
+    );
+    println!("  fjord ctl account list --institution uio");
     println!(
         "  fjord ctl meeting schedule --institution cern --participants 1000   # cascades over both nodes"
     );

@@ -97,6 +97,10 @@ fn the_printed_exports_make_the_printed_commands_work_and_ctl_says_what_is_missi
         printed("fjord ctl cluster status"),
         printed("fjord ctl node list"),
         printed("fjord ctl meeting schedule --institution uio"),
+        printed("fjord ctl licence get uio"),
+        // A host with a token from the dev identity provider, then its account.
+        printed("fjord ctl meeting schedule --institution uio --participants 40 --id-token"),
+        printed("fjord ctl account list --institution uio"),
     ] {
         let out = sh(&exports, &cmd);
         assert!(
@@ -105,6 +109,16 @@ fn the_printed_exports_make_the_printed_commands_work_and_ctl_says_what_is_missi
             String::from_utf8_lossy(&out.stderr)
         );
     }
+    // The host who signed in has an account now, under a pseudonymous id.
+    let accounts = sh(
+        &exports,
+        &printed("fjord ctl account list --institution uio"),
+    );
+    let accounts = String::from_utf8_lossy(&accounts.stdout);
+    assert!(
+        accounts.contains("acct-") && accounts.contains("staff") && !accounts.contains("staff-1"),
+        "{accounts}"
+    );
     // The participant's join link and the host's line, as printed, for a
     // few seconds each: both get into the sample meeting.
     let host = printed("fjord join --meeting");
