@@ -112,6 +112,7 @@ mod tests {
             issued_at_ms: now,
             expires_at_ms: now + JOIN_TOKEN_TTL_MS,
             settings: None,
+            ..Default::default()
         }
     }
 

@@ -186,7 +186,7 @@ async fn a_cascade_link_needs_the_dialling_nodes_own_certificate() {
         display_name: String::new(),
         issued_at_ms: now,
         expires_at_ms: now + 60_000,
-        settings: None,
+        ..Default::default()
     });
     // Without a certificate, and with another node's: refused.
     let refused = dial_link(&stack, "n-a", None, "n-b", token.clone()).await;

@@ -292,6 +292,9 @@ impl MeetingApi {
             issued_at_ms: now,
             expires_at_ms,
             settings: Some(convert::settings(&meeting.access.settings)),
+            webinar: meeting.kind == MeetingKind::Webinar,
+            time_limit_s: meeting.time_limit.map_or(0, |t| t.max_duration_s),
+            warn_before_end_s: meeting.time_limit.map_or(0, |t| t.warn_before_end_s),
         });
         metrics::counter!("fjord_join_tokens_issued_total").increment(1);
         Ok(pb::JoinMeetingResponse {

@@ -187,6 +187,7 @@ async fn beat(
             issued_at_ms: now,
             expires_at_ms: now + JOIN_TOKEN_TTL_MS,
             settings: None,
+            ..Default::default()
         });
     }
     Ok(answer)

@@ -95,6 +95,7 @@ pub(super) async fn sample(
                 "fjord_media_connections_refused_total",
                 c.connections_refused,
             ),
+            ("fjord_media_time_limit_ends_total", c.time_limit_ends),
             (
                 "fjord_media_send_errors_total",
                 shared.send_errors.load(Ordering::Relaxed),

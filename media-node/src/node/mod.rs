@@ -262,6 +262,26 @@ pub async fn start(config: MediaNodeConfig) -> Result<MediaNodeHandle, NodeError
         stop_rx.clone(),
     )));
 
+    // The core's clock input: time limits warn and end meetings.
+    {
+        let shared = shared.clone();
+        let mut stop = stop_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(crate::sfu::TICK_MS));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = stop.changed() => return,
+                }
+                let outs = shared.sfu.write().expect("sfu lock").tick(now_ms());
+                if !outs.is_empty() {
+                    shared.dispatch(outs);
+                }
+            }
+        }));
+    }
+
     // The control-plane session.
     let (registered_tx, mut registered_rx) = watch::channel(false);
     let reg = NodeRegistration {

@@ -39,7 +39,7 @@ use pb::client_message::Msg as In;
 use pb::server_message::Msg as OutMsg;
 
 use crate::wire::{MediaHeader, WireError};
-pub use room::{Admission, Recording, Room};
+pub use room::{Admission, Recording, Room, RoomTerms, TimeLimit};
 
 pub type ConnId = u64;
 
@@ -55,6 +55,10 @@ pub const TRACK_INDEX_SHIFT: u32 = 20;
 const TRACK_COUNTER_MASK: u32 = (1 << TRACK_INDEX_SHIFT) - 1;
 /// How long a moved room keeps forwarding while its participants switch.
 pub const MOVE_GRACE_MS: u64 = 10_000;
+/// How often the shell calls [`Sfu::tick`].
+pub const TICK_MS: u64 = 250;
+/// Why a session closes when the meeting reached its time limit.
+pub const TIME_LIMIT_REASON: &str = "time_limit";
 
 #[derive(Debug, Clone)]
 pub struct SfuConfig {
@@ -159,6 +163,8 @@ pub struct Counters {
     pub control_flood_closed: u64,
     /// Connections closed at once: too many had not joined.
     pub connections_refused: u64,
+    /// Meetings ended at their licence's time limit.
+    pub time_limit_ends: u64,
 }
 
 /// The datagram-path counters: atomics, so that routing takes `&self` and
@@ -240,6 +246,9 @@ pub struct Sfu<H> {
     /// The node is shutting down: running meetings go on, no room opens.
     shutting_down: bool,
     rooms: HashMap<u64, Room>,
+    /// Meetings this node ended at their time limit: joins are refused
+    /// while the control plane still lists them.
+    timed_out: HashSet<u64>,
     conns: HashMap<ConnId, Conn<H>>,
     tracks: HashMap<u32, Track<H>>,
     next_track: u32,
@@ -277,6 +286,7 @@ impl<H: Clone> Sfu<H> {
             config,
             join_key: None,
             shutting_down: false,
+            timed_out: HashSet::new(),
             rooms: HashMap::new(),
             conns: HashMap::new(),
             tracks: HashMap::new(),
@@ -491,6 +501,8 @@ impl<H: Clone> Sfu<H> {
             .map(|(m, peers)| (*m, peers.iter().cloned().collect()))
             .collect();
         let moved: BTreeSet<u64> = moved.iter().copied().collect();
+        let listed = &self.assignments;
+        self.timed_out.retain(|m| listed.contains_key(m));
         let mut gone = Vec::new();
         let mut newly_moved = Vec::new();
         for (id, room) in &mut self.rooms {
@@ -591,6 +603,20 @@ impl<H: Clone> Sfu<H> {
     }
 
     /// Sends to every admitted member of the room, except `except`.
+    fn broadcast_to_panelists(&mut self, meeting: u64, m: OutMsg, except: Option<u64>) {
+        let Some(room) = self.rooms.get(&meeting) else {
+            return;
+        };
+        let targets: Vec<ConnId> = room
+            .admitted()
+            .filter(|(id, m)| m.panelist && Some(**id) != except)
+            .map(|(_, m)| m.conn)
+            .collect();
+        for conn in targets {
+            self.send(conn, m.clone());
+        }
+    }
+
     fn broadcast(&mut self, meeting: u64, m: OutMsg, except: Option<u64>) {
         let Some(room) = self.rooms.get(&meeting) else {
             return;
@@ -649,8 +675,16 @@ impl<H: Clone> Sfu<H> {
                 "node is shutting down; join again to be placed elsewhere",
             );
         }
+        if self.timed_out.contains(&meeting) {
+            return self.refuse_join(conn, "the meeting reached its time limit");
+        }
         if let std::collections::hash_map::Entry::Vacant(e) = self.rooms.entry(meeting) {
-            e.insert(Room::new(meeting, claims.settings.unwrap_or_default()));
+            e.insert(Room::new(
+                meeting,
+                claims.settings.unwrap_or_default(),
+                RoomTerms::of(&claims),
+                now_ms,
+            ));
             // Peers carrying this meeting hear that it is open here.
             self.open_links_for_assignments();
         }
@@ -679,6 +713,8 @@ impl<H: Clone> Sfu<H> {
                 muted: true, // S4: everyone enters muted
                 can_share_screen: false,
                 joined_seq,
+                // Made a panelist when it becomes the host.
+                panelist: false,
             },
         );
         self.conns.get_mut(&conn).expect("checked").member = Some((meeting, pid));
@@ -691,6 +727,7 @@ impl<H: Clone> Sfu<H> {
                     room.host = Some(pid);
                     let m = room.members.get_mut(&pid).expect("inserted");
                     m.can_share_screen = true; // S5: the host may share
+                    m.panelist = true;
                 }
                 self.admit(meeting, pid);
                 if becomes_host {
@@ -800,10 +837,20 @@ impl<H: Clone> Sfu<H> {
         m.admission = Admission::Admitted;
         let conn = m.conn;
         let you = m.info(pid);
+        // Webinar attendees see the panelists only, and only panelists
+        // hear of attendees: presence stays O(panelists), not O(n²).
+        let attendee = room.webinar && !m.panelist;
+        let webinar = room.webinar;
         let participants = room
             .admitted()
+            .filter(|(_, m)| !webinar || m.panelist)
             .map(|(id, m)| m.info(*id))
-            .chain(room.remote.values().map(|(_, p)| p.clone()))
+            .chain(
+                room.remote
+                    .values()
+                    .filter(|(_, p)| !webinar || p.role() == pb::Role::Host)
+                    .map(|(_, p)| p.clone()),
+            )
             .collect();
         let tracks: Vec<u32> = room.tracks.iter().copied().collect();
         let recording = room.recording;
@@ -831,14 +878,18 @@ impl<H: Clone> Sfu<H> {
                 settings: Some(settings),
             }),
         );
-        self.broadcast(meeting, OutMsg::ParticipantJoined(you.clone()), Some(pid));
-        self.tell_links(
-            meeting,
-            pb::link_message::Msg::ParticipantJoined(pb::LinkParticipant {
-                meeting_id: meeting,
-                info: Some(you),
-            }),
-        );
+        if attendee {
+            self.broadcast_to_panelists(meeting, OutMsg::ParticipantJoined(you), Some(pid));
+        } else {
+            self.broadcast(meeting, OutMsg::ParticipantJoined(you.clone()), Some(pid));
+            self.tell_links(
+                meeting,
+                pb::link_message::Msg::ParticipantJoined(pb::LinkParticipant {
+                    meeting_id: meeting,
+                    info: Some(you),
+                }),
+            );
+        }
         for t in tracks {
             self.subscribe(t, conn);
         }
@@ -899,6 +950,7 @@ impl<H: Clone> Sfu<H> {
         let Some(m) = room.members.remove(&pid) else {
             return;
         };
+        let attendee = room.webinar && !m.panelist;
         room.consents.remove(&pid);
         let conn = m.conn;
         if let Some(c) = self.conns.get_mut(&conn) {
@@ -932,7 +984,15 @@ impl<H: Clone> Sfu<H> {
         for t in others {
             self.unsubscribe(t, conn);
         }
-        if m.admission == Admission::Admitted {
+        if m.admission == Admission::Admitted && attendee {
+            self.broadcast_to_panelists(
+                meeting,
+                OutMsg::ParticipantLeft(pb::ParticipantLeft {
+                    participant_id: pid,
+                }),
+                None,
+            );
+        } else if m.admission == Admission::Admitted {
             self.broadcast(
                 meeting,
                 OutMsg::ParticipantLeft(pb::ParticipantLeft {
@@ -985,6 +1045,92 @@ impl<H: Clone> Sfu<H> {
         }
     }
 
+    /// Makes `pid` a panelist (who may send) or an attendee again (whose
+    /// tracks are withdrawn). Panelists and the participant hear of it.
+    fn set_panelist(&mut self, meeting: u64, pid: u64, panelist: bool) {
+        let room = self.rooms.get_mut(&meeting).expect("present");
+        let m = room.members.get_mut(&pid).expect("member");
+        if m.panelist == panelist {
+            return;
+        }
+        m.panelist = panelist;
+        let conn = m.conn;
+        let info = m.info(pid);
+        let changed = OutMsg::PanelistChanged(pb::PanelistChanged {
+            participant_id: pid,
+            panelist,
+        });
+        if panelist {
+            // Now visible to everyone, like any panelist.
+            self.broadcast(meeting, OutMsg::ParticipantJoined(info), Some(pid));
+        } else {
+            let owned: Vec<u32> = self.rooms[&meeting]
+                .tracks
+                .iter()
+                .copied()
+                .filter(|t| self.tracks.get(t).is_some_and(|t| t.owner == pid))
+                .collect();
+            for t in owned {
+                self.rooms
+                    .get_mut(&meeting)
+                    .expect("present")
+                    .tracks
+                    .remove(&t);
+                self.tracks.remove(&t);
+                self.broadcast(
+                    meeting,
+                    OutMsg::TrackRemoved(pb::TrackRemoved { track_id: t }),
+                    None,
+                );
+                self.tell_links(
+                    meeting,
+                    pb::link_message::Msg::TrackRemoved(pb::LinkTrackRemoved {
+                        meeting_id: meeting,
+                        track_id: t,
+                    }),
+                );
+            }
+        }
+        self.broadcast_to_panelists(meeting, changed.clone(), Some(pid));
+        self.send(conn, changed);
+    }
+
+    /// Time passes: warns rooms nearing their licence's time limit and
+    /// closes those that reached it. The shell calls this about every
+    /// [`TICK_MS`]; nothing else here reads time.
+    pub fn tick(&mut self, now_ms: u64) -> Vec<Output> {
+        let mut warn = Vec::new();
+        let mut end = Vec::new();
+        for (id, room) in &self.rooms {
+            let Some(limit) = room.time_limit else {
+                continue;
+            };
+            let ends_at = room.opened_at_ms.saturating_add(limit.limit_ms);
+            if now_ms >= ends_at {
+                end.push(*id);
+            } else if !room.warned && now_ms >= ends_at.saturating_sub(limit.warn_before_ms) {
+                warn.push((*id, ends_at - now_ms));
+            }
+        }
+        for (id, ends_in_ms) in warn {
+            self.rooms.get_mut(&id).expect("present").warned = true;
+            let conns: Vec<ConnId> = self.rooms[&id].members.values().map(|m| m.conn).collect();
+            for c in conns {
+                self.send(
+                    c,
+                    OutMsg::TimeLimitWarning(pb::TimeLimitWarning { ends_in_ms }),
+                );
+            }
+        }
+        for id in end {
+            self.counters.time_limit_ends += 1;
+            // Joining again must not start the clock over.
+            self.timed_out.insert(id);
+            self.close_room(id, TIME_LIMIT_REASON, false);
+        }
+        std::mem::take(&mut self.out)
+    }
+
     fn make_host(&mut self, meeting: u64, pid: u64) {
         let room = self.rooms.get_mut(&meeting).expect("present");
         if let Some(old) = room.host.and_then(|h| room.members.get_mut(&h)) {
@@ -994,6 +1140,7 @@ impl<H: Clone> Sfu<H> {
         let m = room.members.get_mut(&pid).expect("member");
         m.role = pb::Role::Host;
         m.can_share_screen = true;
+        m.panelist = true;
         self.broadcast(
             meeting,
             OutMsg::HostChanged(pb::HostChanged {
@@ -1070,6 +1217,13 @@ impl<H: Clone> Sfu<H> {
                 let kind = p.kind();
                 if kind == pb::TrackKind::Unspecified {
                     return self.refuse(conn, "publish", "unknown track kind");
+                }
+                if room.webinar && !me.panelist {
+                    return self.refuse(
+                        conn,
+                        "publish",
+                        "webinar attendees only receive; the host can make you a panelist",
+                    );
                 }
                 // S5: screen sharing is for the host, or whom the host grants.
                 if kind == pb::TrackKind::Screen && !me.can_share_screen {
@@ -1285,6 +1439,28 @@ impl<H: Clone> Sfu<H> {
                 room.consents.clear();
                 let changed = room.recording.changed();
                 self.broadcast(meeting, changed, None);
+            }
+            In::SetPanelist(p) => {
+                if !room.webinar {
+                    return self.refuse(conn, "panelist", "not a webinar");
+                }
+                if !is_host {
+                    return self.refuse(conn, "panelist", "only the host makes panelists");
+                }
+                let target = p.participant_id;
+                if target == pid
+                    || room
+                        .members
+                        .get(&target)
+                        .is_none_or(|m| m.admission != Admission::Admitted)
+                {
+                    return self.refuse(
+                        conn,
+                        "panelist",
+                        "no admitted attendee with that id on this node",
+                    );
+                }
+                self.set_panelist(meeting, target, p.panelist);
             }
             In::HandOverHost(h) => {
                 if !is_host {

@@ -26,6 +26,8 @@ pub struct Member {
     pub can_share_screen: bool,
     /// Order of arrival, to pick the next host when one disconnects.
     pub joined_seq: u64,
+    /// In a webinar: may send media (the host, and whom the host makes one).
+    pub panelist: bool,
 }
 
 impl Member {
@@ -99,11 +101,53 @@ pub struct Room {
     /// When the control plane said the meeting moved away; the room keeps
     /// forwarding for a grace period while participants switch over.
     pub moved_at_ms: Option<u64>,
+    /// Panelists send, attendees only receive and see only panelists.
+    pub webinar: bool,
+    /// The licence's duration limit, counted from when the room opened.
+    pub time_limit: Option<TimeLimit>,
+    pub opened_at_ms: u64,
+    /// Whether participants were warned of the coming end.
+    pub warned: bool,
+}
+
+/// A tier's duration limit on a meeting (basic accounts end at 40 minutes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeLimit {
+    pub limit_ms: u64,
+    pub warn_before_ms: u64,
+}
+
+/// What the join token says about the meeting as a whole.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RoomTerms {
+    pub webinar: bool,
+    pub time_limit: Option<TimeLimit>,
+}
+
+impl RoomTerms {
+    pub fn of(claims: &pb::JoinClaims) -> RoomTerms {
+        RoomTerms {
+            webinar: claims.webinar,
+            time_limit: (claims.time_limit_s > 0).then(|| TimeLimit {
+                limit_ms: u64::from(claims.time_limit_s) * 1000,
+                warn_before_ms: u64::from(claims.warn_before_end_s.min(claims.time_limit_s)) * 1000,
+            }),
+        }
+    }
 }
 
 impl Room {
-    pub fn new(meeting_id: u64, settings: pb::MeetingSettings) -> Self {
+    pub fn new(
+        meeting_id: u64,
+        settings: pb::MeetingSettings,
+        terms: RoomTerms,
+        now_ms: u64,
+    ) -> Self {
         Room {
+            webinar: terms.webinar,
+            time_limit: terms.time_limit,
+            opened_at_ms: now_ms,
+            warned: false,
             meeting_id,
             settings,
             host: None,
@@ -123,6 +167,11 @@ impl Room {
     pub fn next_seq(&mut self) -> u64 {
         self.next_seq += 1;
         self.next_seq
+    }
+
+    /// In a webinar, someone who only receives.
+    pub fn is_attendee(&self, pid: u64) -> bool {
+        self.webinar && self.members.get(&pid).is_some_and(|m| !m.panelist)
     }
 
     pub fn is_host(&self, pid: u64) -> bool {

@@ -59,6 +59,7 @@ impl World {
             issued_at_ms: NOW,
             expires_at_ms: NOW + JOIN_TOKEN_TTL_MS,
             settings: Some(settings),
+            ..Default::default()
         })
     }
 
@@ -178,6 +179,7 @@ fn forged_expired_wrong_meeting_and_wrong_node_tokens_are_refused() {
         issued_at_ms: NOW,
         expires_at_ms: NOW + 1000,
         settings: None,
+        ..Default::default()
     };
     let forger = TokenSigner::from_pkcs8(&generate_signing_key()).unwrap();
     let cases: Vec<(Vec<u8>, u64, &str)> = vec![
@@ -640,6 +642,7 @@ fn a_node_shutting_down_keeps_open_rooms_and_opens_no_new_one() {
         issued_at_ms: NOW,
         expires_at_ms: NOW + 1000,
         settings: None,
+        ..Default::default()
     });
     w.send(
         c,
@@ -812,6 +815,7 @@ fn a_link_hello_needs_a_node_token_from_the_control_plane() {
             issued_at_ms: NOW,
             expires_at_ms: NOW + JOIN_TOKEN_TTL_MS,
             settings: None,
+            ..Default::default()
         })
     };
     let hello = |node: &str, token: Vec<u8>| pb::LinkHello {
@@ -1087,3 +1091,5 @@ fn connections_that_never_join_are_capped() {
     w.apply(outs);
     assert!(!w.closed.contains(&d));
 }
+
+mod tiers;
