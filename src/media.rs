@@ -202,6 +202,12 @@ pub struct LoadgenArgs {
     /// Participants per meeting (one of them the host).
     #[arg(long, default_value_t = 3)]
     participants: u32,
+    /// Schedule webinars: the host (panelist) sends, attendees only receive.
+    #[arg(long)]
+    webinar: bool,
+    /// Attendees per webinar (with --webinar).
+    #[arg(long, default_value_t = 0)]
+    attendees: u32,
     #[arg(long, default_value_t = 10)]
     duration_s: u64,
     #[arg(short = 'o', long, value_parser = ["text", "json"], default_value = "text")]
@@ -217,6 +223,8 @@ pub async fn run_loadgen(args: LoadgenArgs) -> anyhow::Result<()> {
         meetings: args.meetings,
         participants: args.participants,
         duration: Duration::from_secs(args.duration_s),
+        webinar: args.webinar,
+        attendees: args.attendees,
     };
     config.validate().map_err(|e| anyhow::anyhow!(e))?;
     let tls = args.tls.files(true)?;
@@ -225,6 +233,7 @@ pub async fn run_loadgen(args: LoadgenArgs) -> anyhow::Result<()> {
     if args.output == "json" {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {
+        println!("kind                {}", r.kind);
         println!("meetings            {}", r.meetings);
         println!("participants        {}", r.participants);
         println!("duration            {:.1} s", r.duration_s);

@@ -146,6 +146,24 @@ fn the_printed_exports_make_the_printed_commands_work_and_ctl_says_what_is_missi
         "loadgen: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // A webinar: the panelist sends, 20 attendees receive.
+    let out = sh(
+        &exports,
+        "fjord loadgen --institution uio --webinar --attendees 20 --duration-s 2 -o json",
+    );
+    assert!(
+        out.status.success(),
+        "loadgen --webinar: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("loadgen -o json");
+    assert_eq!(report["kind"], "webinar", "{report}");
+    assert_eq!(report["participants"], 21, "{report}");
+    assert!(
+        report["packets_received"].as_u64().unwrap_or(0) > 0
+            && report["loss_ratio"].as_f64().unwrap_or(1.0) < 0.05,
+        "{report}"
+    );
 
     // The operations port: metrics, liveness and readiness.
     let get = |path: &str| {

@@ -1,6 +1,7 @@
-//! `fjord loadgen`: schedules meetings, joins every participant through the
-//! control plane, sends audio and video for a while, and reports what
-//! everyone received.
+//! `fjord loadgen`: schedules meetings (or webinars), joins every
+//! participant through the control plane, sends audio and video for a
+//! while, and reports what everyone received. In a webinar only the host
+//! (the panelist) sends; every attendee receives.
 
 use std::time::{Duration, Instant};
 
@@ -18,6 +19,9 @@ pub struct LoadgenConfig {
     pub meetings: u32,
     pub participants: u32,
     pub duration: Duration,
+    /// Webinars: one panelist (the host) sends, `attendees` receive.
+    pub webinar: bool,
+    pub attendees: u32,
 }
 
 impl LoadgenConfig {
@@ -25,7 +29,13 @@ impl LoadgenConfig {
         if self.meetings == 0 || self.meetings > 1000 {
             return Err("--meetings must be 1..=1000".into());
         }
-        if self.participants < 2 || self.participants > 1000 {
+        if self.webinar {
+            if self.attendees == 0 || self.attendees > 10_000 {
+                return Err("--attendees must be 1..=10000 with --webinar".into());
+            }
+        } else if self.attendees != 0 {
+            return Err("--attendees needs --webinar (meetings take --participants)".into());
+        } else if self.participants < 2 || self.participants > 1000 {
             return Err("--participants must be 2..=1000".into());
         }
         if self.duration.is_zero() || self.duration > Duration::from_secs(3600) {
@@ -37,6 +47,8 @@ impl LoadgenConfig {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct LoadgenReport {
+    /// meeting | webinar
+    pub kind: &'static str,
     pub meetings: u32,
     pub participants: u32,
     pub duration_s: f64,
@@ -69,13 +81,20 @@ pub async fn run(
     config: &LoadgenConfig,
     progress: impl Fn(&str),
 ) -> Result<LoadgenReport, ClientError> {
+    // Everyone in one meeting: the host and the others.
+    let size = if config.webinar {
+        config.attendees + 1
+    } else {
+        config.participants
+    };
     let mut meetings = Vec::new();
     for _ in 0..config.meetings {
         let r = cp
             .schedule_meeting(pb::ScheduleMeetingRequest {
                 institution: config.institution.clone(),
-                participants: config.participants,
+                participants: size,
                 request_id: request_id(),
+                webinar: config.webinar,
                 ..Default::default()
             })
             .await
@@ -103,7 +122,7 @@ pub async fn run(
         .await?;
         let _ = join_us.record(t.elapsed().as_micros() as u64);
         everyone.push((*id, host));
-        let joins = (1..config.participants).map(|i| {
+        let joins = (1..size).map(|i| {
             let req = JoinRequest {
                 meeting_id: *id,
                 passcode: passcode.clone(),
@@ -123,15 +142,15 @@ pub async fn run(
             let _ = join_us.record(took.as_micros() as u64);
             everyone.push((*id, p));
         }
-        progress(&format!(
-            "meeting {id}: {} participants in",
-            config.participants
-        ));
+        progress(&format!("meeting {id}: {size} participants in"));
     }
 
     let mut senders = Vec::new();
     for (_, p) in everyone.iter_mut() {
-        senders.extend(p.start_media().await?);
+        // In a webinar only the panelist sends (attendees may not publish).
+        if !config.webinar || p.role == pb::Role::Host {
+            senders.extend(p.start_media().await?);
+        }
     }
     progress(&format!(
         "{} participants sending audio and video for {:?}",
@@ -172,7 +191,7 @@ pub async fn run(
         corrupted += s.corrupted;
         jitter += s.jitter_ms;
         // Everyone else in the meeting should have received each datagram.
-        expected += s.sent * u64::from(config.participants - 1);
+        expected += s.sent * u64::from(size - 1);
         latency
             .add(p.stats.latency_histogram())
             .expect("same bounds");
@@ -199,6 +218,7 @@ pub async fn run(
             .await;
     }
     Ok(LoadgenReport {
+        kind: if config.webinar { "webinar" } else { "meeting" },
         meetings: config.meetings,
         participants: n as u32,
         duration_s: elapsed.as_secs_f64(),

@@ -12,7 +12,7 @@
 //!                      node has let us in)
 //! ```
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -45,6 +45,8 @@ pub struct SessionState {
     pub ended: Mutex<Option<String>>,
     /// Set when it ended because the control plane refused the join.
     pub refused: Mutex<Option<(tonic::Code, String)>>,
+    /// The node warned that the meeting reaches its time limit soon.
+    pub time_limit_warned: AtomicBool,
 }
 
 pub struct Session {
@@ -162,7 +164,10 @@ async fn supervise(
             p.close();
             return end(e.to_string());
         }
-        let media = if publish {
+        // A webinar attendee only receives.
+        let attendee = matches!(&p.admission, super::Admission::Joined(j) if j.webinar)
+            && p.role != pb::Role::Host;
+        let media = if publish && !attendee {
             match p.start_media().await {
                 Ok(m) => m,
                 Err(e) => {
@@ -181,8 +186,17 @@ async fn supervise(
         }
         unreachable = None;
         let outcome = tokio::select! {
-            r = p.wait_for(Duration::from_secs(365 * 86400), |m| {
-                matches!(m, OutMsg::Moved(_)).then_some(())
+            r = p.wait_for(Duration::from_secs(365 * 86400), |m| match m {
+                OutMsg::Moved(_) => Some(()),
+                OutMsg::TimeLimitWarning(w) => {
+                    tracing::warn!(
+                        ends_in_s = w.ends_in_ms / 1000,
+                        "the meeting reaches its licence's time limit soon"
+                    );
+                    state.time_limit_warned.store(true, Ordering::Release);
+                    None
+                }
+                _ => None,
             }) => r,
             _ = stop.changed() => {
                 for h in media {

@@ -876,6 +876,7 @@ impl<H: Clone> Sfu<H> {
                 locked,
                 recording: recording.wire() as i32,
                 settings: Some(settings),
+                webinar,
             }),
         );
         if attendee {
