@@ -147,11 +147,11 @@ async fn stack() -> anyhow::Result<Stack> {
     cp.create_institution(pb::CreateInstitutionRequest {
         name: "bench".into(),
         residency: "eu".into(),
-        max_participants: 1000,
+        max_participants: 10_000,
         ..Default::default()
     })
     .await?;
-    cp.sample_licence("bench", &["large-meeting-1000"]).await?;
+    cp.sample_licence("bench", &["large-meeting-1000", "webinar-5000"]).await?;
     let mut c = MediaNodeConfig::new(
         "bench-node",
         "eu",
@@ -177,6 +177,16 @@ async fn stack() -> anyhow::Result<Stack> {
 }
 
 async fn open_meeting(cp: &Client, participants: u32) -> anyhow::Result<(u64, String)> {
+    let (id, passcode, _) = open_kind(cp, participants, false).await?;
+    Ok((id, passcode))
+}
+
+/// A meeting or a webinar: id, passcode and host key.
+async fn open_kind(
+    cp: &Client,
+    participants: u32,
+    webinar: bool,
+) -> anyhow::Result<(u64, String, String)> {
     let r = cp
         .schedule_meeting(pb::ScheduleMeetingRequest {
             institution: "bench".into(),
@@ -187,10 +197,11 @@ async fn open_meeting(cp: &Client, participants: u32) -> anyhow::Result<(u64, St
                 allow_join_before_host: true,
                 ..Default::default()
             }),
+            webinar,
             ..Default::default()
         })
         .await?;
-    Ok((r.meeting.map(|m| m.id).unwrap_or_default(), r.passcode))
+    Ok((r.meeting.map(|m| m.id).unwrap_or_default(), r.passcode, r.host_key))
 }
 
 fn join_req(id: u64, passcode: &str, name: &str) -> JoinRequest {
@@ -526,16 +537,24 @@ async fn recovery(bin: &std::path::Path, runs: u32) -> anyhow::Result<serde_json
 
 /// Runs a meeting of `speakers` sending 720p-like video and audio plus
 /// `listeners`, for `seconds`; returns the delivery ratio and latency p99.
+/// A meeting where `speakers` send to everyone; with no speakers but one
+/// and listeners, a webinar (the speaker joins as the host, the panelist).
 async fn carry(
     s: &Stack,
     speakers: u32,
     listeners: u32,
     seconds: u64,
 ) -> anyhow::Result<(f64, f64)> {
-    let (id, passcode) = open_meeting(&s.cp, speakers + listeners).await?;
+    let webinar = speakers == 1 && listeners > 0;
+    let (id, passcode, host_key) = open_kind(&s.cp, speakers + listeners, webinar).await?;
     let mut ps = Vec::new();
     for i in 0..speakers + listeners {
-        ps.push(Participant::join(&s.cp, &join_req(id, &passcode, &format!("p{i}"))).await?);
+        let mut req = join_req(id, &passcode, &format!("p{i}"));
+        if webinar && i == 0 {
+            req.passcode.clear();
+            req.host_key = host_key.clone();
+        }
+        ps.push(Participant::join(&s.cp, &req).await?);
     }
     let mut senders = Vec::new();
     for p in ps.iter_mut().take(speakers as usize) {
