@@ -136,7 +136,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     }
 
     // The development identity provider, trusted by every sample institution.
-    let idp_key = data_dir.join("dev-idp.json");
+    let idp_key = dev_idp::default_key_path();
     let idp = match DevIdp::load(&idp_key) {
         Ok(idp) => idp,
         Err(_) => {
@@ -266,7 +266,6 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     println!("  fjord ctl meeting schedule --institution uio --participants 40");
     println!("  fjord ctl meeting explain 1");
     println!("As a host signed in with the development identity provider:");
-    println!("  export FJORD_DEV_IDP_KEY={}", idp_key.display());
     println!(
         "  fjord ctl meeting schedule --institution uio --participants 40 --id-token \"$(fjord dev-idp token --institution uio --subject staff-1 --affiliation staff)\""
     );

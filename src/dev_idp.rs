@@ -31,14 +31,14 @@ enum DevIdpCmd {
         /// Lifetime in seconds.
         #[arg(long, default_value_t = 3600)]
         lifetime_s: u64,
-        /// The provider's key file (`fjord dev` prints it).
+        /// The provider's key file (default: where `fjord dev` keeps it).
         #[arg(long, env = "FJORD_DEV_IDP_KEY")]
-        key: PathBuf,
+        key: Option<PathBuf>,
     },
     /// Print the provider's public keys (JWKS), for `fjord ctl account set-login --jwks`.
     Jwks {
         #[arg(long, env = "FJORD_DEV_IDP_KEY")]
-        key: PathBuf,
+        key: Option<PathBuf>,
     },
 }
 
@@ -60,7 +60,7 @@ pub fn run(args: DevIdpArgs) -> Result<(), String> {
             if lifetime_s == 0 || lifetime_s > 7 * 24 * 3600 {
                 return Err("--lifetime-s: 1 s to 7 days".into());
             }
-            let idp = DevIdp::load(&key).map_err(|e| e.to_string())?;
+            let idp = load(key)?;
             let now = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_err(|_| "the clock is before 1970")?
@@ -73,9 +73,14 @@ pub fn run(args: DevIdpArgs) -> Result<(), String> {
             Ok(())
         }
         DevIdpCmd::Jwks { key } => {
-            let idp = DevIdp::load(&key).map_err(|e| e.to_string())?;
+            let idp = load(key)?;
             println!("{}", idp.jwks());
             Ok(())
         }
     }
+}
+
+fn load(key: Option<PathBuf>) -> Result<DevIdp, String> {
+    let path = key.unwrap_or_else(fjord_control_plane::login::dev_idp::default_key_path);
+    DevIdp::load(&path).map_err(|e| format!("{e} (is `fjord dev` running? it creates the key)"))
 }

@@ -151,7 +151,8 @@ async fn stack() -> anyhow::Result<Stack> {
         ..Default::default()
     })
     .await?;
-    cp.sample_licence("bench", &["large-meeting-1000", "webinar-5000"]).await?;
+    cp.sample_licence("bench", &["large-meeting-1000", "webinar-5000"])
+        .await?;
     let mut c = MediaNodeConfig::new(
         "bench-node",
         "eu",
@@ -201,7 +202,11 @@ async fn open_kind(
             ..Default::default()
         })
         .await?;
-    Ok((r.meeting.map(|m| m.id).unwrap_or_default(), r.passcode, r.host_key))
+    Ok((
+        r.meeting.map(|m| m.id).unwrap_or_default(),
+        r.passcode,
+        r.host_key,
+    ))
 }
 
 fn join_req(id: u64, passcode: &str, name: &str) -> JoinRequest {

@@ -33,6 +33,12 @@ struct KeyFile {
     pkcs8: String,
 }
 
+/// Where `fjord dev` keeps the key and `fjord dev-idp` looks for it by
+/// default: one place per machine, so tokens keep working across restarts.
+pub fn default_key_path() -> std::path::PathBuf {
+    std::env::temp_dir().join("fjord-dev-idp.json")
+}
+
 pub struct DevIdp {
     pub kid: String,
     pkcs8: Vec<u8>,
