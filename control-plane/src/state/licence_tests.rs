@@ -407,6 +407,16 @@ fn allowed_by_licence(s: &ClusterState, c: &ScheduleMeeting, now_ms: u64) -> boo
     let Some(table) = s.licences.price_tables.last().map(|t| &t.table) else {
         return false;
     };
+    // The host: an operator acting for the institution gets staff limits;
+    // an account must exist here, be active, and gets its role's limits.
+    let affiliation = match &c.host {
+        Host::Unchecked => return true,
+        Host::OnBehalf => Affiliation::Staff,
+        Host::Account { id } => match s.accounts.by_id.get(id) {
+            Some(a) if a.institution == c.institution && a.disabled.is_none() => a.affiliation,
+            _ => return false,
+        },
+    };
     let today = crate::licensing::service_date(now_ms);
     let Some(licence) = s.licences.by_institution.get(&c.institution) else {
         return false;
@@ -432,7 +442,10 @@ fn allowed_by_licence(s: &ClusterState, c: &ScheduleMeeting, now_ms: u64) -> boo
     }) {
         return false;
     }
-    let tier = &table.tiers[&v.terms.tier].staff;
+    let tier = match affiliation {
+        Affiliation::Staff => &table.tiers[&v.terms.tier].staff,
+        Affiliation::Student => &table.tiers[&v.terms.tier].student,
+    };
     let mut meeting = tier.meeting_participants;
     let mut webinar = tier.webinar_attendees;
     for a in &v.terms.add_ons {
@@ -449,7 +462,8 @@ fn allowed_by_licence(s: &ClusterState, c: &ScheduleMeeting, now_ms: u64) -> boo
 }
 
 fn arb_step() -> impl Gen<Value = (u64, Command)> {
-    let day = 0u64..40;
+    // Mostly a day or two between steps, sometimes months (for the sweep).
+    let day = prop_oneof![8 => 0u64..3, 1 => 100u64..200];
     let tier = prop_oneof![Just(Tier::Education), Just(Tier::Basic)];
     let add_ons = prop::sample::subsequence(
         vec![
@@ -496,28 +510,80 @@ fn arb_step() -> impl Gen<Value = (u64, Command)> {
             d,
             schedule("uio", n, if w { MeetingKind::Webinar } else { MeetingKind::Meeting }).into()
         )),
-        1 => (day, 1u64..40).prop_map(|(d, id)| (
+        1 => (day.clone(), 1u64..40).prop_map(|(d, id)| (
             d,
             MeetingCommand::End(EndMeeting { id }).into()
         )),
+        3 => (day.clone(), 0usize..5, 0usize..3).prop_map(|(d, a, r)| (
+            d,
+            AccountCommand::Login(Login {
+                institution: "uio".into(),
+                account: format!("acct-{a}"),
+                affiliations: vec![["employee", "student", "alum"][r].to_string()],
+            })
+            .into()
+        )),
+        4 => (day.clone(), 0usize..5, 1u32..600, any::<bool>()).prop_map(|(d, a, n, w)| {
+            let MeetingCommand::Schedule(mut c) =
+                schedule("uio", n, if w { MeetingKind::Webinar } else { MeetingKind::Meeting })
+            else {
+                unreachable!()
+            };
+            c.host = Host::Account { id: format!("acct-{a}") };
+            (d, MeetingCommand::Schedule(c).into())
+        }),
+        1 => (day.clone(), 0usize..5, any::<bool>()).prop_map(|(d, a, enabled)| (
+            d,
+            AccountCommand::SetEnabled(SetAccountEnabled {
+                id: format!("acct-{a}"),
+                enabled,
+                institution: Some("uio".into()),
+            })
+            .into()
+        )),
+        1 => day.prop_map(|d| (d, AccountCommand::Sweep(SweepAccounts {}).into())),
     ]
 }
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(128))]
 
-    /// Over random licence changes, notices, price tables, schedules and
-    /// the passing of days, no meeting is scheduled beyond its licence at
-    /// the time of scheduling, and replicas (one restarted from a
-    /// snapshot midway) stay identical.
+    /// Over random licence changes, notices, price tables, host sign-ins,
+    /// account sweeps and admin switches, schedules (for the institution
+    /// and by host accounts) and the passing of days and months, no meeting
+    /// is scheduled beyond its licence at the time of scheduling, and
+    /// replicas (one restarted from a snapshot midway) stay identical.
     #[test]
-    fn no_meeting_is_scheduled_beyond_its_licence(steps in prop::collection::vec(arb_step(), 1..60), cut in 0usize..60) {
+    fn no_meeting_is_scheduled_beyond_its_licence(steps in prop::collection::vec(arb_step(), 1..80), cut in 0usize..80) {
         let base = at("2026-11-01");
+        let mut now = base;
         let log: Vec<Request> = steps
             .into_iter()
-            .map(|(d, c)| req(base + d * DAY_MS, c))
+            .map(|(d, c)| {
+                now += d * DAY_MS + 1;
+                req(now, c)
+            })
             .collect();
         let mut a = cluster(base);
+        a.apply(&req(
+            base,
+            AccountCommand::ConfigureLogin(ConfigureLogin {
+                institution: "uio".into(),
+                config: LoginConfig {
+                    issuer: "https://idp.uio.example".into(),
+                    audience: "fjord".into(),
+                    jwks: "{\"keys\":[]}".into(),
+                    affiliation_claim: "eduperson_affiliation".into(),
+                    eligible: [
+                        ("employee".to_string(), Affiliation::Staff),
+                        ("student".to_string(), Affiliation::Student),
+                    ]
+                    .into(),
+                    affiliation_scope: None,
+                },
+            }),
+        ))
+        .unwrap();
         let mut b = a.clone();
         let cut = cut.min(log.len());
         for r in &log {
