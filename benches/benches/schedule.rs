@@ -1,17 +1,21 @@
 //! What the licence check costs a schedule: the same `apply` of a schedule
 //! (and the end that releases it) with and without the check, side by side.
 //!
-//! The checked variant looks up the institution's licence (twelve dated
+//! The checked variants look up the institution's licence (twelve dated
 //! versions, as a year of monthly FTE reports leaves), its agreement status
-//! in the service's time zone and the tier limits with add-ons.
+//! in the service's time zone and the tier limits with add-ons; the
+//! account variant also checks the host's account (one of 1,000) and
+//! records its meeting.
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use fjord_control_plane::licensing::Affiliation;
 use fjord_control_plane::licensing::{parse_date, LicenceTerms, MeetingKind, PriceTable, Tier};
 use fjord_control_plane::placement::Strategy;
 use fjord_control_plane::state::{
-    ClusterState, Command, CreateInstitution, EndMeeting, Host, InstitutionCommand, LicenceCommand,
-    LoadPriceTable, MeetingAccess, MeetingCommand, NodeCommand, Output, RegisterNode, Reporter,
-    Request, ScheduleMeeting, SetLicence,
+    AccountCommand, ClusterState, Command, ConfigureLogin, CreateInstitution, EndMeeting, Host,
+    InstitutionCommand, LicenceCommand, LoadPriceTable, Login, LoginConfig, MeetingAccess,
+    MeetingCommand, NodeCommand, Output, RegisterNode, Reporter, Request, ScheduleMeeting,
+    SetLicence,
 };
 
 const NOW: u64 = 1_790_000_000_000; // 2026-09-21
@@ -74,6 +78,30 @@ fn state() -> ClusterState {
             .into(),
         );
     }
+    cmds.push(
+        AccountCommand::ConfigureLogin(ConfigureLogin {
+            institution: "uio".into(),
+            config: LoginConfig {
+                issuer: "https://idp.uio.example".into(),
+                audience: "fjord".into(),
+                jwks: "{\"keys\":[]}".into(),
+                affiliation_claim: "eduperson_affiliation".into(),
+                eligible: [("employee".to_string(), Affiliation::Staff)].into(),
+                affiliation_scope: None,
+            },
+        })
+        .into(),
+    );
+    for i in 0..1000 {
+        cmds.push(
+            AccountCommand::Login(Login {
+                institution: "uio".into(),
+                account: format!("acct-{i:04}"),
+                affiliations: vec!["employee".into()],
+            })
+            .into(),
+        );
+    }
     for c in cmds {
         s.apply(&req(NOW, c)).unwrap();
     }
@@ -104,6 +132,12 @@ fn bench(c: &mut Criterion) {
     for (name, host) in [
         ("unchecked", Host::Unchecked),
         ("licence_checked", Host::OnBehalf),
+        (
+            "licence_and_account_checked",
+            Host::Account {
+                id: "acct-0500".into(),
+            },
+        ),
     ] {
         group.bench_function(name, |b| {
             b.iter_batched_ref(

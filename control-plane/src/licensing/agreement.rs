@@ -152,6 +152,22 @@ impl Agreement {
         self.notice.map(Agreement::end_for_notice)
     }
 
+    /// The phase on `day`, without the rest of [`status`](Self::status)
+    /// (what every schedule checks).
+    pub fn phase(&self, day: Date) -> Phase {
+        if day < self.start {
+            Phase::NotStarted
+        } else if self.ends_on().is_some_and(|end| day >= end) {
+            Phase::Ended
+        } else if self.notice.is_some_and(|n| n <= day) {
+            Phase::NoticeGiven
+        } else if contract_year_start(day) <= self.start {
+            Phase::Active
+        } else {
+            Phase::Renewed
+        }
+    }
+
     /// The agreement as of `day`.
     pub fn status(&self, day: Date) -> AgreementStatus {
         let ends_on = self.ends_on();
@@ -169,17 +185,7 @@ impl Agreement {
             days_covered: days_between(first_day, next_renewal).max(0) as u32,
             days_in_year: days_between(year_start, next_renewal) as u32,
         };
-        let phase = if day < self.start {
-            Phase::NotStarted
-        } else if ends_on.is_some_and(|end| day >= end) {
-            Phase::Ended
-        } else if self.notice.is_some_and(|n| n <= day) {
-            Phase::NoticeGiven
-        } else if year_start <= self.start {
-            Phase::Active
-        } else {
-            Phase::Renewed
-        };
+        let phase = self.phase(day);
         let on_renewal_date = match (phase, ends_on) {
             (Phase::Ended, _) => OnRenewalDate::Nothing,
             (_, Some(end)) if end == next_renewal => OnRenewalDate::Ends,

@@ -158,14 +158,15 @@ impl Licences {
             .get(institution)
             .ok_or_else(no_licence)?;
         let version = licence.in_force(today).ok_or_else(no_licence)?;
-        let status = licence.agreement_of(version).status(today);
-        if !status.phase.in_force() {
+        let agreement = licence.agreement_of(version);
+        let phase = agreement.phase(today);
+        if !phase.in_force() {
             return Err(StateError::LicenceNotInForce {
                 institution: institution.to_string(),
-                phase: status.phase,
+                phase,
             });
         }
-        if let Some(end) = status.ends_on {
+        if let Some(end) = agreement.ends_on() {
             if service_date(start_ms) >= end {
                 return Err(StateError::AfterAgreementEnd {
                     institution: institution.to_string(),
