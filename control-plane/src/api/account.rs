@@ -49,6 +49,22 @@ pub async fn sign_in(
     };
     let verified = login::verify(&config, id_token).map_err(ApiError::Login)?;
     let account = kek.account_id(&verified.issuer, &verified.subject);
+    // A known, active account whose role is unchanged needs no write: the
+    // schedule itself re-checks the account in the state machine. Anything
+    // else (new, disabled, role changed or lost) is committed as a login.
+    let affiliation = config.affiliation_of(&verified.affiliations);
+    let known = replica.local_state(|s| {
+        s.accounts
+            .by_id
+            .get(&account)
+            .filter(|a| {
+                a.institution == institution && a.is_active() && Some(a.affiliation) == affiliation
+            })
+            .cloned()
+    });
+    if let Some(a) = known {
+        return Ok(a);
+    }
     let out = replica
         .write(Command::Account(AccountCommand::Login(Login {
             institution: institution.to_string(),

@@ -16,6 +16,12 @@ pub async fn account_sweep_loop(replica: Arc<Replica>, every: Duration) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        let (active, disabled) = replica.local_state(|s| {
+            let active = s.accounts.by_id.values().filter(|a| a.is_active()).count();
+            (active, s.accounts.by_id.len() - active)
+        });
+        metrics::gauge!("fjord_host_accounts", "state" => "active").set(active as f64);
+        metrics::gauge!("fjord_host_accounts", "state" => "disabled").set(disabled as f64);
         if !replica.is_leader() {
             continue;
         }
