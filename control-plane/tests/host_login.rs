@@ -30,25 +30,18 @@ async fn schedule_with(
     participants: u32,
     webinar: bool,
 ) -> Result<pb::ScheduleMeetingResponse, tonic::Status> {
-    let req = pb::ScheduleMeetingRequest {
-        institution: "uio".into(),
-        participants,
-        duration_ms: 3_600_000,
-        webinar,
-        id_token: token.into(),
-        ..Default::default()
-    };
-    client
-        .call(|ch| {
-            let req = req.clone();
-            async move {
-                pb::meeting_service_client::MeetingServiceClient::new(ch)
-                    .schedule_meeting(req)
-                    .await
-            }
-        })
-        .await
-        .map(|r| r.into_inner())
+    schedule_request(
+        client,
+        pb::ScheduleMeetingRequest {
+            institution: "uio".into(),
+            participants,
+            duration_ms: 3_600_000,
+            webinar,
+            id_token: token.into(),
+            ..Default::default()
+        },
+    )
+    .await
 }
 
 async fn accounts(client: &Client) -> Vec<pb::HostAccount> {

@@ -48,24 +48,17 @@ async fn schedule_kind(
     participants: u32,
     webinar: bool,
 ) -> Result<pb::ScheduleMeetingResponse, tonic::Status> {
-    let req = pb::ScheduleMeetingRequest {
-        institution: "uio".into(),
-        participants,
-        duration_ms: 3_600_000,
-        webinar,
-        ..Default::default()
-    };
-    client
-        .call(|ch| {
-            let req = req.clone();
-            async move {
-                pb::meeting_service_client::MeetingServiceClient::new(ch)
-                    .schedule_meeting(req)
-                    .await
-            }
-        })
-        .await
-        .map(|r| r.into_inner())
+    schedule_request(
+        client,
+        pb::ScheduleMeetingRequest {
+            institution: "uio".into(),
+            participants,
+            duration_ms: 3_600_000,
+            webinar,
+            ..Default::default()
+        },
+    )
+    .await
 }
 
 type Client = fjord_control_plane::client::Client;

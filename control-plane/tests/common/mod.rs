@@ -280,6 +280,14 @@ pub async fn schedule(
         request_id: request_id.into(),
         ..Default::default()
     };
+    schedule_request(client, req).await
+}
+
+/// Sends a whole schedule request (a webinar, a host's ID token, ...).
+pub async fn schedule_request(
+    client: &Client,
+    req: pb::ScheduleMeetingRequest,
+) -> Result<pb::ScheduleMeetingResponse, tonic::Status> {
     client
         .call(|ch| {
             let req = req.clone();

@@ -968,19 +968,7 @@ impl<H: Clone> Sfu<H> {
             room.tracks.remove(t);
         }
         for t in owned {
-            self.tracks.remove(&t);
-            self.broadcast(
-                meeting,
-                OutMsg::TrackRemoved(pb::TrackRemoved { track_id: t }),
-                None,
-            );
-            self.tell_links(
-                meeting,
-                pb::link_message::Msg::TrackRemoved(pb::LinkTrackRemoved {
-                    meeting_id: meeting,
-                    track_id: t,
-                }),
-            );
+            self.withdraw_track(meeting, t);
         }
         for t in others {
             self.unsubscribe(t, conn);
@@ -1046,6 +1034,24 @@ impl<H: Clone> Sfu<H> {
         }
     }
 
+    /// Forgets track `t` (already out of its room's list) and tells the
+    /// room and the cascade it is gone.
+    fn withdraw_track(&mut self, meeting: u64, t: u32) {
+        self.tracks.remove(&t);
+        self.broadcast(
+            meeting,
+            OutMsg::TrackRemoved(pb::TrackRemoved { track_id: t }),
+            None,
+        );
+        self.tell_links(
+            meeting,
+            pb::link_message::Msg::TrackRemoved(pb::LinkTrackRemoved {
+                meeting_id: meeting,
+                track_id: t,
+            }),
+        );
+    }
+
     /// Makes `pid` a panelist (who may send) or an attendee again (whose
     /// tracks are withdrawn). Panelists and the participant hear of it.
     fn set_panelist(&mut self, meeting: u64, pid: u64, panelist: bool) {
@@ -1072,24 +1078,10 @@ impl<H: Clone> Sfu<H> {
                 .filter(|t| self.tracks.get(t).is_some_and(|t| t.owner == pid))
                 .collect();
             for t in owned {
-                self.rooms
-                    .get_mut(&meeting)
-                    .expect("present")
-                    .tracks
-                    .remove(&t);
-                self.tracks.remove(&t);
-                self.broadcast(
-                    meeting,
-                    OutMsg::TrackRemoved(pb::TrackRemoved { track_id: t }),
-                    None,
-                );
-                self.tell_links(
-                    meeting,
-                    pb::link_message::Msg::TrackRemoved(pb::LinkTrackRemoved {
-                        meeting_id: meeting,
-                        track_id: t,
-                    }),
-                );
+                if let Some(room) = self.rooms.get_mut(&meeting) {
+                    room.tracks.remove(&t);
+                }
+                self.withdraw_track(meeting, t);
             }
         }
         self.broadcast_to_panelists(meeting, changed.clone(), Some(pid));
