@@ -14,6 +14,7 @@
 
 pub mod access;
 pub mod api;
+pub mod billing;
 pub mod client;
 pub mod drivers;
 pub mod join_guard;
