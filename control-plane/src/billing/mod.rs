@@ -111,7 +111,7 @@ pub fn prorate(value: i64, numerator: u32, denominator: u32) -> Result<i64, Bill
 
 /// The table in force on `day`: the last loaded whose effective date is
 /// not after it, else the earliest.
-pub fn table_on<'a>(tables: &'a [LoadedPriceTable], day: Date) -> Option<&'a PriceTable> {
+pub fn table_on(tables: &[LoadedPriceTable], day: Date) -> Option<&PriceTable> {
     tables
         .iter()
         .rev()
