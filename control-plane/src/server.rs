@@ -12,6 +12,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use fjord_proto::v1::account_service_server::AccountServiceServer;
+use fjord_proto::v1::billing_service_server::BillingServiceServer;
 use fjord_proto::v1::cluster_service_server::ClusterServiceServer;
 use fjord_proto::v1::institution_service_server::InstitutionServiceServer;
 use fjord_proto::v1::licence_service_server::LicenceServiceServer;
@@ -23,7 +24,8 @@ use fjord_common::grpc::{tls_incoming, HandshakeLimits};
 use fjord_common::{ClientAuth, Identity, TlsFiles};
 
 use crate::api::{
-    AccountApi, ClusterApi, InstitutionApi, LicenceApi, MeetingApi, NodeApi, SigningKeys,
+    AccountApi, BillingApi, ClusterApi, InstitutionApi, LicenceApi, MeetingApi, NodeApi,
+    SigningKeys,
 };
 use crate::join_guard::JoinLimits;
 use crate::placement::Strategy;
@@ -393,6 +395,7 @@ pub async fn start_with_listeners(
             replica.clone(),
         )))
         .add_service(LicenceServiceServer::new(LicenceApi::new(replica.clone())))
+        .add_service(BillingServiceServer::new(BillingApi::new(replica.clone())))
         .add_service(AccountServiceServer::new(AccountApi::new(
             replica.clone(),
             kek.clone(),

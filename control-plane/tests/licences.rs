@@ -191,6 +191,39 @@ async fn licences_are_recorded_enforced_and_scoped_to_their_institution() {
     assert_eq!(s.code(), Code::InvalidArgument, "{s:?}");
     assert_eq!(get(&ops, "uio").await.unwrap().versions, 1);
 
+    // The invoice of the current contract year: 6,121 staff licences priced
+    // band by band (1,000 × 90 kr + 4,000 × 75 kr + 1,121 × 60 kr) and
+    // 2,000 student licences at 15 kr, for the whole year.
+    let year = get(&ops, "uio").await.unwrap().status.unwrap();
+    let period = format!(
+        "{}..{}",
+        year.contract_year_first_day, year.contract_year_last_day
+    );
+    let invoice = ops
+        .call(|ch| {
+            let req = pb::PreviewInvoiceRequest {
+                institution: "uio".into(),
+                period: period.clone(),
+            };
+            async move {
+                pb::billing_service_client::BillingServiceClient::new(ch)
+                    .preview_invoice(req)
+                    .await
+            }
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(invoice.currency, "NOK");
+    assert_eq!(invoice.lines[0].kind, "annual_fee");
+    assert_eq!(invoice.lines[0].quantity, 6121);
+    assert_eq!(invoice.lines[0].yearly_minor, 45_726_000);
+    assert_eq!(invoice.lines[1].yearly_minor, 3_000_000);
+    assert_eq!(
+        invoice.total_minor,
+        invoice.lines.iter().map(|l| l.amount_minor).sum::<i64>()
+    );
+
     // An institution admin: reads and reports its own, nothing else.
     let admin = cluster.client_with(&cluster.ca.institution_admin("uio", "desk").unwrap());
     assert_eq!(get(&admin, "uio").await.unwrap().institution, "uio");

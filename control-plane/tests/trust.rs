@@ -164,6 +164,7 @@ async fn admin_calls(
     let mut nodes = NodeServiceClient::new(ch.clone());
     let mut meetings = MeetingServiceClient::new(ch.clone());
     let mut licences = pb::licence_service_client::LicenceServiceClient::new(ch.clone());
+    let billing_ch = ch.clone();
     let mut accounts = pb::account_service_client::AccountServiceClient::new(ch);
     let licence = pb::SetLicenceRequest {
         institution: other.into(),
@@ -244,6 +245,16 @@ async fn admin_calls(
             accounts
                 .list_accounts(pb::ListAccountsRequest {
                     institution: other.into(),
+                })
+                .await
+                .map(|_| ()),
+        ),
+        (
+            "preview invoice",
+            pb::billing_service_client::BillingServiceClient::new(billing_ch)
+                .preview_invoice(pb::PreviewInvoiceRequest {
+                    institution: other.into(),
+                    period: "2026-10-01..2027-09-30".into(),
                 })
                 .await
                 .map(|_| ()),

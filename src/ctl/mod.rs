@@ -7,6 +7,7 @@
 //! else.
 
 mod account;
+mod billing;
 mod licence;
 
 use std::process::ExitCode;
@@ -79,6 +80,9 @@ enum CtlCommand {
     /// Host accounts and how an institution's hosts sign in.
     #[command(subcommand)]
     Account(account::AccountCmd),
+    /// What licences are billed.
+    #[command(subcommand)]
+    Billing(billing::BillingCmd),
 }
 
 #[derive(Subcommand)]
@@ -446,6 +450,7 @@ async fn execute(args: CtlArgs) -> Result<(Value, String), Failure> {
         CtlCommand::Licence(c) => licence::licence(&client, c).await,
         CtlCommand::PriceTable(c) => licence::price_table(&client, c).await,
         CtlCommand::Account(c) => account::account(&client, c).await,
+        CtlCommand::Billing(c) => billing::billing(&client, c).await,
     }
 }
 

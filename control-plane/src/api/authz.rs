@@ -44,6 +44,7 @@ pub enum Rpc {
     DisableAccount,
     EnableAccount,
     Login,
+    PreviewInvoice,
     RaftAppendEntries,
     RaftVote,
     RaftInstallSnapshot,
@@ -51,7 +52,7 @@ pub enum Rpc {
 }
 
 impl Rpc {
-    pub const ALL: [Rpc; 35] = [
+    pub const ALL: [Rpc; 36] = [
         Rpc::ClusterStatus,
         Rpc::AddMember,
         Rpc::RemoveMember,
@@ -83,6 +84,7 @@ impl Rpc {
         Rpc::DisableAccount,
         Rpc::EnableAccount,
         Rpc::Login,
+        Rpc::PreviewInvoice,
         Rpc::RaftAppendEntries,
         Rpc::RaftVote,
         Rpc::RaftInstallSnapshot,
@@ -122,6 +124,7 @@ impl Rpc {
             Rpc::DisableAccount => "disable_account",
             Rpc::EnableAccount => "enable_account",
             Rpc::Login => "login",
+            Rpc::PreviewInvoice => "preview_invoice",
             Rpc::RaftAppendEntries => "raft_append_entries",
             Rpc::RaftVote => "raft_vote",
             Rpc::RaftInstallSnapshot => "raft_install_snapshot",
@@ -169,7 +172,7 @@ pub const fn grant(role: Role, rpc: Rpc) -> Option<Grant> {
             Role::InstitutionAdmin,
             GetInstitution | ScheduleMeeting | GetMeeting | ListMeetings | EndMeeting
             | ExplainMeeting | SetLicence | GetLicence | LicenceHistory | ConfigureLogin | GetLogin
-            | ListAccounts | DisableAccount | EnableAccount,
+            | ListAccounts | DisableAccount | EnableAccount | PreviewInvoice,
         ) => Some(Grant::OwnInstitution),
         // The price table is public to every administrator.
         (Role::InstitutionAdmin, GetPriceTable) => Some(Grant::Any),
@@ -307,7 +310,7 @@ mod tests {
             },
             GetInstitution | GetMeeting | ListMeetings | EndMeeting | ExplainMeeting
             | SetLicence | GetLicence | LicenceHistory | ConfigureLogin | GetLogin
-            | ListAccounts | DisableAccount | EnableAccount => match role {
+            | ListAccounts | DisableAccount | EnableAccount | PreviewInvoice => match role {
                 Role::Operator => any,
                 Role::InstitutionAdmin => Some(Grant::OwnInstitution),
                 _ => None,

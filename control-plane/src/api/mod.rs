@@ -6,6 +6,7 @@
 
 mod account;
 pub mod authz;
+mod billing;
 mod cluster;
 mod convert;
 mod institution;
@@ -17,6 +18,7 @@ mod validate;
 
 pub use crate::join_guard::JoinLimits;
 pub use account::AccountApi;
+pub use billing::BillingApi;
 pub use cluster::ClusterApi;
 pub use institution::InstitutionApi;
 pub use keys::SigningKeys;

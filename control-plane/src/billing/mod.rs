@@ -93,6 +93,33 @@ pub enum BillingError {
     Overflow,
 }
 
+/// `minor` minor units as a decimal string in major units: 9000050 with
+/// two digits is "90000.50".
+pub fn decimal(minor: i64, digits: u8) -> String {
+    if digits == 0 {
+        return minor.to_string();
+    }
+    let scale = 10u64.pow(u32::from(digits));
+    let sign = if minor < 0 { "-" } else { "" };
+    let abs = minor.unsigned_abs();
+    format!(
+        "{sign}{}.{:0width$}",
+        abs / scale,
+        abs % scale,
+        width = usize::from(digits)
+    )
+}
+
+/// Parses a period `FIRST..LAST` of dates, first not after last.
+pub fn parse_period(text: &str) -> Option<(Date, Date)> {
+    let (a, b) = text.split_once("..")?;
+    let (a, b) = (
+        crate::licensing::parse_date(a).ok()?,
+        crate::licensing::parse_date(b).ok()?,
+    );
+    (a <= b).then_some((a, b))
+}
+
 /// `value × numerator / denominator`, rounded half up, exactly.
 pub fn prorate(value: i64, numerator: u32, denominator: u32) -> Result<i64, BillingError> {
     if denominator == 0 {

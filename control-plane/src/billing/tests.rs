@@ -170,3 +170,23 @@ fn rounding_is_half_up_once_per_line() {
     assert_eq!(prorate(i64::MAX, 365, 365).unwrap(), i64::MAX);
     assert!(prorate(i64::MAX, 366, 365).is_err());
 }
+
+#[test]
+fn amounts_print_in_major_units_and_periods_parse() {
+    assert_eq!(decimal(9_000_050, 2), "90000.50");
+    assert_eq!(decimal(5, 2), "0.05");
+    assert_eq!(decimal(-1_890, 2), "-18.90");
+    assert_eq!(decimal(42, 0), "42");
+    assert_eq!(
+        parse_period("2026-10-01..2027-09-30"),
+        Some((d("2026-10-01"), d("2027-09-30")))
+    );
+    for bad in [
+        "2027-09-30..2026-10-01",
+        "2026-10-01",
+        "2026-10-01..",
+        "x..y",
+    ] {
+        assert_eq!(parse_period(bad), None, "{bad}");
+    }
+}

@@ -182,6 +182,10 @@ pub enum Query {
     Login {
         institution: String,
     },
+    /// An institution's licence and every price table: what billing needs.
+    Billing {
+        institution: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -198,6 +202,7 @@ pub enum QueryOutput {
     PriceTable(Box<crate::licensing::PriceTable>),
     Accounts(Vec<HostAccount>),
     Login(Box<LoginConfig>),
+    Billing(Box<Licence>, Vec<LoadedPriceTable>),
 }
 
 /// Everything the control plane replicates. New pillars (licences, the
@@ -351,6 +356,14 @@ impl ClusterState {
                 }
                 QueryOutput::Accounts(self.accounts.of_institution(institution).cloned().collect())
             }
+            Query::Billing { institution } => QueryOutput::Billing(
+                Box::new(self.licences.get(institution).cloned().ok_or_else(|| {
+                    StateError::NoLicence {
+                        institution: institution.clone(),
+                    }
+                })?),
+                self.licences.price_tables.clone(),
+            ),
             Query::Login { institution } => QueryOutput::Login(Box::new(
                 self.accounts
                     .logins
