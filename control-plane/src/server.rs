@@ -25,7 +25,7 @@ use fjord_common::{ClientAuth, Identity, TlsFiles};
 
 use crate::api::{
     AccountApi, BillingApi, ClusterApi, InstitutionApi, LicenceApi, MeetingApi, NodeApi,
-    SigningKeys,
+    SignInLimiter, SigningKeys,
 };
 use crate::join_guard::JoinLimits;
 use crate::placement::Strategy;
@@ -383,6 +383,7 @@ pub async fn start_with_listeners(
     let (health, health_service) = tonic_health::server::health_reporter();
     // The public port never serves the peer service.
     let hints = replica.clone();
+    let sign_ins = Arc::new(SignInLimiter::default());
     let router = limits(tonic::transport::Server::builder(), &config)
         .layer(tower::util::MapResponseLayer::new(
             move |mut resp: tonic::codegen::http::Response<tonic::body::Body>| {
@@ -399,6 +400,7 @@ pub async fn start_with_listeners(
         .add_service(AccountServiceServer::new(AccountApi::new(
             replica.clone(),
             kek.clone(),
+            sign_ins.clone(),
         )))
         .add_service(NodeServiceServer::new(NodeApi::new(
             replica.clone(),
@@ -413,6 +415,7 @@ pub async fn start_with_listeners(
             // Normal age of a committed heartbeat is up to a commit interval
             // (a third of the lease) plus one beat; more means overdue.
             (lease / 3 + heartbeat).as_millis() as u64 + 250,
+            sign_ins,
         )))
         .add_service(ClusterServiceServer::new(ClusterApi::new(replica.clone())));
     let incoming = tls_incoming(listener, public_tls, "public", config.handshake);

@@ -217,6 +217,28 @@ async fn hosts_sign_in_with_their_institutions_provider() {
         .unwrap();
     assert_eq!(a.disabled_reason, "role_ended");
 
+    // A flood of sign-ins from one address is cut off before any
+    // signature is checked (30 at once, then 10 a second).
+    let mut limited = 0;
+    for _ in 0..60 {
+        let r = host
+            .call(|ch| async move {
+                AccountServiceClient::new(ch)
+                    .login(pb::LoginRequest {
+                        institution: "uio".into(),
+                        id_token: "x.y.z".into(),
+                    })
+                    .await
+            })
+            .await;
+        match r {
+            Err(s) if s.code() == Code::ResourceExhausted => limited += 1,
+            Err(s) => assert_eq!(s.code(), Code::Unauthenticated, "{s:?}"),
+            Ok(_) => panic!("a garbage token signed in"),
+        }
+    }
+    assert!(limited > 0, "no sign-in was rate-limited");
+
     // The replicated state holds no subject (only keyed hashes).
     let leader = cluster.wait_leader(Duration::from_secs(5)).await;
     let json = cluster.replicas[&leader]

@@ -23,6 +23,49 @@ use crate::state::{
 pub struct AccountApi {
     replica: Arc<Replica>,
     kek: Arc<Kek>,
+    sign_ins: Arc<SignInLimiter>,
+}
+
+/// Sign-ins per source address on this replica: each costs a signature
+/// check (and a new account a Raft write), and the Login RPC needs no
+/// certificate, so a flood from one address is cut off before that work.
+pub struct SignInLimiter(std::sync::Mutex<fjord_common::ratelimit::KeyedLimiter<std::net::IpAddr>>);
+
+impl SignInLimiter {
+    pub fn new(rate: fjord_common::ratelimit::Rate) -> Self {
+        SignInLimiter(std::sync::Mutex::new(
+            fjord_common::ratelimit::KeyedLimiter::new(rate, 100_000),
+        ))
+    }
+
+    /// Takes one sign-in for `source` now, or says how long to wait.
+    pub fn take(&self, source: std::net::IpAddr) -> Result<(), ApiError> {
+        let now = crate::raft::now_ms();
+        self.0
+            .lock()
+            .expect("sign-in limiter lock poisoned")
+            .take(&source, now)
+            .map_err(|retry_after_ms| {
+                metrics::counter!("fjord_sign_ins_limited_total").increment(1);
+                ApiError::RateLimited { retry_after_ms }
+            })
+    }
+}
+
+impl Default for SignInLimiter {
+    fn default() -> Self {
+        SignInLimiter::new(fjord_common::ratelimit::Rate {
+            burst: 30,
+            per_second: 10.0,
+        })
+    }
+}
+
+/// The caller's address, for per-source limits.
+pub fn source_of<T>(req: &Request<T>) -> std::net::IpAddr {
+    fjord_common::grpc::peer_info(req)
+        .map(|p| p.remote.ip())
+        .unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]))
 }
 
 /// Signs a host in: validates `id_token` against the institution's login,
@@ -188,8 +231,12 @@ fn account_id(field: &'static str, id: &str) -> Result<(), ApiError> {
 }
 
 impl AccountApi {
-    pub fn new(replica: Arc<Replica>, kek: Arc<Kek>) -> Self {
-        AccountApi { replica, kek }
+    pub fn new(replica: Arc<Replica>, kek: Arc<Kek>, sign_ins: Arc<SignInLimiter>) -> Self {
+        AccountApi {
+            replica,
+            kek,
+            sign_ins,
+        }
     }
 
     async fn set_enabled(
@@ -327,8 +374,10 @@ impl AccountService for AccountApi {
         &self,
         req: Request<pb::LoginRequest>,
     ) -> Result<Response<pb::AccountResponse>, Status> {
+        let source = source_of(&req);
         let r = async {
             authorize(&req, Rpc::Login)?;
+            self.sign_ins.take(source)?;
             let r = req.into_inner();
             validate::name("institution", &r.institution)?;
             let a = sign_in(&self.replica, &self.kek, &r.institution, &r.id_token).await?;

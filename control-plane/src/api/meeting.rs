@@ -36,6 +36,8 @@ pub struct MeetingApi {
     /// call per source and refill, not one per attempt. (This only ever
     /// refuses more than the leader would, never admits more.)
     refused_sources: Mutex<HashMap<IpAddr, u64>>,
+    /// Hosts signing in with an ID token, per source.
+    sign_ins: Arc<super::SignInLimiter>,
 }
 
 /// Sources remembered as refused before the oldest are forgotten.
@@ -91,6 +93,7 @@ impl MeetingApi {
         keys: Arc<SigningKeys>,
         kek: Arc<access::Kek>,
         node_overdue_ms: u64,
+        sign_ins: Arc<super::SignInLimiter>,
     ) -> Self {
         MeetingApi {
             replica,
@@ -99,6 +102,7 @@ impl MeetingApi {
             issued: Mutex::new(HashMap::new()),
             node_overdue_ms,
             refused_sources: Mutex::new(HashMap::new()),
+            sign_ins,
         }
     }
 
@@ -521,12 +525,14 @@ impl MeetingService for MeetingApi {
     ) -> Result<Response<pb::ScheduleMeetingResponse>, Status> {
         let r = async {
             let caller = authorize(&req, Rpc::ScheduleMeeting)?;
+            let source = super::account::source_of(&req);
             let mut r = req.into_inner();
             validate::name("institution", &r.institution)?;
             caller.check_institution(&r.institution)?;
             // A host signs in with its institution's ID token; operators and
             // institution admins may schedule for the institution without one.
             let host = if !r.id_token.is_empty() {
+                self.sign_ins.take(source)?;
                 let token = std::mem::take(&mut r.id_token);
                 let account =
                     super::account::sign_in(&self.replica, &self.kek, &r.institution, &token)

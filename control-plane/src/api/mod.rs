@@ -17,7 +17,7 @@ mod node;
 mod validate;
 
 pub use crate::join_guard::JoinLimits;
-pub use account::AccountApi;
+pub use account::{AccountApi, SignInLimiter};
 pub use billing::BillingApi;
 pub use cluster::ClusterApi;
 pub use institution::InstitutionApi;
