@@ -189,6 +189,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
                 ca.node(id)?,
             );
             c.capacity = *capacity;
+            c.usage.data_dir = Some(data_dir.join(format!("node-{id}")));
             nodes.push(media_node::start(c).await?);
         }
     }

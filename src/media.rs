@@ -41,6 +41,21 @@ pub struct MediaNodeArgs {
     /// Serve Prometheus metrics, /healthz and /readyz on this address.
     #[arg(long)]
     metrics_listen: Option<SocketAddr>,
+    /// Directory for the usage journal and the connection log (keep it
+    /// across restarts: usage not yet reported is resent from it). Default:
+    /// a fresh temporary directory.
+    #[arg(long)]
+    data_dir: Option<std::path::PathBuf>,
+    /// How often usage is journaled (fsync) and reported to the ledger.
+    #[arg(long, default_value = "200ms", value_parser = humantime::parse_duration)]
+    usage_flush_interval: Duration,
+    /// Connection-log entries (name, e-mail, IP; on this node only) are
+    /// deleted after this long; at most 365 days.
+    #[arg(long, default_value = "365days", value_parser = humantime::parse_duration)]
+    connection_log_retention: Duration,
+    /// How often the connection log is swept.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    connection_log_sweep_interval: Duration,
     #[command(flatten)]
     tls: TlsArgs,
 }
@@ -66,6 +81,10 @@ impl MediaNodeArgs {
         c.advertise = self.advertise.clone();
         c.capacity = self.capacity;
         c.drain_timeout = self.drain_timeout;
+        c.usage.data_dir = self.data_dir.clone();
+        c.usage.flush_interval = self.usage_flush_interval;
+        c.usage.connection_log_retention = self.connection_log_retention;
+        c.usage.sweep_interval = self.connection_log_sweep_interval;
         Ok(c)
     }
 }

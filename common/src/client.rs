@@ -234,6 +234,8 @@ pub struct NodeRegistration {
     pub capacity: u32,
     /// QUIC certificate (DER) that participants will be told to trust.
     pub certificate: Vec<u8>,
+    /// Random per process start (see `RegisterNodeRequest.boot`).
+    pub boot: u64,
 }
 
 /// What the control plane tells a node during its session.
@@ -270,6 +272,7 @@ pub async fn run_node_session(
                         address: reg.address,
                         capacity: reg.capacity,
                         certificate: reg.certificate,
+                        boot: reg.boot,
                     })
                     .await
             }

@@ -8,6 +8,7 @@
 //!                                            └─ control-plane session (register, heartbeat, drain)
 //! ```
 
+pub mod agent;
 pub mod client;
 pub mod node;
 pub mod sfu;

@@ -20,6 +20,103 @@ pub enum BillingCmd {
         #[arg(long)]
         period: String,
     },
+    /// A period's invoice lines as CSV (RFC 4180) or JSON: licence lines
+    /// starting in the period, consumption, and adjustments for closed
+    /// periods. The same period and revision give the same bytes.
+    Export {
+        /// One institution (institution admins: their own).
+        #[arg(long, required_unless_present = "all", conflicts_with = "all")]
+        institution: Option<String>,
+        /// Every licence (operators).
+        #[arg(long)]
+        all: bool,
+        /// FIRST..LAST, dates in Europe/Oslo.
+        #[arg(long)]
+        period: String,
+        #[arg(long, value_parser = ["csv", "json"])]
+        format: String,
+        /// The ledger revision to export as of (default: the current one).
+        #[arg(long)]
+        as_of: Option<u64>,
+        /// Write to this file instead of standard output.
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
+    /// Close a billing period (once; periods close in order): its lines
+    /// never change again, and later corrections become adjustment lines
+    /// in the next period.
+    Close {
+        /// FIRST..LAST, ended before today.
+        #[arg(long)]
+        period: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum UsageCmd {
+    /// Participant-seconds per meeting and in total for a period, from the
+    /// usage ledger (sessions still running count up to now).
+    Show {
+        #[arg(long)]
+        institution: String,
+        /// FIRST..LAST, dates in Europe/Oslo.
+        #[arg(long)]
+        period: String,
+    },
+}
+
+pub async fn usage(client: &Client, c: UsageCmd) -> Result<(Value, String), Failure> {
+    let UsageCmd::Show {
+        institution,
+        period,
+    } = c;
+    let u = client
+        .call(|ch| {
+            let req = pb::UsageRequest {
+                institution: institution.clone(),
+                period: period.clone(),
+            };
+            async move { BillingServiceClient::new(ch).usage(req).await }
+        })
+        .await?
+        .into_inner();
+    let meetings: Vec<Value> = u
+        .meetings
+        .iter()
+        .map(|m| {
+            json!({"meeting_id": m.meeting_id, "participant_seconds": m.participant_seconds,
+                   "sessions": m.sessions, "closed_by_failure": m.closed_by_failure,
+                   "open": m.open})
+        })
+        .collect();
+    let json = json!({"institution": u.institution, "period": u.period,
+        "meetings": meetings, "participant_seconds": u.participant_seconds,
+        "rolled_up_seconds": u.rolled_up_seconds, "revision": u.revision});
+    let mut text = format!(
+        "{} {} (ledger revision {})\n{:<20} {:>20} {:>9} {:>8} {:>5}\n",
+        u.institution,
+        u.period,
+        u.revision,
+        "MEETING",
+        "PARTICIPANT_SECONDS",
+        "SESSIONS",
+        "FAILURE",
+        "OPEN"
+    );
+    for m in &u.meetings {
+        text += &format!(
+            "{:<20} {:>20} {:>9} {:>8} {:>5}\n",
+            m.meeting_id, m.participant_seconds, m.sessions, m.closed_by_failure, m.open
+        );
+    }
+    if u.rolled_up_seconds > 0 {
+        text += &format!(
+            "{:<20} {:>20}   (daily totals; raw rows past the audit window)\n",
+            "older", u.rolled_up_seconds
+        );
+    }
+    text += &format!("{:<20} {:>20}\n", "total", u.participant_seconds);
+    Ok((json, text))
 }
 
 pub async fn billing(client: &Client, c: BillingCmd) -> Result<(Value, String), Failure> {
@@ -73,6 +170,71 @@ pub async fn billing(client: &Client, c: BillingCmd) -> Result<(Value, String), 
                 );
             }
             text += &format!("{:>96}\n", format!("total {} {}", i.currency, i.total));
+            Ok((json, text))
+        }
+        BillingCmd::Export {
+            institution,
+            all,
+            period,
+            format,
+            as_of,
+            out,
+        } => {
+            let e = client
+                .call(|ch| {
+                    let req = pb::ExportRequest {
+                        institution: institution.clone().unwrap_or_default(),
+                        all,
+                        period: period.clone(),
+                        format: format.clone(),
+                        as_of: as_of.unwrap_or(0),
+                    };
+                    async move { BillingServiceClient::new(ch).export(req).await }
+                })
+                .await?
+                .into_inner();
+            match out {
+                Some(path) => {
+                    std::fs::write(&path, &e.content).map_err(|err| Failure {
+                        code: 1,
+                        message: format!("writing {}: {err}", path.display()),
+                    })?;
+                    let json = json!({"file": path.display().to_string(), "bytes": e.content.len(),
+                        "revision": e.revision, "closed": e.closed});
+                    let text = format!(
+                        "wrote {} bytes to {} (ledger revision {}{})\n",
+                        e.content.len(),
+                        path.display(),
+                        e.revision,
+                        if e.closed { ", closed period" } else { "" }
+                    );
+                    Ok((json, text))
+                }
+                None => Ok((
+                    Value::Null,
+                    String::from_utf8(e.content).map_err(|_| Failure {
+                        code: 1,
+                        message: "the export is not UTF-8".into(),
+                    })?,
+                )),
+            }
+        }
+        BillingCmd::Close { period } => {
+            let c = client
+                .call(|ch| {
+                    let req = pb::ClosePeriodRequest {
+                        period: period.clone(),
+                    };
+                    async move { BillingServiceClient::new(ch).close_period(req).await }
+                })
+                .await?
+                .into_inner();
+            let json = json!({"period": c.period, "revision": c.revision,
+                "invoices": c.invoices, "adjustments": c.adjustments});
+            let text = format!(
+                "closed {} at ledger revision {}: {} invoices, {} adjustment lines\n",
+                c.period, c.revision, c.invoices, c.adjustments
+            );
             Ok((json, text))
         }
     }

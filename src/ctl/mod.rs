@@ -80,9 +80,12 @@ enum CtlCommand {
     /// Host accounts and how an institution's hosts sign in.
     #[command(subcommand)]
     Account(account::AccountCmd),
-    /// What licences are billed.
+    /// What licences are billed: previews, exports, closing periods.
     #[command(subcommand)]
     Billing(billing::BillingCmd),
+    /// What institutions used, from the usage ledger.
+    #[command(subcommand)]
+    Usage(billing::UsageCmd),
 }
 
 #[derive(Subcommand)]
@@ -239,7 +242,9 @@ pub async fn run(args: CtlArgs) -> ExitCode {
     let output = args.output;
     match execute(args).await {
         Ok((json, text)) => {
-            if output == Output::Json {
+            // A null JSON value: the text is the output whatever -o says
+            // (billing exports are CSV or JSON themselves).
+            if output == Output::Json && !json.is_null() {
                 println!("{}", serde_json::to_string_pretty(&json).expect("json"));
             } else {
                 print!("{text}");
@@ -451,6 +456,7 @@ async fn execute(args: CtlArgs) -> Result<(Value, String), Failure> {
         CtlCommand::PriceTable(c) => licence::price_table(&client, c).await,
         CtlCommand::Account(c) => account::account(&client, c).await,
         CtlCommand::Billing(c) => billing::billing(&client, c).await,
+        CtlCommand::Usage(c) => billing::usage(&client, c).await,
     }
 }
 

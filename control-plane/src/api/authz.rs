@@ -45,6 +45,10 @@ pub enum Rpc {
     EnableAccount,
     Login,
     PreviewInvoice,
+    ReportUsage,
+    ExportBilling,
+    ClosePeriod,
+    UsageShow,
     RaftAppendEntries,
     RaftVote,
     RaftInstallSnapshot,
@@ -52,7 +56,7 @@ pub enum Rpc {
 }
 
 impl Rpc {
-    pub const ALL: [Rpc; 36] = [
+    pub const ALL: [Rpc; 40] = [
         Rpc::ClusterStatus,
         Rpc::AddMember,
         Rpc::RemoveMember,
@@ -85,6 +89,10 @@ impl Rpc {
         Rpc::EnableAccount,
         Rpc::Login,
         Rpc::PreviewInvoice,
+        Rpc::ReportUsage,
+        Rpc::ExportBilling,
+        Rpc::ClosePeriod,
+        Rpc::UsageShow,
         Rpc::RaftAppendEntries,
         Rpc::RaftVote,
         Rpc::RaftInstallSnapshot,
@@ -125,6 +133,10 @@ impl Rpc {
             Rpc::EnableAccount => "enable_account",
             Rpc::Login => "login",
             Rpc::PreviewInvoice => "preview_invoice",
+            Rpc::ReportUsage => "report_usage",
+            Rpc::ExportBilling => "export_billing",
+            Rpc::ClosePeriod => "close_period",
+            Rpc::UsageShow => "usage_show",
             Rpc::RaftAppendEntries => "raft_append_entries",
             Rpc::RaftVote => "raft_vote",
             Rpc::RaftInstallSnapshot => "raft_install_snapshot",
@@ -163,8 +175,8 @@ pub const fn grant(role: Role, rpc: Rpc) -> Option<Grant> {
         }
         (_, RaftAppendEntries | RaftVote | RaftInstallSnapshot | RaftForward) => None,
         // Media nodes speak for themselves only.
-        (Role::Node, RegisterNode | Heartbeat) => Some(Grant::OwnNode),
-        (_, RegisterNode | Heartbeat) => None,
+        (Role::Node, RegisterNode | Heartbeat | ReportUsage) => Some(Grant::OwnNode),
+        (_, RegisterNode | Heartbeat | ReportUsage) => None,
         // Operators administer everything.
         (Role::Operator, _) => Some(Grant::Any),
         // Institution admins: their own institution and its meetings.
@@ -172,7 +184,8 @@ pub const fn grant(role: Role, rpc: Rpc) -> Option<Grant> {
             Role::InstitutionAdmin,
             GetInstitution | ScheduleMeeting | GetMeeting | ListMeetings | EndMeeting
             | ExplainMeeting | SetLicence | GetLicence | LicenceHistory | ConfigureLogin | GetLogin
-            | ListAccounts | DisableAccount | EnableAccount | PreviewInvoice,
+            | ListAccounts | DisableAccount | EnableAccount | PreviewInvoice | ExportBilling
+            | UsageShow,
         ) => Some(Grant::OwnInstitution),
         // The price table is public to every administrator.
         (Role::InstitutionAdmin, GetPriceTable) => Some(Grant::Any),
@@ -294,11 +307,12 @@ mod tests {
             RaftAppendEntries | RaftVote | RaftInstallSnapshot | RaftForward => {
                 (role == Role::Replica).then_some(Grant::ClusterMember)
             }
-            RegisterNode | Heartbeat => (role == Role::Node).then_some(Grant::OwnNode),
-            ClusterStatus | AddMember | RemoveMember | CreateInstitution | ListInstitutions
-            | MoveMeeting | DrainNode | GetNode | ListNodes | GiveNotice | LoadPriceTable => {
-                (role == Role::Operator).then_some(Grant::Any)
+            RegisterNode | Heartbeat | ReportUsage => {
+                (role == Role::Node).then_some(Grant::OwnNode)
             }
+            ClusterStatus | AddMember | RemoveMember | CreateInstitution | ListInstitutions
+            | MoveMeeting | DrainNode | GetNode | ListNodes | GiveNotice | LoadPriceTable
+            | ClosePeriod => (role == Role::Operator).then_some(Grant::Any),
             GetPriceTable => {
                 matches!(role, Role::Operator | Role::InstitutionAdmin).then_some(Grant::Any)
             }
@@ -310,7 +324,8 @@ mod tests {
             },
             GetInstitution | GetMeeting | ListMeetings | EndMeeting | ExplainMeeting
             | SetLicence | GetLicence | LicenceHistory | ConfigureLogin | GetLogin
-            | ListAccounts | DisableAccount | EnableAccount | PreviewInvoice => match role {
+            | ListAccounts | DisableAccount | EnableAccount | PreviewInvoice | ExportBilling
+            | UsageShow => match role {
                 Role::Operator => any,
                 Role::InstitutionAdmin => Some(Grant::OwnInstitution),
                 _ => None,

@@ -125,6 +125,15 @@ impl ApiError {
                     StateError::UnknownAccount { .. } => Code::NotFound,
                     StateError::NoLogin { .. } => Code::FailedPrecondition,
                     StateError::NoFreeLicence { .. } => Code::ResourceExhausted,
+                    StateError::TooManyEvents { .. }
+                    | StateError::BadAuditWindow { .. }
+                    | StateError::BadPeriod
+                    | StateError::RevisionAhead { .. } => Code::InvalidArgument,
+                    StateError::PeriodNotOver { .. }
+                    | StateError::PeriodOverlapsClosed { .. }
+                    | StateError::PeriodBeforeClosed
+                    | StateError::RevisionDropped { .. } => Code::FailedPrecondition,
+                    StateError::AmountOverflow => Code::OutOfRange,
                 },
                 ClusterError::Unavailable { .. } | ClusterError::NotLeader { .. } => {
                     Code::Unavailable

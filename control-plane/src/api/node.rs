@@ -15,8 +15,9 @@ use super::{convert, finish, validate, ApiError, SigningKeys};
 use crate::access::JOIN_TOKEN_TTL_MS;
 use crate::raft::{now_ms, Replica};
 use crate::state::{
-    ClusterState, Command, Heartbeat, MeetingState, NodeCommand, NodeState, Output, Query,
-    QueryOutput, RegisterNode, SetNodeDraining,
+    ClusterState, Command, Heartbeat, LedgerCommand, MeetingState, NodeCommand, NodeState, Output,
+    Query, QueryOutput, RecordUsage, RegisterNode, SessionEnd, SetNodeDraining, UsageEvent,
+    UsageEventKind, MAX_USAGE_EVENTS_PER_REPORT,
 };
 
 pub struct NodeApi {
@@ -80,16 +81,74 @@ impl NodeApi {
                 address: r.address,
                 capacity: r.capacity,
                 certificate: r.certificate,
+                boot: r.boot,
             })))
             .await?;
         match out {
             Output::Node(n) => Ok(pb::RegisterNodeResponse {
+                usage_acked_seq: self.replica.local_state(|s| s.ledger.acked_seq(&n.id)),
                 node: Some(convert::node(&n)),
                 heartbeat_interval_ms: self.heartbeat_interval.as_millis() as u64,
                 lease_ms: self.lease.as_millis() as u64,
                 join_public_key: signer.public_key(),
             }),
             other => unreachable!("register answered {other:?}"),
+        }
+    }
+
+    /// Commits a batch of the node's usage events; answers the ledger's
+    /// high-water mark for the node.
+    async fn report_usage(
+        &self,
+        node: String,
+        r: pb::ReportUsageRequest,
+    ) -> Result<pb::ReportUsageResponse, ApiError> {
+        if r.events.len() > MAX_USAGE_EVENTS_PER_REPORT {
+            return Err(ApiError::invalid(
+                "events",
+                format!("at most {MAX_USAGE_EVENTS_PER_REPORT} per report"),
+            ));
+        }
+        let mut events = Vec::with_capacity(r.events.len());
+        for e in r.events {
+            let kind = match pb::UsageKind::try_from(e.kind) {
+                Ok(pb::UsageKind::Joined) => UsageEventKind::Joined,
+                Ok(pb::UsageKind::Left) => UsageEventKind::Left,
+                _ => return Err(ApiError::invalid("events.kind", "joined or left")),
+            };
+            if e.seq == 0 || e.meeting_id == 0 || e.reason.len() > 32 {
+                return Err(ApiError::invalid(
+                    "events",
+                    "seq and meeting_id are 1 or more; a reason is at most 32 bytes",
+                ));
+            }
+            events.push(UsageEvent {
+                seq: e.seq,
+                boot: e.boot,
+                at_ms: e.at_ms,
+                meeting: e.meeting_id,
+                participant: e.participant_id,
+                kind,
+                features: e.features,
+                reason: SessionEnd::parse(&e.reason),
+            });
+        }
+        if events.is_empty() {
+            return Ok(pb::ReportUsageResponse {
+                acked_seq: self.replica.local_state(|s| s.ledger.acked_seq(&node)),
+            });
+        }
+        metrics::counter!("fjord_usage_events_received_total").increment(events.len() as u64);
+        match self
+            .replica
+            .write(Command::Ledger(LedgerCommand::Record(RecordUsage {
+                node,
+                events,
+            })))
+            .await?
+        {
+            Output::UsageAcked { acked_seq } => Ok(pb::ReportUsageResponse { acked_seq }),
+            other => unreachable!("report usage answered {other:?}"),
         }
     }
 
@@ -262,6 +321,19 @@ impl NodeService for NodeApi {
             self.register(r).await
         };
         finish("register_node", r.await).map(Response::new)
+    }
+
+    async fn report_usage(
+        &self,
+        req: Request<pb::ReportUsageRequest>,
+    ) -> Result<Response<pb::ReportUsageResponse>, Status> {
+        let r = async {
+            let caller = authorize(&req, Rpc::ReportUsage)?;
+            let r = req.into_inner();
+            let node = caller.own_node(&r.node_id)?;
+            self.report_usage(node, r).await
+        };
+        finish("report_usage", r.await).map(Response::new)
     }
 
     type HeartbeatStream = HeartbeatStream;

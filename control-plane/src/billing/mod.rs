@@ -26,13 +26,18 @@ use crate::licensing::calendar::days_between;
 use crate::licensing::{Agreement, LicenceTerms, PriceTable};
 use crate::state::{Licence, LicenceVersion, LoadedPriceTable};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LineKind {
     AnnualFee,
     StudentLicences,
     ExtraLicences,
     AddOn,
+    /// Extended functionality used, from the usage ledger.
+    Consumption,
+    /// A correction of a closed period (late usage, a licence change
+    /// recorded after the close): may be negative.
+    Adjustment,
 }
 
 impl LineKind {
@@ -42,26 +47,92 @@ impl LineKind {
             LineKind::StudentLicences => "student_licences",
             LineKind::ExtraLicences => "extra_licences",
             LineKind::AddOn => "add_on",
+            LineKind::Consumption => "consumption",
+            LineKind::Adjustment => "adjustment",
         }
     }
 }
 
-/// One invoice line. `amount_minor = round_half_up(yearly_minor × days / days_in_year)`.
+/// What a line's quantity counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Unit {
+    Licence,
+    AddOn,
+    /// Seconds of use (consumption; billed per hour or minute).
+    Second,
+}
+
+impl Unit {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Unit::Licence => "licence",
+            Unit::AddOn => "add_on",
+            Unit::Second => "second",
+        }
+    }
+}
+
+/// One invoice line. A yearly line: `amount_minor =
+/// round_half_up(yearly_minor × days / days_in_year)`; a consumption line:
+/// `round_half_up(rate_minor × milliseconds used / milliseconds per unit)`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InvoiceLine {
     pub kind: LineKind,
-    /// What the line is for (the add-on's name, "staff", "students").
+    /// What the line is for (the add-on's name, "staff", "students", a
+    /// consumption item; for an adjustment, `kind:item` of what it corrects).
     pub item: String,
-    /// Licences (or 1 for an add-on).
-    pub quantity: u64,
-    /// The whole-year price for `quantity`, before proration.
+    /// Licences, 1 for an add-on, or seconds of use.
+    pub quantity: i64,
+    pub unit: Unit,
+    /// The whole-year price for `quantity`, before proration (yearly lines).
     pub yearly_minor: i64,
+    /// The price per unit of the consumption item (per hour or minute).
+    pub rate_minor: i64,
     /// First and last day billed.
     pub from: Date,
     pub to: Date,
     pub days: u32,
     pub days_in_year: u32,
     pub amount_minor: i64,
+    /// An adjustment: the closed period it corrects (`FIRST..LAST`), and why.
+    pub corrects: Option<String>,
+    pub reason: Option<String>,
+}
+
+impl InvoiceLine {
+    /// A line priced by the year and prorated by days.
+    #[allow(clippy::too_many_arguments)]
+    fn yearly(
+        kind: LineKind,
+        item: &str,
+        quantity: u64,
+        yearly_minor: i64,
+        from: Date,
+        to: Date,
+        days: u32,
+        days_in_year: u32,
+    ) -> Result<InvoiceLine, BillingError> {
+        Ok(InvoiceLine {
+            kind,
+            item: item.to_string(),
+            quantity: i64::try_from(quantity).map_err(|_| BillingError::Overflow)?,
+            unit: if kind == LineKind::AddOn {
+                Unit::AddOn
+            } else {
+                Unit::Licence
+            },
+            yearly_minor,
+            rate_minor: 0,
+            from,
+            to,
+            days,
+            days_in_year,
+            amount_minor: prorate(yearly_minor, days, days_in_year)?,
+            corrects: None,
+            reason: None,
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -206,45 +277,42 @@ pub fn contract_year_invoice(
 
     let staff = start_terms.staff_licences();
     let yearly = yearly_staff(table, staff)?;
-    lines.push(InvoiceLine {
-        kind: LineKind::AnnualFee,
-        item: "staff".into(),
-        quantity: staff,
-        yearly_minor: yearly,
-        from: first,
-        to: last,
-        days: full,
+    lines.push(InvoiceLine::yearly(
+        LineKind::AnnualFee,
+        "staff",
+        staff,
+        yearly,
+        first,
+        last,
+        full,
         days_in_year,
-        amount_minor: prorate(yearly, full, days_in_year)?,
-    });
+    )?);
     if start_terms.student_licences > 0 {
         let n = u64::from(start_terms.student_licences);
         let yearly = money(n.saturating_mul(table.student_licence_minor))?;
-        lines.push(InvoiceLine {
-            kind: LineKind::StudentLicences,
-            item: "students".into(),
-            quantity: n,
-            yearly_minor: yearly,
-            from: first,
-            to: last,
-            days: full,
+        lines.push(InvoiceLine::yearly(
+            LineKind::StudentLicences,
+            "students",
+            n,
+            yearly,
+            first,
+            last,
+            full,
             days_in_year,
-            amount_minor: prorate(yearly, full, days_in_year)?,
-        });
+        )?);
     }
     for name in &start_terms.add_ons {
         let yearly = money(table.add_ons.get(name).map_or(0, |a| a.annual_minor))?;
-        lines.push(InvoiceLine {
-            kind: LineKind::AddOn,
-            item: name.clone(),
-            quantity: 1,
-            yearly_minor: yearly,
-            from: first,
-            to: last,
-            days: full,
+        lines.push(InvoiceLine::yearly(
+            LineKind::AddOn,
+            name,
+            1,
+            yearly,
+            first,
+            last,
+            full,
             days_in_year,
-            amount_minor: prorate(yearly, full, days_in_year)?,
-        });
+        )?);
     }
 
     // Changes during the year, in effective order: only increases are billed.
@@ -265,49 +333,46 @@ pub fn contract_year_invoice(
         let now_staff = v.terms.staff_licences();
         if now_staff > staff_high {
             let yearly = yearly_staff(table, now_staff)? - yearly_staff(table, staff_high)?;
-            lines.push(InvoiceLine {
-                kind: LineKind::ExtraLicences,
-                item: "staff".into(),
-                quantity: now_staff - staff_high,
-                yearly_minor: yearly,
-                from: v.effective,
-                to: last,
+            lines.push(InvoiceLine::yearly(
+                LineKind::ExtraLicences,
+                "staff",
+                now_staff - staff_high,
+                yearly,
+                v.effective,
+                last,
                 days,
                 days_in_year,
-                amount_minor: prorate(yearly, days, days_in_year)?,
-            });
+            )?);
             staff_high = now_staff;
         }
         let now_students = u64::from(v.terms.student_licences);
         if now_students > students_high {
             let n = now_students - students_high;
             let yearly = money(n.saturating_mul(table.student_licence_minor))?;
-            lines.push(InvoiceLine {
-                kind: LineKind::ExtraLicences,
-                item: "students".into(),
-                quantity: n,
-                yearly_minor: yearly,
-                from: v.effective,
-                to: last,
+            lines.push(InvoiceLine::yearly(
+                LineKind::ExtraLicences,
+                "students",
+                n,
+                yearly,
+                v.effective,
+                last,
                 days,
                 days_in_year,
-                amount_minor: prorate(yearly, days, days_in_year)?,
-            });
+            )?);
             students_high = now_students;
         }
         for name in v.terms.add_ons.difference(&add_ons_seen.clone()) {
             let yearly = money(table.add_ons.get(name).map_or(0, |a| a.annual_minor))?;
-            lines.push(InvoiceLine {
-                kind: LineKind::AddOn,
-                item: name.clone(),
-                quantity: 1,
-                yearly_minor: yearly,
-                from: v.effective,
-                to: last,
+            lines.push(InvoiceLine::yearly(
+                LineKind::AddOn,
+                name,
+                1,
+                yearly,
+                v.effective,
+                last,
                 days,
                 days_in_year,
-                amount_minor: prorate(yearly, days, days_in_year)?,
-            });
+            )?);
             add_ons_seen.insert(name.clone());
         }
     }
@@ -326,6 +391,10 @@ pub fn contract_year_invoice(
         total_minor,
     })
 }
+
+pub mod export;
+mod period;
+pub use period::{own_lines, period_invoice, scale, DailyUsage, PeriodInputs};
 
 #[cfg(test)]
 mod tests;

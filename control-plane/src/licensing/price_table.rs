@@ -71,6 +71,11 @@ pub struct PriceTable {
     pub add_ons: BTreeMap<String, AddOn>,
     #[serde(default)]
     pub consumption: BTreeMap<String, u64>,
+    /// Units of a consumption item each contract year includes before it
+    /// is billed (`webinar_attendee_hour = 1000`: the first 1,000
+    /// attendee-hours of the year are in the licence).
+    #[serde(default)]
+    pub consumption_included: BTreeMap<String, u64>,
 }
 
 /// Licences up to `up_to` (counted from where the previous band ended)
@@ -229,6 +234,9 @@ impl PriceTable {
         }
         for name in self.consumption.keys() {
             check_name("consumption", name)?;
+        }
+        for name in self.consumption_included.keys() {
+            check_name("consumption_included", name)?;
         }
         Ok(())
     }

@@ -22,6 +22,7 @@ pub enum Command {
     Access(AccessCommand),
     Licence(LicenceCommand),
     Account(AccountCommand),
+    Ledger(LedgerCommand),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,6 +65,33 @@ pub enum AccountCommand {
     Sweep(SweepAccounts),
 }
 
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LedgerCommand {
+    Record(RecordUsage),
+    ClosePeriod(ClosePeriod),
+    Sweep(SweepLedger),
+}
+
+/// A batch of one node's journaled usage events.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordUsage {
+    pub node: String,
+    pub events: Vec<super::ledger::UsageEvent>,
+}
+
+/// Closes a billing period: its invoice lines are fixed from now on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClosePeriod {
+    pub first: Date,
+    pub last: Date,
+}
+
+/// Drops raw ledger rows older than the audit window once billed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SweepLedger {
+    pub audit_window_days: u32,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreateInstitution {
     pub name: String,
@@ -81,6 +109,10 @@ pub struct RegisterNode {
     pub capacity: u32,
     #[serde(default)]
     pub certificate: Vec<u8>,
+    /// The node process (random per start; 0 from nodes that predate the
+    /// usage ledger).
+    #[serde(default)]
+    pub boot: u64,
 }
 
 /// A summary of a node's heartbeats: the receiving replica commits one at
@@ -263,6 +295,11 @@ impl Command {
                 AccountCommand::SetEnabled(_) => "set_account_enabled",
                 AccountCommand::Sweep(_) => "sweep_accounts",
             },
+            Command::Ledger(c) => match c {
+                LedgerCommand::Record(_) => "record_usage",
+                LedgerCommand::ClosePeriod(_) => "close_period",
+                LedgerCommand::Sweep(_) => "sweep_ledger",
+            },
         }
     }
 }
@@ -287,6 +324,9 @@ enum Wire {
     Login(Login),
     SetAccountEnabled(SetAccountEnabled),
     SweepAccounts(SweepAccounts),
+    RecordUsage(RecordUsage),
+    ClosePeriod(ClosePeriod),
+    SweepLedger(SweepLedger),
 }
 
 /// The wire form, borrowed for encoding.
@@ -309,6 +349,9 @@ enum WireRef<'a> {
     Login(&'a Login),
     SetAccountEnabled(&'a SetAccountEnabled),
     SweepAccounts(&'a SweepAccounts),
+    RecordUsage(&'a RecordUsage),
+    ClosePeriod(&'a ClosePeriod),
+    SweepLedger(&'a SweepLedger),
 }
 
 impl Serialize for Command {
@@ -330,6 +373,9 @@ impl Serialize for Command {
             Command::Account(AccountCommand::Login(c)) => WireRef::Login(c),
             Command::Account(AccountCommand::SetEnabled(c)) => WireRef::SetAccountEnabled(c),
             Command::Account(AccountCommand::Sweep(c)) => WireRef::SweepAccounts(c),
+            Command::Ledger(LedgerCommand::Record(c)) => WireRef::RecordUsage(c),
+            Command::Ledger(LedgerCommand::ClosePeriod(c)) => WireRef::ClosePeriod(c),
+            Command::Ledger(LedgerCommand::Sweep(c)) => WireRef::SweepLedger(c),
         }
         .serialize(s)
     }
@@ -354,6 +400,9 @@ impl<'de> Deserialize<'de> for Command {
             Wire::Login(c) => Command::Account(AccountCommand::Login(c)),
             Wire::SetAccountEnabled(c) => Command::Account(AccountCommand::SetEnabled(c)),
             Wire::SweepAccounts(c) => Command::Account(AccountCommand::Sweep(c)),
+            Wire::RecordUsage(c) => Command::Ledger(LedgerCommand::Record(c)),
+            Wire::ClosePeriod(c) => Command::Ledger(LedgerCommand::ClosePeriod(c)),
+            Wire::SweepLedger(c) => Command::Ledger(LedgerCommand::Sweep(c)),
         })
     }
 }
@@ -385,6 +434,12 @@ impl From<LicenceCommand> for Command {
 impl From<AccountCommand> for Command {
     fn from(c: AccountCommand) -> Self {
         Command::Account(c)
+    }
+}
+
+impl From<LedgerCommand> for Command {
+    fn from(c: LedgerCommand) -> Self {
+        Command::Ledger(c)
     }
 }
 

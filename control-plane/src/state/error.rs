@@ -51,6 +51,24 @@ pub enum StateError {
     NotOnNode { id: u64, node: String },
     #[error("the cluster already has the most media nodes it can index ({max})")]
     TooManyNodes { max: u32 },
+    #[error("a usage report carries at most {max} events")]
+    TooManyEvents { max: u32 },
+    #[error("the audit window must be 1..={max} days")]
+    BadAuditWindow { max: u32 },
+    #[error("the period's first day is after its last")]
+    BadPeriod,
+    #[error("the period has not ended yet (its last day is {last})")]
+    PeriodNotOver { last: String },
+    #[error("the period overlaps the closed period {period}")]
+    PeriodOverlapsClosed { period: String },
+    #[error("a later period is already closed; periods close in order")]
+    PeriodBeforeClosed,
+    #[error("ledger revision {revision} is past the current one ({current})")]
+    RevisionAhead { revision: u64, current: u64 },
+    #[error("ledger revision {revision} is older than the audit window keeps (oldest {oldest})")]
+    RevisionDropped { revision: u64, oldest: u64 },
+    #[error("an amount does not fit 64 bits")]
+    AmountOverflow,
     #[error("institution {institution:?} holds no licence")]
     NoLicence { institution: String },
     #[error("no price table is loaded")]
@@ -124,6 +142,15 @@ impl StateError {
             StateError::UnknownAccount { .. } => "unknown_account",
             StateError::AccountDisabled { .. } => "account_disabled",
             StateError::NoFreeLicence { .. } => "no_free_licence",
+            StateError::TooManyEvents { .. } => "too_many_events",
+            StateError::BadAuditWindow { .. } => "bad_audit_window",
+            StateError::BadPeriod => "bad_period",
+            StateError::PeriodNotOver { .. } => "period_not_over",
+            StateError::PeriodOverlapsClosed { .. } => "period_overlaps_closed",
+            StateError::PeriodBeforeClosed => "period_before_closed",
+            StateError::RevisionAhead { .. } => "revision_ahead",
+            StateError::RevisionDropped { .. } => "revision_dropped",
+            StateError::AmountOverflow => "amount_overflow",
         }
     }
 }

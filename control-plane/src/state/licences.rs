@@ -31,6 +31,9 @@ pub struct Licences {
 pub struct LoadedPriceTable {
     pub table: PriceTable,
     pub loaded_at_ms: u64,
+    /// The ledger revision it was loaded at (billing reads as of one).
+    #[serde(default)]
+    pub revision: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,6 +52,9 @@ pub struct LicenceVersion {
     pub effective: Date,
     pub recorded_at_ms: u64,
     pub terms: LicenceTerms,
+    /// The ledger revision it was recorded at (billing reads as of one).
+    #[serde(default)]
+    pub revision: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -234,6 +240,7 @@ impl ClusterState {
         self.licences.price_tables.push(LoadedPriceTable {
             table: c.table.clone(),
             loaded_at_ms: now_ms,
+            revision: self.ledger.revision + 1,
         });
         Ok(Output::PriceTableLoaded {
             version: c.table.version.clone(),
@@ -303,6 +310,7 @@ impl ClusterState {
             effective,
             recorded_at_ms: now_ms,
             terms: c.terms.clone(),
+            revision: self.ledger.revision + 1,
         });
         Ok(Output::Licence(Box::new(
             self.licences.view(&c.institution, today)?,

@@ -30,6 +30,7 @@ mod command;
 mod error;
 mod institutions;
 mod invariants;
+mod ledger;
 mod licences;
 mod meetings;
 mod model;
@@ -48,6 +49,12 @@ use answers::RecentAnswers;
 pub use command::*;
 pub use error::StateError;
 pub use institutions::Institutions;
+pub use ledger::{
+    split_by_day, BillingExport, ClosedPeriod, DayTotals, Ledger, MeetingUsage, NodeUsageMark,
+    OpenSession, Session, SessionEnd, UsageEvent, UsageEventKind, UsageReport,
+    DEFAULT_AUDIT_WINDOW_DAYS, FEATURE_CASCADE, FEATURE_E2EE, FEATURE_LARGE_MEETING,
+    FEATURE_WEBINAR_ATTENDEE, MAX_AUDIT_WINDOW_DAYS, MAX_USAGE_EVENTS_PER_REPORT,
+};
 pub use licences::{Licence, LicenceVersion, LicenceView, Licences, LoadedPriceTable, Notice};
 pub use meetings::Meetings;
 pub use model::*;
@@ -146,6 +153,19 @@ pub enum Output {
         version: String,
         loaded: bool,
     },
+    /// The node may forget its journal up to here.
+    UsageAcked {
+        acked_seq: u64,
+    },
+    PeriodClosed {
+        period: String,
+        revision: u64,
+        invoices: u32,
+        adjustments: u32,
+    },
+    LedgerSwept {
+        dropped: u64,
+    },
 }
 
 pub type Response = Result<Output, StateError>;
@@ -186,6 +206,18 @@ pub enum Query {
     Billing {
         institution: String,
     },
+    /// Invoices for a period as of a ledger revision (0: now).
+    BillingExport {
+        institution: Option<String>,
+        first: jiff::civil::Date,
+        last: jiff::civil::Date,
+        as_of: u64,
+    },
+    Usage {
+        institution: String,
+        first: jiff::civil::Date,
+        last: jiff::civil::Date,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -203,6 +235,8 @@ pub enum QueryOutput {
     Accounts(Vec<HostAccount>),
     Login(Box<LoginConfig>),
     Billing(Box<Licence>, Vec<LoadedPriceTable>),
+    BillingExport(Box<BillingExport>),
+    Usage(Box<UsageReport>),
 }
 
 /// Everything the control plane replicates. New pillars (licences, the
@@ -216,6 +250,7 @@ pub struct ClusterState {
     pub access: JoinKeys,
     pub licences: Licences,
     pub accounts: Accounts,
+    pub ledger: Ledger,
     answers: RecentAnswers,
     /// Last node index handed out.
     pub last_node_index: u32,
@@ -265,10 +300,21 @@ impl ClusterState {
                 }
             },
             Command::Access(AccessCommand::InitJoinKey(c)) => Ok(self.init_join_key(c)),
-            Command::Licence(c) => match c {
-                LicenceCommand::LoadPriceTable(c) => self.load_price_table(c, req.now_ms),
-                LicenceCommand::Set(c) => self.set_licence(c, req.now_ms),
-                LicenceCommand::GiveNotice(c) => self.give_notice(c, req.now_ms),
+            Command::Licence(c) => {
+                let answer = match c {
+                    LicenceCommand::LoadPriceTable(c) => self.load_price_table(c, req.now_ms),
+                    LicenceCommand::Set(c) => self.set_licence(c, req.now_ms),
+                    LicenceCommand::GiveNotice(c) => self.give_notice(c, req.now_ms),
+                };
+                if answer.is_ok() {
+                    self.stamp_billing_revision();
+                }
+                answer
+            }
+            Command::Ledger(c) => match c {
+                LedgerCommand::Record(c) => self.record_usage(c),
+                LedgerCommand::ClosePeriod(c) => self.close_period(c, req.now_ms),
+                LedgerCommand::Sweep(c) => self.sweep_ledger(c, req.now_ms),
             },
             Command::Account(c) => match c {
                 AccountCommand::ConfigureLogin(c) => self.configure_login(c, req.now_ms),
@@ -364,6 +410,27 @@ impl ClusterState {
                 })?),
                 self.licences.price_tables.clone(),
             ),
+            Query::BillingExport {
+                institution,
+                first,
+                last,
+                as_of,
+            } => QueryOutput::BillingExport(Box::new(self.billing_export(
+                institution.as_deref(),
+                *first,
+                *last,
+                *as_of,
+            )?)),
+            Query::Usage {
+                institution,
+                first,
+                last,
+            } => QueryOutput::Usage(Box::new(self.usage_report(
+                institution,
+                *first,
+                *last,
+                now_ms,
+            )?)),
             Query::Login { institution } => QueryOutput::Login(Box::new(
                 self.accounts
                     .logins

@@ -29,6 +29,7 @@ impl ClusterState {
             address,
             capacity,
             certificate,
+            boot,
         }: &RegisterNode,
         req: &Request,
         rng: &mut SplitMix64,
@@ -41,7 +42,7 @@ impl ClusterState {
         }
         let mut came_up = true;
         if self.nodes.contains_key(id) {
-            let mut node = self.nodes.get_mut(id).expect("present");
+            let node = self.nodes.get(id).expect("present");
             if &node.region != region && !node.reservations.is_empty() {
                 return Err(StateError::NodeRegionChange {
                     id: id.to_string(),
@@ -58,6 +59,10 @@ impl ClusterState {
                 });
             }
             came_up = node.state == NodeState::Down;
+            let last_heartbeat_ms = node.last_heartbeat_ms;
+            // A new process: what the last one left open ended with it.
+            self.usage_node_boot(id, *boot, last_heartbeat_ms);
+            let mut node = self.nodes.get_mut(id).expect("present");
             if node.index == 0 && self.last_node_index < MAX_NODE_INDEX {
                 // Registered before nodes had indexes.
                 self.last_node_index += 1;
@@ -91,6 +96,7 @@ impl ClusterState {
                 certificate: certificate.to_vec(),
                 reservations: Reservations::default(),
             });
+            self.usage_node_boot(id, *boot, req.now_ms);
         }
         if came_up {
             self.retry_unplaced(req, rng);
@@ -179,6 +185,10 @@ impl ClusterState {
             node.state = NodeState::Down;
             node.load_participants = 0;
             orphans.extend(node.reservations.keys().map(|m| (*m, id.clone())));
+            let last_heartbeat_ms = node.last_heartbeat_ms;
+            drop(node);
+            // Its participants' sessions end at its last sign of life.
+            self.usage_node_down(id, last_heartbeat_ms);
         }
         orphans.sort();
         let mut replaced = Vec::new();

@@ -27,6 +27,7 @@ struct StoredRef<'a> {
     last_node_index: u32,
     licences: &'a Licences,
     accounts: &'a Accounts,
+    ledger: &'a Ledger,
 }
 
 /// Owned, for reading; fields later versions added default when absent.
@@ -58,6 +59,8 @@ struct Stored {
     licences: Licences,
     #[serde(default)]
     accounts: Accounts,
+    #[serde(default)]
+    ledger: Ledger,
 }
 
 impl Serialize for ClusterState {
@@ -81,6 +84,7 @@ impl Serialize for ClusterState {
             last_node_index: self.last_node_index,
             licences: &self.licences,
             accounts: &self.accounts,
+            ledger: &self.ledger,
         }
         .serialize(s)
     }
@@ -116,6 +120,7 @@ impl<'de> Deserialize<'de> for ClusterState {
             last_node_index: s.last_node_index,
             licences: s.licences,
             accounts: s.accounts,
+            ledger: s.ledger,
         })
     }
 }

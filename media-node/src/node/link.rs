@@ -249,7 +249,11 @@ async fn run_link(
         }
     }
     tracing::info!(%peer, conn = id, "cascade link down");
-    let outs = shared.sfu.write().expect("sfu lock").disconnect(id);
+    let outs = shared
+        .sfu
+        .write()
+        .expect("sfu lock")
+        .disconnect(now_ms(), id);
     shared.dispatch(outs);
     shared.writers.lock().expect("writers lock").remove(&id);
     {

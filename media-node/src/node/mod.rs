@@ -55,6 +55,8 @@ pub struct MediaNodeConfig {
     /// source never answers it, so it costs the node no handshake.
     pub retry_above_handshakes: usize,
     pub sfu: SfuConfig,
+    /// The usage journal, its reports and the connection log.
+    pub usage: crate::agent::UsageConfig,
     /// The cluster CA and this node's certificate (`spiffe://fjord/node/ID`),
     /// presented to the control plane.
     pub tls: fjord_common::TlsFiles,
@@ -79,6 +81,7 @@ impl MediaNodeConfig {
             register_timeout: Duration::from_secs(30),
             retry_above_handshakes: 64,
             sfu: SfuConfig::new(id),
+            usage: crate::agent::UsageConfig::default(),
             tls,
         }
     }
@@ -126,6 +129,7 @@ impl MediaNodeConfig {
             }
             Err(e) => return bad(e.to_string()),
         }
+        self.usage.validate().map_err(NodeError::Config)?;
         self.sfu.validate().map_err(NodeError::Config)
     }
 }
@@ -143,6 +147,8 @@ pub enum NodeError {
     Tls(#[from] tls::TlsError),
     #[error("control plane: {0}")]
     ControlPlane(String),
+    #[error("usage journal: {0}")]
+    Journal(std::io::Error),
 }
 
 #[derive(Clone)]
@@ -202,6 +208,8 @@ pub struct MediaNodeHandle {
     drain_timeout: Duration,
     stop_tx: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    usage: Arc<crate::agent::UsageAgent>,
+    reporter: Option<JoinHandle<()>>,
 }
 
 /// Starts the node: binds the QUIC endpoint, registers with the control
@@ -253,6 +261,26 @@ pub async fn start(config: MediaNodeConfig) -> Result<MediaNodeHandle, NodeError
     );
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
+    let usage = Arc::new(
+        crate::agent::UsageAgent::open(&config.id, config.usage.clone())
+            .map_err(NodeError::Journal)?,
+    );
+    // The ledger's mark for this node, learned at registration.
+    let (acked_tx, acked_rx) = watch::channel(None::<u64>);
+    let reporter = {
+        let shared = shared.clone();
+        tokio::spawn(crate::agent::run_reporter(
+            usage.clone(),
+            client.clone(),
+            config.id.clone(),
+            move || {
+                let mut sfu = shared.sfu.write().expect("sfu lock");
+                (sfu.take_usage(), sfu.take_connections())
+            },
+            acked_rx,
+            stop_rx.clone(),
+        ))
+    };
 
     // Load sampling: metrics every second, and what heartbeats report.
     let load = Arc::new(Mutex::new(pb::HeartbeatRequest::default()));
@@ -293,6 +321,7 @@ pub async fn start(config: MediaNodeConfig) -> Result<MediaNodeHandle, NodeError
             .unwrap_or_else(|| local_addr.to_string()),
         capacity: config.capacity,
         certificate: identity.certificate,
+        boot: usage.boot,
     };
     {
         let shared = shared.clone();
@@ -305,6 +334,7 @@ pub async fn start(config: MediaNodeConfig) -> Result<MediaNodeHandle, NodeError
                     sfu.set_join_key(r.join_public_key);
                     sfu.set_node_index(r.node.map_or(0, |n| n.index));
                     drop(sfu);
+                    let _ = acked_tx.send(Some(r.usage_acked_seq));
                     let _ = registered_tx.send(true);
                 }
                 NodeEvent::Beat(b) => {
@@ -359,6 +389,8 @@ pub async fn start(config: MediaNodeConfig) -> Result<MediaNodeHandle, NodeError
         drain_timeout: config.drain_timeout,
         stop_tx,
         tasks,
+        usage,
+        reporter: Some(reporter),
     })
 }
 
@@ -453,7 +485,11 @@ async fn serve_connection(shared: Arc<Shared>, incoming: quinn::Incoming, id: Co
             Err(_) => break,
         }
     }
-    let outs = shared.sfu.write().expect("sfu lock").disconnect(id);
+    let outs = shared
+        .sfu
+        .write()
+        .expect("sfu lock")
+        .disconnect(now_ms(), id);
     shared.dispatch(outs);
     shared.writers.lock().expect("writers lock").remove(&id);
     datagrams.abort();
@@ -578,13 +614,43 @@ impl MediaNodeHandle {
         self.stop().await;
     }
 
-    /// Stops at once: closes every connection.
-    pub async fn stop(self) {
-        let _ = self.stop_tx.send(true);
+    /// Usage events journaled and not yet acknowledged by the ledger.
+    pub fn usage_pending(&self) -> usize {
+        self.usage.pending()
+    }
+
+    /// Where the usage journal and the connection log are.
+    pub fn data_dir(&self) -> std::path::PathBuf {
+        self.usage.data_dir().to_path_buf()
+    }
+
+    /// Stops at once: closes every connection, then reports the usage
+    /// that closing recorded (briefly; the journal keeps the rest).
+    pub async fn stop(mut self) {
         self.endpoint.close(0u32.into(), b"node stopping");
+        {
+            // Everyone still here leaves now: record it before the last report.
+            let conns: Vec<ConnId> = self
+                .shared
+                .writers
+                .lock()
+                .expect("writers lock")
+                .keys()
+                .copied()
+                .collect();
+            let mut sfu = self.shared.sfu.write().expect("sfu lock");
+            for c in conns {
+                let _ = sfu.disconnect(now_ms(), c);
+            }
+        }
+        let _ = self.stop_tx.send(true);
+        if let Some(r) = self.reporter.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(3), r).await;
+        }
         for t in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
         }
         let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
+        self.usage.cleanup();
     }
 }

@@ -26,6 +26,7 @@ mod cascade;
 mod room;
 #[cfg(test)]
 mod tests;
+pub mod usage;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
@@ -40,6 +41,7 @@ use pb::server_message::Msg as OutMsg;
 
 use crate::wire::{MediaHeader, WireError};
 pub use room::{Admission, Recording, Room, RoomTerms, TimeLimit};
+pub use usage::{ConnectionRecord, UsageRecord};
 
 pub type ConnId = u64;
 
@@ -265,6 +267,13 @@ pub struct Sfu<H> {
     counters: Counters,
     datagram_counters: DatagramCounters,
     out: Vec<Output>,
+    /// The latest time an input carried.
+    now_ms: u64,
+    /// Usage recorded since the shell last took it.
+    usage: Vec<UsageRecord>,
+    /// Who connected with what name from where, for the node-local
+    /// connection log (never reported anywhere).
+    connections: Vec<ConnectionRecord>,
 }
 
 fn msg(m: OutMsg) -> pb::ServerMessage {
@@ -298,7 +307,22 @@ impl<H: Clone> Sfu<H> {
             counters: Counters::default(),
             datagram_counters: DatagramCounters::default(),
             out: Vec::new(),
+            now_ms: 0,
+            usage: Vec::new(),
+            connections: Vec::new(),
         }
+    }
+
+    /// Connections recorded since the last call: the shell appends them to
+    /// the node's own connection log.
+    pub fn take_connections(&mut self) -> Vec<ConnectionRecord> {
+        std::mem::take(&mut self.connections)
+    }
+
+    /// Usage recorded since the last call (joins and leaves, in order):
+    /// the shell journals and reports it.
+    pub fn take_usage(&mut self) -> Vec<UsageRecord> {
+        std::mem::take(&mut self.usage)
     }
 
     /// The control plane's join-token public key, learned at registration.
@@ -383,12 +407,13 @@ impl<H: Clone> Sfu<H> {
     /// The connection is gone (closed, timed out). A host who vanishes
     /// without handing over passes the role to the longest-present member,
     /// so no meeting is left without one.
-    pub fn disconnect(&mut self, conn: ConnId) -> Vec<Output> {
+    pub fn disconnect(&mut self, now_ms: u64, conn: ConnId) -> Vec<Output> {
+        self.now_ms = self.now_ms.max(now_ms);
         self.unjoined.remove(&conn);
         if let Some(c) = self.conns.get(&conn) {
             let is_link = c.link.is_some();
             if let Some((meeting, pid)) = c.member {
-                self.remove_member(meeting, pid, true);
+                self.remove_member(meeting, pid, true, usage::LEFT);
             }
             if is_link {
                 self.link_lost(conn);
@@ -447,6 +472,7 @@ impl<H: Clone> Sfu<H> {
     }
 
     pub fn control(&mut self, now_ms: u64, conn: ConnId, m: pb::ClientMessage) -> Vec<Output> {
+        self.now_ms = self.now_ms.max(now_ms);
         self.counters.control_in += 1;
         let rate = self.config.control_per_connection;
         let Some(c) = self.conns.get_mut(&conn) else {
@@ -496,6 +522,7 @@ impl<H: Clone> Sfu<H> {
         assignments: &[(u64, Vec<String>)],
         moved: &[u64],
     ) -> Vec<Output> {
+        self.now_ms = self.now_ms.max(now_ms);
         self.assignments = assignments
             .iter()
             .map(|(m, peers)| (*m, peers.iter().cloned().collect()))
@@ -564,7 +591,14 @@ impl<H: Clone> Sfu<H> {
                 }),
             );
             self.out.push(Output::Close(conn, reason.into()));
-            self.remove_member(meeting, pid, false);
+            let why = if reason == TIME_LIMIT_REASON {
+                usage::TIME_LIMIT
+            } else if retry {
+                usage::MOVED
+            } else {
+                usage::CLOSED
+            };
+            self.remove_member(meeting, pid, false, why);
         }
         self.rooms.remove(&meeting);
         self.room_closed(meeting);
@@ -717,7 +751,15 @@ impl<H: Clone> Sfu<H> {
                 panelist: false,
             },
         );
-        self.conns.get_mut(&conn).expect("checked").member = Some((meeting, pid));
+        let c = self.conns.get_mut(&conn).expect("checked");
+        c.member = Some((meeting, pid));
+        self.connections.push(ConnectionRecord {
+            at_ms: now_ms,
+            meeting,
+            participant: pid,
+            display_name: claims.display_name.clone(),
+            source: c.source,
+        });
         self.unjoined.remove(&conn);
         match admission {
             Admission::Admitted => {
@@ -832,9 +874,31 @@ impl<H: Clone> Sfu<H> {
     /// and they subscribe to every track already there.
     fn admit(&mut self, meeting: u64, pid: u64) {
         self.counters.joins_admitted += 1;
+        let cascaded = self
+            .assignments
+            .get(&meeting)
+            .is_some_and(|p| !p.is_empty());
         let room = self.rooms.get_mut(&meeting).expect("present");
         let m = room.members.get_mut(&pid).expect("member");
         m.admission = Admission::Admitted;
+        let mut features = 0;
+        if room.webinar && !m.panelist {
+            features |= usage::FEATURE_WEBINAR_ATTENDEE;
+        }
+        if room.settings.e2ee {
+            features |= usage::FEATURE_E2EE;
+        }
+        if cascaded {
+            features |= usage::FEATURE_CASCADE;
+        }
+        self.usage.push(UsageRecord {
+            at_ms: self.now_ms,
+            meeting,
+            participant: pid,
+            joined: true,
+            features,
+            reason: "",
+        });
         let conn = m.conn;
         let you = m.info(pid);
         // Webinar attendees see the panelists only, and only panelists
@@ -944,13 +1008,23 @@ impl<H: Clone> Sfu<H> {
 
     /// Removes a member and everything they published. `vanished`: the
     /// connection dropped without a hand-over.
-    fn remove_member(&mut self, meeting: u64, pid: u64, vanished: bool) {
+    fn remove_member(&mut self, meeting: u64, pid: u64, vanished: bool, why: &'static str) {
         let Some(room) = self.rooms.get_mut(&meeting) else {
             return;
         };
         let Some(m) = room.members.remove(&pid) else {
             return;
         };
+        if m.admission == Admission::Admitted {
+            self.usage.push(UsageRecord {
+                at_ms: self.now_ms,
+                meeting,
+                participant: pid,
+                joined: false,
+                features: 0,
+                reason: why,
+            });
+        }
         let attendee = room.webinar && !m.panelist;
         room.consents.remove(&pid);
         let conn = m.conn;
@@ -1092,6 +1166,7 @@ impl<H: Clone> Sfu<H> {
     /// closes those that reached it. The shell calls this about every
     /// [`TICK_MS`]; nothing else here reads time.
     pub fn tick(&mut self, now_ms: u64) -> Vec<Output> {
+        self.now_ms = self.now_ms.max(now_ms);
         let mut warn = Vec::new();
         let mut end = Vec::new();
         for (id, room) in &self.rooms {
@@ -1195,7 +1270,7 @@ impl<H: Clone> Sfu<H> {
                 if is_host && room.longest_present(pid).is_some() {
                     return self.refuse(conn, "leave", "hand the host role over before leaving");
                 }
-                self.remove_member(meeting, pid, false);
+                self.remove_member(meeting, pid, false, usage::LEFT);
                 self.send(
                     conn,
                     OutMsg::Closed(pb::Closed {

@@ -480,7 +480,7 @@ fn s7_a_vanished_host_passes_the_role_on() {
     let (mut w, open) = World::new(open_meeting());
     let host = w.join_with(1, pb::Role::Host, open);
     let _p = w.join_with(2, pb::Role::Participant, open);
-    let outs = w.sfu.disconnect(host);
+    let outs = w.sfu.disconnect(0, host);
     w.apply(outs);
     assert_eq!(w.sfu.room(MEETING).unwrap().host, Some(2));
 }
@@ -568,7 +568,7 @@ fn every_admitted_participant_gets_every_other_track_and_leavers_are_unsubscribe
     // Someone else's track id cannot be used to inject media.
     assert!(w.receivers(conns[0], tracks[1]).is_empty());
     assert_eq!(w.sfu.counters().dropped_not_owner, 1);
-    let outs = w.sfu.disconnect(conns[2]);
+    let outs = w.sfu.disconnect(0, conns[2]);
     w.apply(outs);
     assert_eq!(w.receivers(conns[0], tracks[0]), vec![conns[1]]);
     assert!(w.receivers(conns[2], tracks[2]).is_empty());
@@ -770,7 +770,7 @@ fn a_cascade_sends_each_datagram_over_the_link_once_and_never_back() {
     assert_eq!(c.a.sfu.counters().link_datagrams_out, 1);
     assert_eq!(c.b.sfu.counters().link_datagrams_in, 1);
     // The speaker leaves A: B's listeners hear of it and the track goes.
-    let outs = c.a.sfu.disconnect(speaker);
+    let outs = c.a.sfu.disconnect(0, speaker);
     c.a.apply(outs);
     c.pump();
     assert!(c.b.receivers(LINK, t).is_empty());
@@ -790,7 +790,7 @@ fn losing_a_link_removes_everyone_behind_it() {
     let t = c.a.publish(speaker, pb::TrackKind::Audio).unwrap();
     c.pump();
     c.b.take(listener);
-    let outs = c.b.sfu.disconnect(LINK);
+    let outs = c.b.sfu.disconnect(0, LINK);
     c.b.apply(outs);
     let seen = c.b.take(listener);
     assert!(seen
@@ -1053,7 +1053,7 @@ fn join_garbage_for_a_meeting_does_not_keep_valid_tokens_out() {
         );
         assert!(w.closed.contains(&c), "garbage join {i} not refused");
         // The shell drops the refused connection.
-        let outs = w.sfu.disconnect(c);
+        let outs = w.sfu.disconnect(0, c);
         w.apply(outs);
     }
     assert_eq!(w.sfu.counters().joins_refused, u64::from(burst) * 2);
