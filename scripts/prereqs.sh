@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs from Debian what the tests and benchmarks need beyond Rust:
 # protoc and descriptor.proto (the etcd client's build compiles etcd's
-# protos with them) and etcd itself (the benchmarks compare against it, and
-# tests that need etcd run a real one). Does nothing when all are there.
+# protos with them), etcd itself (the benchmarks compare against it, and
+# tests that need etcd run a real one) and Python's pandas. Does nothing when all are there.
 # Usage: scripts/prereqs.sh
 set -euo pipefail
 
@@ -11,6 +11,9 @@ command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
 [ -f /usr/include/google/protobuf/descriptor.proto ] || need+=(libprotobuf-dev)
 command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
 command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)
+# The billing export test reads the CSV with Python's csv module and with
+# pandas (a spreadsheet-style reader), both from Debian's Python.
+/usr/bin/python3 -c 'import pandas' >/dev/null 2>&1 || need+=(python3-pandas)
 if [ ${#need[@]} -gt 0 ]; then
   echo "==> installing ${need[*]}"
   sudo_cmd=""

@@ -54,6 +54,7 @@ fn state() -> ClusterState {
                 address: "127.0.0.1:7201".into(),
                 capacity: 1000,
                 certificate: Vec::new(),
+                boot: 0,
             })
             .into(),
         );

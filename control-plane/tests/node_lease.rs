@@ -31,6 +31,7 @@ async fn silent_node_is_marked_down_and_its_meetings_replaced_within_residency()
             address: "127.0.0.1:7999".into(),
             capacity: cap,
             certificate: Vec::new(),
+            boot: 1,
         };
         tasks.push(tokio::spawn(async move {
             run_node_session(&c, reg, pb::HeartbeatRequest::default, |_| {}, rx).await

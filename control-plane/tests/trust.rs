@@ -493,6 +493,7 @@ async fn a_node_cannot_register_or_heartbeat_as_another() {
         address: "127.0.0.1:6666".into(),
         capacity: 1000,
         certificate: b"attacker's certificate".to_vec(),
+        boot: 0,
     };
     for files in [
         cluster.ca.node("evil").unwrap(),

@@ -34,6 +34,7 @@ fn licence(versions: &[(&str, LicenceTerms)]) -> Licence {
                 effective: d(effective),
                 recorded_at_ms: i as u64,
                 terms: t.clone(),
+                revision: i as u64 + 1,
             })
             .collect(),
         notice: None,
@@ -44,6 +45,7 @@ fn tables() -> Vec<LoadedPriceTable> {
     vec![LoadedPriceTable {
         table: PriceTable::builtin(),
         loaded_at_ms: 0,
+        revision: 0,
     }]
 }
 

@@ -86,6 +86,7 @@ mod tests {
                 address: "127.0.0.1:1".into(),
                 capacity: 9,
                 certificate: vec![0, 200, 255],
+                boot: 0,
             })),
         }
     }

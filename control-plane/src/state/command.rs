@@ -469,6 +469,7 @@ mod tests {
                 address: "127.0.0.1:7000".into(),
                 capacity: 100,
                 certificate: vec![1, 2, 3],
+                boot: 7,
             })
             .into(),
             NodeCommand::Heartbeat(Heartbeat {

@@ -85,6 +85,7 @@ pub(super) fn cluster(now: u64) -> ClusterState {
             address: "127.0.0.1:9".into(),
             capacity: 100_000,
             certificate: Vec::new(),
+            boot: 0,
         })),
         load_builtin().into(),
     ] {

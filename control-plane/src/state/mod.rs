@@ -447,6 +447,8 @@ impl ClusterState {
 #[cfg(test)]
 mod account_tests;
 #[cfg(test)]
+mod ledger_tests;
+#[cfg(test)]
 mod licence_tests;
 #[cfg(test)]
 mod tests;

@@ -30,6 +30,7 @@ fn register(id: &str, region: &str, capacity: u32) -> Command {
         address: "127.0.0.1:9".into(),
         capacity,
         certificate: Vec::new(),
+        boot: 0,
     }))
 }
 
