@@ -87,6 +87,8 @@ pub struct FjordCluster {
     pub metrics_addrs: Vec<String>,
     pub peers: String,
     pub procs: Vec<Proc>,
+    /// Node heartbeat and lease flags every replica starts with.
+    pub node_args: Vec<String>,
 }
 
 /// What the replicas of a [`FjordCluster`] spent, summed over all three:
@@ -166,7 +168,14 @@ pub fn dir_bytes(dir: &Path) -> u64 {
 }
 
 impl FjordCluster {
+    /// Three replicas whose node lease is long (benchmarks register a node
+    /// that never beats).
     pub fn start(bin: &Path, dir: &Path) -> FjordCluster {
+        FjordCluster::start_with(bin, dir, &["--node-lease-ms", "600000"])
+    }
+
+    /// Three replicas with these node heartbeat and lease flags.
+    pub fn start_with(bin: &Path, dir: &Path, node_args: &[&str]) -> FjordCluster {
         let addrs: Vec<String> = (0..3)
             .map(|_| format!("127.0.0.1:{}", free_port()))
             .collect();
@@ -191,6 +200,7 @@ impl FjordCluster {
             metrics_addrs,
             peers,
             procs: Vec::new(),
+            node_args: node_args.iter().map(|a| a.to_string()).collect(),
         };
         for id in 1..=3 {
             let p = c.spawn(id);
@@ -212,7 +222,8 @@ impl FjordCluster {
                     "--peer-listen",
                     &self.peer_addrs[id - 1],
                 ])
-                .args(["--peers", &self.peers, "--node-lease-ms", "600000"])
+                .args(["--peers", &self.peers])
+                .args(&self.node_args)
                 .args(["--metrics-listen", &self.metrics_addrs[id - 1]])
                 .arg("--data-dir")
                 .arg(self.dir.join(format!("fjord-{id}")))
@@ -355,13 +366,28 @@ pub fn media_node(
     cp_addr: &str,
     capacity: u32,
 ) -> Proc {
+    media_node_with(bin, ca, id, region, cp_addr, capacity, &[])
+}
+
+/// [`media_node`] with more flags (`cp_addrs` comma-separated).
+pub fn media_node_with(
+    bin: &Path,
+    ca: &LocalCa,
+    id: &str,
+    region: &str,
+    cp_addrs: &str,
+    capacity: u32,
+    extra: &[String],
+) -> Proc {
     use std::io::{BufRead, BufReader};
+    let cp_addr = cp_addrs;
     let addr = format!("127.0.0.1:{}", free_port());
     let tls = ca.node(id).expect("node certificate");
     let mut child = with_tls(&mut Command::new(bin), &tls)
         .args(["media-node", "--region", region, "--id", id])
         .args(["--listen", &addr, "--control-plane", cp_addr])
         .args(["--capacity", &capacity.to_string()])
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

@@ -62,6 +62,10 @@ pub enum UsageCmd {
         /// FIRST..LAST, dates in Europe/Oslo.
         #[arg(long)]
         period: String,
+        /// Also list the ledger's rows: each participant's time on a node,
+        /// how it ended and the node's event sequence numbers.
+        #[arg(long)]
+        sessions: bool,
     },
 }
 
@@ -69,12 +73,14 @@ pub async fn usage(client: &Client, c: UsageCmd) -> Result<(Value, String), Fail
     let UsageCmd::Show {
         institution,
         period,
+        sessions,
     } = c;
     let u = client
         .call(|ch| {
             let req = pb::UsageRequest {
                 institution: institution.clone(),
                 period: period.clone(),
+                sessions,
             };
             async move { BillingServiceClient::new(ch).usage(req).await }
         })
@@ -89,9 +95,22 @@ pub async fn usage(client: &Client, c: UsageCmd) -> Result<(Value, String), Fail
                    "open": m.open})
         })
         .collect();
-    let json = json!({"institution": u.institution, "period": u.period,
+    let rows: Vec<Value> = u
+        .sessions
+        .iter()
+        .map(|s| {
+            json!({"meeting_id": s.meeting_id, "node_id": s.node_id,
+                   "participant_id": s.participant_id, "start_ms": s.start_ms,
+                   "end_ms": s.end_ms, "end": s.end, "join_seq": s.join_seq,
+                   "left_seq": s.left_seq, "features": s.features, "revision": s.revision})
+        })
+        .collect();
+    let mut json = json!({"institution": u.institution, "period": u.period,
         "meetings": meetings, "participant_seconds": u.participant_seconds,
         "rolled_up_seconds": u.rolled_up_seconds, "revision": u.revision});
+    if sessions {
+        json["sessions"] = Value::Array(rows);
+    }
     let mut text = format!(
         "{} {} (ledger revision {})\n{:<20} {:>20} {:>9} {:>8} {:>5}\n",
         u.institution,
@@ -116,6 +135,25 @@ pub async fn usage(client: &Client, c: UsageCmd) -> Result<(Value, String), Fail
         );
     }
     text += &format!("{:<20} {:>20}\n", "total", u.participant_seconds);
+    if sessions {
+        text += &format!(
+            "\n{:<20} {:<12} {:>20} {:>14} {:>14} {:<10} {:>8} {:>8}\n",
+            "MEETING", "NODE", "PARTICIPANT", "START_MS", "END_MS", "END", "JOIN_SEQ", "LEFT_SEQ"
+        );
+        for s in &u.sessions {
+            text += &format!(
+                "{:<20} {:<12} {:>20} {:>14} {:>14} {:<10} {:>8} {:>8}\n",
+                s.meeting_id,
+                s.node_id,
+                s.participant_id,
+                s.start_ms,
+                s.end_ms,
+                s.end,
+                s.join_seq,
+                s.left_seq
+            );
+        }
+    }
     Ok((json, text))
 }
 

@@ -159,6 +159,7 @@ impl BillingApi {
                 institution: r.institution.clone(),
                 first,
                 last,
+                sessions: r.sessions,
             })
             .await?
         {
@@ -183,6 +184,26 @@ impl BillingApi {
             participant_seconds: secs(u.participant_ms),
             revision: u.revision,
             rolled_up_seconds: secs(u.rolled_up_ms),
+            sessions: u
+                .sessions
+                .iter()
+                .map(|s| pb::LedgerSession {
+                    meeting_id: s.meeting,
+                    node_id: s.node.clone(),
+                    participant_id: s.participant,
+                    start_ms: s.start_ms,
+                    end_ms: s.end_ms,
+                    end: if s.end_ms == 0 && s.revision == 0 {
+                        "open".into()
+                    } else {
+                        s.end.as_str().into()
+                    },
+                    join_seq: s.join_seq,
+                    left_seq: s.left_seq,
+                    features: s.features,
+                    revision: s.revision,
+                })
+                .collect(),
         })
     }
 

@@ -604,6 +604,8 @@ pub struct UsageReport {
     /// Use in the period whose raw rows the audit window dropped.
     pub rolled_up_ms: u64,
     pub revision: u64,
+    /// The rows themselves when asked for (open ones with `end_ms` 0).
+    pub sessions: Vec<Session>,
 }
 
 fn billing_error(e: crate::billing::BillingError) -> StateError {
@@ -781,6 +783,7 @@ impl ClusterState {
         first: Date,
         last: Date,
         now_ms: u64,
+        list_sessions: bool,
     ) -> Result<UsageReport, StateError> {
         if !self.institutions.contains_key(institution) {
             return Err(StateError::UnknownInstitution {
@@ -794,6 +797,7 @@ impl ClusterState {
             .unwrap_or(u64::MAX);
         let mut by_meeting: BTreeMap<u64, MeetingUsage> = BTreeMap::new();
         let mut raw_closed_ms = 0u64;
+        let mut rows = Vec::new();
         for s in self
             .ledger
             .sessions
@@ -803,6 +807,9 @@ impl ClusterState {
             let ms = clip(s.start_ms, s.end_ms, from, until);
             if ms == 0 && !(from <= s.start_ms && s.start_ms < until) {
                 continue;
+            }
+            if list_sessions {
+                rows.push(s.clone());
             }
             let m = by_meeting.entry(s.meeting).or_insert_with(|| MeetingUsage {
                 meeting: s.meeting,
@@ -815,12 +822,27 @@ impl ClusterState {
             }
             raw_closed_ms += ms;
         }
-        for by_meeting_open in self.ledger.open.values() {
+        for (node, by_meeting_open) in &self.ledger.open {
             for (meeting, by_pid) in by_meeting_open {
-                for s in by_pid.values().filter(|s| s.institution == institution) {
+                for (pid, s) in by_pid.iter().filter(|(_, s)| s.institution == institution) {
                     let ms = clip(s.start_ms, now_ms.max(s.start_ms), from, until);
                     if ms == 0 && !(from <= s.start_ms && s.start_ms < until) {
                         continue;
+                    }
+                    if list_sessions {
+                        rows.push(Session {
+                            revision: 0,
+                            institution: s.institution.clone(),
+                            meeting: *meeting,
+                            node: node.clone(),
+                            participant: *pid,
+                            start_ms: s.start_ms,
+                            end_ms: 0,
+                            features: s.features,
+                            end: SessionEnd::Left,
+                            join_seq: s.join_seq,
+                            left_seq: 0,
+                        });
                     }
                     let m = by_meeting.entry(*meeting).or_insert_with(|| MeetingUsage {
                         meeting: *meeting,
@@ -841,6 +863,7 @@ impl ClusterState {
             meetings,
             rolled_up_ms: daily_ms.saturating_sub(raw_closed_ms),
             revision: self.ledger.revision,
+            sessions: rows,
         })
     }
 }

@@ -50,8 +50,11 @@ fn record(events: Vec<UsageEvent>) -> LedgerCommand {
 /// (webinar when asked) scheduled at `now`.
 fn licensed(now: u64, kind: MeetingKind) -> (ClusterState, u64) {
     let mut s = cluster(now);
-    s.apply(&req(now, set("uio", terms(Tier::Education, &[], "2026-10-01"), None)))
-        .unwrap();
+    s.apply(&req(
+        now,
+        set("uio", terms(Tier::Education, &[], "2026-10-01"), None),
+    ))
+    .unwrap();
     s.apply(&req(now, register(BOOT_A))).unwrap();
     let Ok(Output::Scheduled { meeting, .. }) = s.apply(&req(
         now,
@@ -80,7 +83,7 @@ fn acked(out: Response) -> u64 {
 
 fn seconds_of(s: &ClusterState, day: &str, meeting: u64) -> u64 {
     let d = parse_date(day).unwrap();
-    let r = s.usage_report("uio", d, d, u64::MAX / 2).unwrap();
+    let r = s.usage_report("uio", d, d, u64::MAX / 2, false).unwrap();
     r.meetings
         .iter()
         .find(|m| m.meeting == meeting)
@@ -114,8 +117,11 @@ fn a_resent_batch_is_answered_and_never_counted_twice() {
 fn a_dead_node_s_sessions_end_at_its_last_heartbeat_marked_by_failure() {
     let t = at("2026-11-24");
     let (mut s, m) = licensed(t, MeetingKind::Meeting);
-    s.apply(&req(t + 1_000, record(vec![ev(1, BOOT_A, t + 1_000, m, 7, true)])))
-        .unwrap();
+    s.apply(&req(
+        t + 1_000,
+        record(vec![ev(1, BOOT_A, t + 1_000, m, 7, true)]),
+    ))
+    .unwrap();
     let last_beat = t + 30_000;
     s.apply(&req(
         last_beat,
@@ -132,7 +138,10 @@ fn a_dead_node_s_sessions_end_at_its_last_heartbeat_marked_by_failure() {
     .unwrap();
     assert_eq!(s.ledger.open_sessions(), 0);
     let row = s.ledger.sessions.back().unwrap();
-    assert_eq!((row.start_ms, row.end_ms, row.end), (t + 1_000, last_beat, SessionEnd::Failure));
+    assert_eq!(
+        (row.start_ms, row.end_ms, row.end),
+        (t + 1_000, last_beat, SessionEnd::Failure)
+    );
     // The restarted process resends what the dead one journaled after its
     // last report: a join before the failure close, and one after the
     // last heartbeat. Both end with the process; neither stays open.
@@ -154,7 +163,10 @@ fn a_dead_node_s_sessions_end_at_its_last_heartbeat_marked_by_failure() {
         .map(|r| (r.participant, r.end_ms - r.start_ms))
         .collect();
     assert_eq!(ends, [(7, 29_000), (8, 10_000), (9, 0)]);
-    assert_eq!(s.ledger.unmatched_left, 1, "the left after the failure close is not counted");
+    assert_eq!(
+        s.ledger.unmatched_left, 1,
+        "the left after the failure close is not counted"
+    );
     // The new process's own sessions run normally.
     s.apply(&req(
         last_beat + 40_000,
@@ -209,8 +221,14 @@ fn closing_a_period_freezes_its_export_and_late_usage_becomes_an_adjustment() {
         ]),
     ))
     .unwrap();
-    let nov = (parse_date("2026-11-01").unwrap(), parse_date("2026-11-30").unwrap());
-    let dec = (parse_date("2026-12-01").unwrap(), parse_date("2026-12-31").unwrap());
+    let nov = (
+        parse_date("2026-11-01").unwrap(),
+        parse_date("2026-11-30").unwrap(),
+    );
+    let dec = (
+        parse_date("2026-12-01").unwrap(),
+        parse_date("2026-12-31").unwrap(),
+    );
     let export = |s: &ClusterState, p: (jiff::civil::Date, jiff::civil::Date), as_of| {
         let e = s.billing_export(Some("uio"), p.0, p.1, as_of).unwrap();
         let meta = ExportMeta {
@@ -219,11 +237,21 @@ fn closing_a_period_freezes_its_export_and_late_usage_becomes_an_adjustment() {
             revision: e.revision,
             closed: e.closed,
         };
-        (csv(&meta, &e.invoices).unwrap(), json(&meta, &e.invoices).unwrap(), e)
+        (
+            csv(&meta, &e.invoices).unwrap(),
+            json(&meta, &e.invoices).unwrap(),
+            e,
+        )
     };
     // Not over yet: refused.
     assert!(matches!(
-        s.apply(&req(at("2026-11-30"), LedgerCommand::ClosePeriod(ClosePeriod { first: nov.0, last: nov.1 }))),
+        s.apply(&req(
+            at("2026-11-30"),
+            LedgerCommand::ClosePeriod(ClosePeriod {
+                first: nov.0,
+                last: nov.1
+            })
+        )),
         Err(StateError::PeriodNotOver { .. })
     ));
     let (open_csv, _, open) = export(&s, nov, 0);
@@ -234,13 +262,19 @@ fn closing_a_period_freezes_its_export_and_late_usage_becomes_an_adjustment() {
         .collect();
     // 7,200 s at 40 øre an hour: 80 øre.
     assert_eq!(consumption.len(), 1);
-    assert_eq!((consumption[0].quantity, consumption[0].amount_minor), (7200, 80));
+    assert_eq!(
+        (consumption[0].quantity, consumption[0].amount_minor),
+        (7200, 80)
+    );
     assert!(!open.closed);
 
     let closed_at = at("2026-12-02");
     let Ok(Output::PeriodClosed { revision, .. }) = s.apply(&req(
         closed_at,
-        LedgerCommand::ClosePeriod(ClosePeriod { first: nov.0, last: nov.1 }),
+        LedgerCommand::ClosePeriod(ClosePeriod {
+            first: nov.0,
+            last: nov.1,
+        }),
     )) else {
         panic!("closed")
     };
@@ -248,10 +282,19 @@ fn closing_a_period_freezes_its_export_and_late_usage_becomes_an_adjustment() {
     assert!(e.closed);
     assert_eq!(e.revision, revision);
     assert_eq!(e.invoices, open.invoices, "closing stores what was there");
-    assert_ne!(open_csv, closed_csv, "the closed export names the close revision");
+    assert_ne!(
+        open_csv, closed_csv,
+        "the closed export names the close revision"
+    );
     // Closing twice, or an overlapping period, is refused.
     assert!(matches!(
-        s.apply(&req(closed_at, LedgerCommand::ClosePeriod(ClosePeriod { first: nov.0, last: nov.1 }))),
+        s.apply(&req(
+            closed_at,
+            LedgerCommand::ClosePeriod(ClosePeriod {
+                first: nov.0,
+                last: nov.1
+            })
+        )),
         Err(StateError::PeriodOverlapsClosed { .. })
     ));
 
@@ -265,7 +308,10 @@ fn closing_a_period_freezes_its_export_and_late_usage_becomes_an_adjustment() {
     ))
     .unwrap();
     let (again_csv, again_json, _) = export(&s, nov, 0);
-    assert_eq!(again_csv, closed_csv, "a closed period's export never changes");
+    assert_eq!(
+        again_csv, closed_csv,
+        "a closed period's export never changes"
+    );
     assert_eq!(again_json, closed_json);
     let (_, _, december) = export(&s, dec, 0);
     let adj: Vec<&crate::billing::InvoiceLine> = december.invoices[0]
@@ -277,13 +323,29 @@ fn closing_a_period_freezes_its_export_and_late_usage_becomes_an_adjustment() {
     assert_eq!(adj[0].item, "consumption:webinar_attendee_hour");
     assert_eq!((adj[0].quantity, adj[0].amount_minor), (3600, 40));
     assert_eq!(adj[0].corrects.as_deref(), Some("2026-11-01..2026-11-30"));
-    assert!(adj[0].reason.as_deref().unwrap().contains("after the period was closed"));
+    assert!(adj[0]
+        .reason
+        .as_deref()
+        .unwrap()
+        .contains("after the period was closed"));
     // December closed with it: the adjustment is made once, not again in January.
-    s.apply(&req(at("2027-01-02"), LedgerCommand::ClosePeriod(ClosePeriod { first: dec.0, last: dec.1 })))
-        .unwrap();
-    let jan = (parse_date("2027-01-01").unwrap(), parse_date("2027-01-31").unwrap());
+    s.apply(&req(
+        at("2027-01-02"),
+        LedgerCommand::ClosePeriod(ClosePeriod {
+            first: dec.0,
+            last: dec.1,
+        }),
+    ))
+    .unwrap();
+    let jan = (
+        parse_date("2027-01-01").unwrap(),
+        parse_date("2027-01-31").unwrap(),
+    );
     let (_, _, january) = export(&s, jan, 0);
-    assert!(january.invoices[0].lines.iter().all(|l| l.kind != LineKind::Adjustment));
+    assert!(january.invoices[0]
+        .lines
+        .iter()
+        .all(|l| l.kind != LineKind::Adjustment));
 }
 
 #[test]
@@ -294,16 +356,38 @@ fn an_export_as_of_a_revision_is_the_same_bytes_later() {
         features: FEATURE_WEBINAR_ATTENDEE,
         ..ev(seq, BOOT_A, at_ms, m, pid, joined)
     };
-    s.apply(&req(t + 10, record(vec![attendee(1, t, 1, true), attendee(2, t + 9_000_000, 1, false)])))
-        .unwrap();
-    let (first, last) = (parse_date("2026-10-01").unwrap(), parse_date("2027-09-30").unwrap());
+    s.apply(&req(
+        t + 10,
+        record(vec![
+            attendee(1, t, 1, true),
+            attendee(2, t + 9_000_000, 1, false),
+        ]),
+    ))
+    .unwrap();
+    let (first, last) = (
+        parse_date("2026-10-01").unwrap(),
+        parse_date("2027-09-30").unwrap(),
+    );
     let before = s.billing_export(None, first, last, 0).unwrap();
     let rev = before.revision;
     // More usage, and a licence change, after that revision.
-    s.apply(&req(t + 20, record(vec![attendee(3, t + 10, 2, true), attendee(4, t + 5_000_000, 2, false)])))
-        .unwrap();
-    s.apply(&req(t + 30, set("uio", terms(Tier::Education, &["webinar-1000"], "2026-10-01"), Some("2026-12-01"))))
-        .unwrap();
+    s.apply(&req(
+        t + 20,
+        record(vec![
+            attendee(3, t + 10, 2, true),
+            attendee(4, t + 5_000_000, 2, false),
+        ]),
+    ))
+    .unwrap();
+    s.apply(&req(
+        t + 30,
+        set(
+            "uio",
+            terms(Tier::Education, &["webinar-1000"], "2026-10-01"),
+            Some("2026-12-01"),
+        ),
+    ))
+    .unwrap();
     let later = s.billing_export(None, first, last, rev).unwrap();
     assert_eq!(later, before);
     let now = s.billing_export(None, first, last, 0).unwrap();
@@ -318,30 +402,58 @@ fn an_export_as_of_a_revision_is_the_same_bytes_later() {
 fn the_audit_window_drops_billed_raw_rows_and_keeps_their_daily_totals() {
     let t = at("2026-10-05");
     let (mut s, m) = licensed(t, MeetingKind::Meeting);
-    s.apply(&req(t + 10, record(vec![ev(1, BOOT_A, t, m, 1, true), ev(2, BOOT_A, t + 600_000, m, 1, false)])))
-        .unwrap();
-    let oct = (parse_date("2026-10-01").unwrap(), parse_date("2026-10-31").unwrap());
+    s.apply(&req(
+        t + 10,
+        record(vec![
+            ev(1, BOOT_A, t, m, 1, true),
+            ev(2, BOOT_A, t + 600_000, m, 1, false),
+        ]),
+    ))
+    .unwrap();
+    let oct = (
+        parse_date("2026-10-01").unwrap(),
+        parse_date("2026-10-31").unwrap(),
+    );
     // Not billed yet: nothing is dropped, however old.
     let much_later = t + 400 * DAY_MS;
-    let Ok(Output::LedgerSwept { dropped }) =
-        s.apply(&req(much_later, LedgerCommand::Sweep(SweepLedger { audit_window_days: 30 })))
-    else {
+    let Ok(Output::LedgerSwept { dropped }) = s.apply(&req(
+        much_later,
+        LedgerCommand::Sweep(SweepLedger {
+            audit_window_days: 30,
+        }),
+    )) else {
         panic!()
     };
     assert_eq!(dropped, 0);
-    s.apply(&req(much_later, LedgerCommand::ClosePeriod(ClosePeriod { first: oct.0, last: oct.1 })))
-        .unwrap();
-    let Ok(Output::LedgerSwept { dropped }) =
-        s.apply(&req(much_later, LedgerCommand::Sweep(SweepLedger { audit_window_days: 30 })))
-    else {
+    s.apply(&req(
+        much_later,
+        LedgerCommand::ClosePeriod(ClosePeriod {
+            first: oct.0,
+            last: oct.1,
+        }),
+    ))
+    .unwrap();
+    let Ok(Output::LedgerSwept { dropped }) = s.apply(&req(
+        much_later,
+        LedgerCommand::Sweep(SweepLedger {
+            audit_window_days: 30,
+        }),
+    )) else {
         panic!()
     };
     assert_eq!(dropped, 1);
     assert!(s.ledger.sessions.is_empty());
-    let r = s.usage_report("uio", oct.0, oct.1, much_later).unwrap();
+    let r = s
+        .usage_report("uio", oct.0, oct.1, much_later, false)
+        .unwrap();
     assert_eq!((r.participant_ms, r.rolled_up_ms), (0, 600_000));
     assert!(matches!(
-        s.apply(&req(much_later, LedgerCommand::Sweep(SweepLedger { audit_window_days: 0 }))),
+        s.apply(&req(
+            much_later,
+            LedgerCommand::Sweep(SweepLedger {
+                audit_window_days: 0
+            })
+        )),
         Err(StateError::BadAuditWindow { .. })
     ));
 }
@@ -350,8 +462,15 @@ fn the_audit_window_drops_billed_raw_rows_and_keeps_their_daily_totals() {
 fn the_ledger_survives_a_snapshot_round_trip() {
     let t = at("2026-11-24");
     let (mut s, m) = licensed(t, MeetingKind::Meeting);
-    s.apply(&req(t + 10, record(vec![ev(1, BOOT_A, t, m, 1, true), ev(2, BOOT_A, t + 5, m, 1, false), ev(3, BOOT_A, t + 6, m, 2, true)])))
-        .unwrap();
+    s.apply(&req(
+        t + 10,
+        record(vec![
+            ev(1, BOOT_A, t, m, 1, true),
+            ev(2, BOOT_A, t + 5, m, 1, false),
+            ev(3, BOOT_A, t + 6, m, 2, true),
+        ]),
+    ))
+    .unwrap();
     let bytes = rmp_serde::to_vec_named(&s).unwrap();
     let back: ClusterState = rmp_serde::from_slice(&bytes).unwrap();
     assert_eq!(back, s);

@@ -217,6 +217,8 @@ pub enum Query {
         institution: String,
         first: jiff::civil::Date,
         last: jiff::civil::Date,
+        #[serde(default)]
+        sessions: bool,
     },
 }
 
@@ -425,11 +427,13 @@ impl ClusterState {
                 institution,
                 first,
                 last,
+                sessions,
             } => QueryOutput::Usage(Box::new(self.usage_report(
                 institution,
                 *first,
                 *last,
                 now_ms,
+                *sessions,
             )?)),
             Query::Login { institution } => QueryOutput::Login(Box::new(
                 self.accounts

@@ -269,6 +269,11 @@ impl ReceiveStats {
         self.inner.lock().expect("stats lock").received
     }
 
+    /// When the last datagram arrived.
+    pub fn last_received(&self) -> Option<Instant> {
+        self.inner.lock().expect("stats lock").last_rx
+    }
+
     pub fn snapshot(&self) -> StatsSnapshot {
         let s = self.inner.lock().expect("stats lock");
         let expected: u64 = s

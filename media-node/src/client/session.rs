@@ -47,6 +47,30 @@ pub struct SessionState {
     pub refused: Mutex<Option<(tonic::Code, String)>>,
     /// The node warned that the meeting reaches its time limit soon.
     pub time_limit_warned: AtomicBool,
+    /// Time spent let into the meeting on nodes already left, in ms (the
+    /// participant's own record of its usage).
+    pub in_meeting_ms: AtomicU64,
+    /// When the current node let this participant in.
+    pub admitted_at: Mutex<Option<Instant>>,
+}
+
+impl SessionState {
+    /// Ends the current stay on a node at `until`.
+    fn close_stay(&self, admitted: Instant, until: Instant) {
+        let ms = until.saturating_duration_since(admitted).as_millis() as u64;
+        self.in_meeting_ms.fetch_add(ms, Ordering::AcqRel);
+    }
+
+    /// Time let into the meeting so far, over every node, as this
+    /// participant saw it.
+    pub fn in_meeting(&self) -> Duration {
+        let open = self
+            .admitted_at
+            .lock()
+            .expect("session lock")
+            .map_or(0, |a| a.elapsed().as_millis() as u64);
+        Duration::from_millis(self.in_meeting_ms.load(Ordering::Acquire) + open)
+    }
 }
 
 pub struct Session {
@@ -164,6 +188,13 @@ async fn supervise(
             p.close();
             return end(e.to_string());
         }
+        let admitted = Instant::now();
+        // The previous node (after a move) counts until we leave it below.
+        let previous = state
+            .admitted_at
+            .lock()
+            .expect("session lock")
+            .replace(admitted);
         // A webinar attendee only receives.
         let attendee = matches!(&p.admission, super::Admission::Joined(j) if j.webinar)
             && p.role != pb::Role::Host;
@@ -183,7 +214,15 @@ async fn supervise(
                 h.abort();
             }
             o.leave().await;
+            if let Some(at) = previous {
+                state.close_stay(at, Instant::now());
+            }
         }
+        let stay_ends = |until: Instant| {
+            if let Some(at) = state.admitted_at.lock().expect("session lock").take() {
+                state.close_stay(at, until.max(at));
+            }
+        };
         unreachable = None;
         let outcome = tokio::select! {
             r = p.wait_for(Duration::from_secs(365 * 86400), |m| match m {
@@ -203,6 +242,7 @@ async fn supervise(
                     h.abort();
                 }
                 p.leave().await;
+                stay_ends(Instant::now());
                 return end("left".into());
             }
         };
@@ -219,6 +259,8 @@ async fn supervise(
                     h.abort();
                 }
                 p.close();
+                // The node's last sign of life, not when the loss was noticed.
+                stay_ends(stats.last_received().unwrap_or_else(Instant::now));
                 unreachable = Some(node);
             }
             Err(ClientError::RetryLater(why)) => {
@@ -228,12 +270,14 @@ async fn supervise(
                     h.abort();
                 }
                 p.close();
+                stay_ends(Instant::now());
             }
             Err(e) => {
                 for h in media {
                     h.abort();
                 }
                 p.close();
+                stay_ends(Instant::now());
                 return end(e.to_string());
             }
         }
