@@ -114,6 +114,10 @@ struct ControlPlaneArgs {
     /// twelve months (and disables them).
     #[arg(long, default_value_t = 3_600_000)]
     account_sweep_interval_ms: u64,
+    /// Raw usage-ledger sessions are kept this many days once a closed
+    /// billing period has billed them (daily totals stay).
+    #[arg(long, default_value_t = fjord_control_plane::state::DEFAULT_AUDIT_WINDOW_DAYS)]
+    usage_audit_window_days: u32,
     /// Serve Prometheus metrics, /healthz and /readyz on this address (e.g. 127.0.0.1:9101).
     #[arg(long)]
     metrics_listen: Option<SocketAddr>,
@@ -159,6 +163,7 @@ impl ControlPlaneArgs {
             request_timeout_ms: ReplicaConfig::default().request_timeout_ms,
             join_limits: Default::default(),
             account_sweep_interval_ms: self.account_sweep_interval_ms,
+            usage_audit_window_days: self.usage_audit_window_days,
         })
     }
 }

@@ -105,6 +105,11 @@ async fn nothing_lost_nothing_doubled_through_a_node_kill_and_a_leader_kill() {
             &HEARTBEAT_MS.to_string(),
             "--node-lease-ms",
             &LEASE_MS.to_string(),
+            // Snapshots during the run, so their bytes are scanned too.
+            "--snapshot-every-entries",
+            "20",
+            "--snapshot-keep-entries",
+            "5",
         ],
     );
     let cp = Arc::new(
@@ -370,7 +375,17 @@ async fn nothing_lost_nothing_doubled_through_a_node_kill_and_a_leader_kill() {
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    // No participant name in any replica's log, snapshot or state files.
+    // No participant name in any replica's log, snapshot or state files
+    // (and snapshots were taken).
+    let files: Vec<PathBuf> = (1..=3)
+        .flat_map(|id| files_under(&dir.path().join(format!("fjord-{id}"))))
+        .collect();
+    assert!(
+        files
+            .iter()
+            .any(|f| f.display().to_string().contains("snap")),
+        "no snapshot was written: {files:?}"
+    );
     for id in 1..=3 {
         for f in files_under(&dir.path().join(format!("fjord-{id}"))) {
             let bytes = std::fs::read(&f).unwrap_or_default();

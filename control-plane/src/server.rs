@@ -73,8 +73,12 @@ pub struct ReplicaConfig {
     pub request_timeout_ms: u64,
     /// Rate limits on meeting joins (floods, passcode guessing).
     pub join_limits: JoinLimits,
-    /// How often the leader looks for host accounts to disable for inactivity.
+    /// How often the leader looks for host accounts to disable for
+    /// inactivity, and for ledger rows past the audit window.
     pub account_sweep_interval_ms: u64,
+    /// Raw usage-ledger rows are kept this many days (once billed); daily
+    /// totals stay.
+    pub usage_audit_window_days: u32,
 }
 
 impl Default for ReplicaConfig {
@@ -101,6 +105,7 @@ impl Default for ReplicaConfig {
             request_timeout_ms: 10_000,
             join_limits: JoinLimits::default(),
             account_sweep_interval_ms: 3_600_000,
+            usage_audit_window_days: crate::state::DEFAULT_AUDIT_WINDOW_DAYS,
         }
     }
 }
@@ -165,6 +170,13 @@ impl ReplicaConfig {
         {
             return Err(ConfigError::Timing(
                 "node lease must be at least three node heartbeat intervals",
+            ));
+        }
+        if self.usage_audit_window_days == 0
+            || self.usage_audit_window_days > crate::state::MAX_AUDIT_WINDOW_DAYS
+        {
+            return Err(ConfigError::Timing(
+                "the usage audit window must be 1 to 3660 days",
             ));
         }
         if self.account_sweep_interval_ms < 1000 {
@@ -255,6 +267,7 @@ pub struct ReplicaHandle {
     peer_server: JoinHandle<()>,
     lease_checker: JoinHandle<()>,
     account_sweeper: JoinHandle<()>,
+    ledger_sweeper: JoinHandle<()>,
 }
 
 impl ReplicaHandle {
@@ -262,6 +275,7 @@ impl ReplicaHandle {
     pub async fn shutdown(mut self) {
         self.lease_checker.abort();
         self.account_sweeper.abort();
+        self.ledger_sweeper.abort();
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -437,6 +451,11 @@ pub async fn start_with_listeners(
         replica.clone(),
         Duration::from_millis(config.account_sweep_interval_ms),
     ));
+    let ledger_sweeper = tokio::spawn(crate::drivers::ledger_sweep_loop(
+        replica.clone(),
+        Duration::from_millis(config.account_sweep_interval_ms),
+        config.usage_audit_window_days,
+    ));
     tokio::spawn(crate::raft::watchdog::run(
         replica.clone(),
         crate::raft::watchdog::WatchdogTiming {
@@ -456,6 +475,7 @@ pub async fn start_with_listeners(
         peer_server,
         lease_checker,
         account_sweeper,
+        ledger_sweeper,
     })
 }
 

@@ -3,6 +3,11 @@
 //!
 //!   cargo run --release -p fjord-benches --bin cluster_bench -- throughput
 //!   cargo run --release -p fjord-benches --bin cluster_bench -- failover --runs 20
+//!   cargo run --release -p fjord-benches --bin cluster_bench -- ledger
+//!
+//! `ledger` measures usage events/s committed to the ledger (batches from
+//! several nodes, as media nodes report them) and, side by side, the
+//! latency of meeting schedules with and without that ingestion running.
 //!
 //! `throughput` measures committed meeting placements/s (durable log, fsync
 //! per batch) with 1 and 64 concurrent clients, and in the same run the put
@@ -49,6 +54,24 @@ enum Mode {
     Failover {
         #[arg(long, default_value_t = 20)]
         runs: usize,
+    },
+    /// Usage events/s into the ledger, and schedule latency while it ingests.
+    Ledger {
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Nodes reporting at once.
+        #[arg(long, default_value_t = 4)]
+        nodes: usize,
+        /// Events per report.
+        #[arg(long, default_value_t = 2000)]
+        batch: usize,
+        /// Concurrent schedule writers measured alongside.
+        #[arg(long, default_value_t = 8)]
+        schedulers: usize,
+        /// Events/s (over all nodes) while schedules are measured alongside.
+        #[arg(long, default_value_t = 50_000)]
+        rate: u64,
     },
     /// Term changes (elections) over a long run, loaded or idle: a healthy
     /// cluster on a busy machine must not hold a single election.
@@ -440,6 +463,205 @@ async fn stability(args: &Args, seconds: u64, clients: usize) -> serde_json::Val
     })
 }
 
+/// Reports batches of join/leave pairs as `node` from sequence number
+/// `from` until `deadline`, at most `rate` events/s (0: as fast as it
+/// goes); returns the events acknowledged and the last sequence number.
+async fn ingest(
+    c: Arc<Client>,
+    node: String,
+    meeting: u64,
+    batch: usize,
+    from: u64,
+    rate: u64,
+    deadline: Instant,
+) -> (u64, u64) {
+    let mut seq = from;
+    let mut acked = 0u64;
+    let boot = 1;
+    let start = Instant::now();
+    while Instant::now() < deadline {
+        if rate > 0 {
+            let due = start + Duration::from_secs_f64(acked as f64 / rate as f64);
+            tokio::time::sleep_until(due.into()).await;
+        }
+        let now = fjord_control_plane::raft::now_ms();
+        let events: Vec<pb::UsageEvent> = (0..batch as u64)
+            .map(|i| {
+                let n = seq + i + 1;
+                pb::UsageEvent {
+                    seq: n,
+                    at_ms: now - 60_000 + (i & !1),
+                    meeting_id: meeting,
+                    // A join and its leave share a participant.
+                    participant_id: (n + 1) / 2,
+                    kind: if n % 2 == 1 {
+                        pb::UsageKind::Joined
+                    } else {
+                        pb::UsageKind::Left
+                    } as i32,
+                    features: 0,
+                    reason: if n % 2 == 1 {
+                        String::new()
+                    } else {
+                        "left".into()
+                    },
+                    boot,
+                }
+            })
+            .collect();
+        let req = pb::ReportUsageRequest {
+            node_id: node.clone(),
+            events,
+        };
+        let r = c
+            .call(|ch| {
+                let req = req.clone();
+                async move {
+                    pb::node_service_client::NodeServiceClient::new(ch)
+                        .report_usage(req)
+                        .await
+                }
+            })
+            .await;
+        match r {
+            Ok(r) => {
+                let a = r.into_inner().acked_seq;
+                acked += a - seq;
+                seq = a;
+            }
+            Err(e) => eprintln!("{node}: report failed: {e}"),
+        }
+    }
+    (acked, seq)
+}
+
+async fn ledger(
+    args: &Args,
+    seconds: u64,
+    nodes: usize,
+    batch: usize,
+    schedulers: usize,
+    rate: u64,
+) -> serde_json::Value {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cluster = FjordCluster::start(&args.fjord, dir.path());
+    let c = Arc::new(client(&cluster, &cluster.addrs, Duration::from_secs(20)));
+    wait_ready(&c).await;
+    setup(&cluster, &c).await;
+    let meeting = c
+        .schedule_meeting(pb::ScheduleMeetingRequest {
+            institution: "bench".into(),
+            participants: 1,
+            request_id: "ledger-meeting".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("meeting")
+        .meeting
+        .expect("meeting")
+        .id;
+    let mut node_clients = Vec::new();
+    for i in 0..nodes {
+        let id = format!("usage-node-{i}");
+        let files = cluster.ca.node(&id).expect("node certificate");
+        let nc = Arc::new(client_as(&cluster.addrs, &files, Duration::from_secs(20)));
+        let reg = pb::RegisterNodeRequest {
+            id: id.clone(),
+            region: "eu".into(),
+            address: format!("127.0.0.1:{}", 7000 + i),
+            capacity: 1000,
+            boot: 1,
+            ..Default::default()
+        };
+        nc.call(|ch| {
+            let r = reg.clone();
+            async move {
+                pb::node_service_client::NodeServiceClient::new(ch)
+                    .register_node(r)
+                    .await
+            }
+        })
+        .await
+        .expect("register usage node");
+        node_clients.push((id, nc));
+    }
+    let sched = |prefix: &'static str| {
+        let c = c.clone();
+        measure(schedulers, seconds, u64::MAX, move |i| {
+            let c = c.clone();
+            let key = format!("{prefix}{i}");
+            async move { schedule(&c, key).await.is_ok() }
+        })
+    };
+    // Schedules alone.
+    let alone = sched("alone-").await;
+    eprintln!("schedules alone: {alone}");
+    // Ingestion alone as fast as it goes, then at `rate` with schedules
+    // alongside.
+    let mut seqs = vec![0u64; nodes];
+    let mut results = Vec::new();
+    for with_schedules in [false, true] {
+        let before = cluster.cost();
+        let start = Instant::now();
+        let deadline = start + Duration::from_secs(seconds);
+        let per_node = if with_schedules {
+            rate / nodes as u64
+        } else {
+            0
+        };
+        let tasks: Vec<_> = node_clients
+            .iter()
+            .zip(&seqs)
+            .map(|((id, nc), from)| {
+                tokio::spawn(ingest(
+                    nc.clone(),
+                    id.clone(),
+                    meeting,
+                    batch,
+                    *from,
+                    per_node,
+                    deadline,
+                ))
+            })
+            .collect();
+        let sched_result = if with_schedules {
+            Some(sched(if with_schedules { "mixed-" } else { "" }).await)
+        } else {
+            None
+        };
+        let mut events = 0u64;
+        for (t, seq) in tasks.into_iter().zip(seqs.iter_mut()) {
+            let (n, last) = t.await.expect("ingest task");
+            events += n;
+            *seq = last;
+        }
+        let elapsed = start.elapsed().as_secs_f64();
+        let cost = cluster.cost().since(&before);
+        let r = json!({
+            "with_schedules": with_schedules,
+            "target_events_per_s": if with_schedules { json!(rate) } else { json!("max") },
+            "nodes": nodes,
+            "batch": batch,
+            "events": events,
+            "events_per_s": (events as f64 / elapsed).round(),
+            "fsyncs_per_s": (cost.fsyncs / elapsed).round(),
+            "log_bytes_per_event": (cost.log_bytes / 3.0 / events.max(1) as f64).round(),
+            "cpu_s_per_s": round3(cost.cpu_s / elapsed),
+            "schedules": sched_result,
+        });
+        eprintln!("ingest: {r}");
+        results.push(r);
+    }
+    let p99_alone = alone["p99_ms"].as_f64().unwrap_or(0.0);
+    let p99_mixed = results[1]["schedules"]["p99_ms"].as_f64().unwrap_or(0.0);
+    json!({
+        "benchmark": "ledger_ingestion",
+        "schedules_alone": alone,
+        "ingestion": results,
+        "schedule_p99_ratio_with_over_without": round3(p99_mixed / p99_alone.max(0.001)),
+    })
+}
+
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
@@ -451,6 +673,13 @@ async fn main() {
         } => throughput(&args, seconds, max_ops, no_etcd).await,
         Mode::Failover { runs } => failover(&args, runs).await,
         Mode::Stability { seconds, clients } => stability(&args, seconds, clients).await,
+        Mode::Ledger {
+            seconds,
+            nodes,
+            batch,
+            schedulers,
+            rate,
+        } => ledger(&args, seconds, nodes, batch, schedulers, rate).await,
     };
     println!("{}", serde_json::to_string_pretty(&out).expect("json"));
 }
