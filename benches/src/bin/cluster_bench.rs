@@ -493,7 +493,7 @@ async fn ingest(
                     at_ms: now - 60_000 + (i & !1),
                     meeting_id: meeting,
                     // A join and its leave share a participant.
-                    participant_id: (n + 1) / 2,
+                    participant_id: n.div_ceil(2),
                     kind: if n % 2 == 1 {
                         pb::UsageKind::Joined
                     } else {

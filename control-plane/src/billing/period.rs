@@ -36,7 +36,9 @@ pub struct PeriodInputs<'a> {
 
 /// What each consumption item measures and per how many milliseconds its
 /// rate is priced.
-fn consumption_measure(item: &str) -> Option<(fn(&DayTotals) -> u64, u64)> {
+type Measure = fn(&DayTotals) -> u64;
+
+fn consumption_measure(item: &str) -> Option<(Measure, u64)> {
     match item {
         "webinar_attendee_hour" => Some((|d| d.webinar_attendee_ms, 3_600_000)),
         "large_meeting_participant_hour" => Some((|d| d.large_meeting_ms, 3_600_000)),
@@ -65,7 +67,7 @@ fn next_day(d: Date) -> Option<Date> {
 }
 
 /// Sums `measure` over the days in `[from, to]`.
-fn used(usage: &DailyUsage, from: Date, to: Date, measure: fn(&DayTotals) -> u64) -> u64 {
+fn used(usage: &DailyUsage, from: Date, to: Date, measure: Measure) -> u64 {
     if from > to {
         return 0;
     }

@@ -278,11 +278,10 @@ impl Ledger {
             .find(|p| p.first <= day && day <= p.last)
     }
 
+    /// Closes `open` (of `participant` in `meeting` on `node`) into a row.
     fn append(
         &mut self,
-        node: &str,
-        meeting: u64,
-        participant: u64,
+        (node, meeting, participant): (&str, u64, u64),
         open: OpenSession,
         end_ms: u64,
         end: SessionEnd,
@@ -340,7 +339,7 @@ impl Ledger {
         let n = keys.len();
         for (m, p) in keys {
             let s = self.take_open(node, m, p).expect("listed");
-            self.append(node, m, p, s, at_ms, SessionEnd::Failure, 0);
+            self.append((node, m, p), s, at_ms, SessionEnd::Failure, 0);
         }
         let mark = self.nodes.entry(node.to_string()).or_default();
         if let Some(c) = mark.closed_boots.iter_mut().find(|(b, _)| *b == boot) {
@@ -448,9 +447,7 @@ impl ClusterState {
                     };
                     if let Some(prev) = self.ledger.take_open(&c.node, e.meeting, e.participant) {
                         self.ledger.append(
-                            &c.node,
-                            e.meeting,
-                            e.participant,
+                            (&c.node, e.meeting, e.participant),
                             prev,
                             e.at_ms,
                             SessionEnd::Replaced,
@@ -461,9 +458,7 @@ impl ClusterState {
                         // The process was declared dead after this join:
                         // the session ended with it.
                         Some(at) if e.at_ms <= at => self.ledger.append(
-                            &c.node,
-                            e.meeting,
-                            e.participant,
+                            (&c.node, e.meeting, e.participant),
                             open,
                             at,
                             SessionEnd::Failure,
@@ -481,9 +476,7 @@ impl ClusterState {
                         // An earlier process of the node, dead by now,
                         // recorded this after its last heartbeat.
                         _ => self.ledger.append(
-                            &c.node,
-                            e.meeting,
-                            e.participant,
+                            (&c.node, e.meeting, e.participant),
                             open,
                             e.at_ms,
                             SessionEnd::Failure,
@@ -505,9 +498,7 @@ impl ClusterState {
                             .take_open(&c.node, e.meeting, e.participant)
                             .expect("checked");
                         self.ledger.append(
-                            &c.node,
-                            e.meeting,
-                            e.participant,
+                            (&c.node, e.meeting, e.participant),
                             s,
                             e.at_ms,
                             e.reason,
