@@ -203,6 +203,7 @@ async fn beat(
     keys: &SigningKeys,
     hb: pb::HeartbeatRequest,
     last: &mut Option<(Instant, u32)>,
+    last_committed_ms: &mut u64,
     commit_interval: Duration,
 ) -> Result<pb::HeartbeatResponse, ApiError> {
     validate::name("node_id", &hb.node_id)?;
@@ -219,9 +220,11 @@ async fn beat(
             .write(Command::Node(NodeCommand::Heartbeat(Heartbeat {
                 id: hb.node_id.clone(),
                 participants: hb.participants,
+                seen_ms: None,
             })))
             .await?;
         *last = Some((Instant::now(), hb.participants));
+        *last_committed_ms = now_ms();
         match out {
             Output::Node(n) => n.state,
             other => unreachable!("heartbeat answered {other:?}"),
@@ -358,8 +361,13 @@ impl NodeService for NodeApi {
         let commit_interval = self.commit_interval();
         tokio::spawn(async move {
             let mut last = None;
+            let mut last_committed_ms = 0u64;
+            // When this stream last heard the node, if later than the last
+            // summary committed.
+            let mut heard: Option<u64> = None;
             while let Some(msg) = inbound.next().await {
                 let Ok(hb) = msg else { break };
+                heard = Some(now_ms());
                 let superseded = streams
                     .lock()
                     .expect("streams lock")
@@ -380,7 +388,15 @@ impl NodeService for NodeApi {
                             node_id: node_id.clone(),
                             ..hb
                         };
-                        beat(&replica, &keys, hb, &mut last, commit_interval).await
+                        beat(
+                            &replica,
+                            &keys,
+                            hb,
+                            &mut last,
+                            &mut last_committed_ms,
+                            commit_interval,
+                        )
+                        .await
                     }
                     Err(e) => Err(e),
                 };
@@ -388,6 +404,20 @@ impl NodeService for NodeApi {
                 let stop = r.is_err();
                 if tx.send(r).await.is_err() || stop {
                     break;
+                }
+            }
+            // The stream broke (a node that died closes it at once): the
+            // ledger closes a dead node's sessions at its last heartbeat,
+            // so commit when it was last heard, not a commit interval ago.
+            if let (Some(seen), Some((_, participants))) = (heard, last) {
+                if seen > last_committed_ms {
+                    let _ = replica
+                        .write(Command::Node(NodeCommand::Heartbeat(Heartbeat {
+                            id: node_id.clone(),
+                            participants,
+                            seen_ms: Some(seen),
+                        })))
+                        .await;
                 }
             }
         });

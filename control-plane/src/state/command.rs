@@ -121,6 +121,11 @@ pub struct RegisterNode {
 pub struct Heartbeat {
     pub id: String,
     pub participants: u32,
+    /// The final summary of a heartbeat stream that broke: when the
+    /// replica last heard the node (its clock, Unix ms). It moves the last
+    /// heartbeat forward to then and never brings a node back.
+    #[serde(default)]
+    pub seen_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -475,6 +480,7 @@ mod tests {
             NodeCommand::Heartbeat(Heartbeat {
                 id: "n1".into(),
                 participants: 4,
+                seen_ms: None,
             })
             .into(),
             NodeCommand::SetDraining(SetNodeDraining {

@@ -128,9 +128,21 @@ fn a_dead_node_s_sessions_end_at_its_last_heartbeat_marked_by_failure() {
         NodeCommand::Heartbeat(Heartbeat {
             id: "no-1".into(),
             participants: 1,
+            seen_ms: None,
         }),
     ))
     .unwrap();
+    // The replica holding its stream heard it once more before the stream
+    // broke, and says so.
+    let heard = last_beat + 200;
+    let final_beat = |seen| {
+        NodeCommand::Heartbeat(Heartbeat {
+            id: "no-1".into(),
+            participants: 1,
+            seen_ms: Some(seen),
+        })
+    };
+    s.apply(&req(last_beat + 300, final_beat(heard))).unwrap();
     s.apply(&req(
         last_beat + 10_000,
         NodeCommand::ExpireLeases(ExpireLeases { lease_ms: 5_000 }),
@@ -140,8 +152,13 @@ fn a_dead_node_s_sessions_end_at_its_last_heartbeat_marked_by_failure() {
     let row = s.ledger.sessions.back().unwrap();
     assert_eq!(
         (row.start_ms, row.end_ms, row.end),
-        (t + 1_000, last_beat, SessionEnd::Failure)
+        (t + 1_000, heard, SessionEnd::Failure)
     );
+    // A stream's last word never brings a node back.
+    s.apply(&req(last_beat + 11_000, final_beat(last_beat + 10_500)))
+        .unwrap();
+    assert_eq!(s.nodes["no-1"].state, NodeState::Down);
+    let last_beat = heard;
     // The restarted process resends what the dead one journaled after its
     // last report: a join before the failure close, and one after the
     // last heartbeat. Both end with the process; neither stays open.
@@ -162,7 +179,7 @@ fn a_dead_node_s_sessions_end_at_its_last_heartbeat_marked_by_failure() {
         .iter()
         .map(|r| (r.participant, r.end_ms - r.start_ms))
         .collect();
-    assert_eq!(ends, [(7, 29_000), (8, 10_000), (9, 0)]);
+    assert_eq!(ends, [(7, 29_200), (8, 10_200), (9, 0)]);
     assert_eq!(
         s.ledger.unmatched_left, 1,
         "the left after the failure close is not counted"

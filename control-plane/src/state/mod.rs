@@ -290,7 +290,7 @@ impl ClusterState {
             }
             Command::Node(c) => match c {
                 NodeCommand::Register(c) => self.register_node(c, req, &mut rng),
-                NodeCommand::Heartbeat(c) => self.heartbeat(&c.id, c.participants, req, &mut rng),
+                NodeCommand::Heartbeat(c) => self.heartbeat(c, req, &mut rng),
                 NodeCommand::SetDraining(c) => self.set_node_draining(c, req, &mut rng),
                 NodeCommand::ExpireLeases(c) => Ok(self.expire_leases(c.lease_ms, req, &mut rng)),
             },

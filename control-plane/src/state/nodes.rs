@@ -106,18 +106,31 @@ impl ClusterState {
 
     pub(super) fn heartbeat(
         &mut self,
-        id: &str,
-        participants: u32,
+        Heartbeat {
+            id,
+            participants,
+            seen_ms,
+        }: &Heartbeat,
         req: &Request,
         rng: &mut SplitMix64,
     ) -> Response {
+        let id = id.as_str();
         let came_back = {
             let mut node = self
                 .nodes
                 .get_mut(id)
                 .ok_or_else(|| StateError::UnknownNode { id: id.to_string() })?;
+            if let Some(seen) = seen_ms {
+                // A broken stream's last word: when the node was last
+                // heard. It is evidence of the past, not of life now.
+                if node.state != NodeState::Down {
+                    node.last_heartbeat_ms = node.last_heartbeat_ms.max((*seen).min(req.now_ms));
+                }
+                drop(node);
+                return Ok(Output::Node(self.node_view(id, req.now_ms)));
+            }
             node.last_heartbeat_ms = node.last_heartbeat_ms.max(req.now_ms);
-            node.load_participants = participants;
+            node.load_participants = *participants;
             // Its meetings already moved; it comes back empty and ready.
             let came_back = node.state == NodeState::Down;
             if came_back {

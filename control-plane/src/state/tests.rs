@@ -187,6 +187,7 @@ fn lease_expiry_replaces_meetings_inside_residency() {
             Command::Node(NodeCommand::Heartbeat(Heartbeat {
                 id: n.to_string(),
                 participants: 0,
+                seen_ms: None,
             })),
         ))
         .unwrap();
@@ -222,6 +223,7 @@ fn unplaced_meetings_wait_for_a_node_and_retry() {
         Command::Node(NodeCommand::Heartbeat(Heartbeat {
             id: "eu-1".into(),
             participants: 0,
+            seen_ms: None,
         })),
     ))
     .unwrap();
@@ -327,6 +329,7 @@ fn a_lost_share_is_replaced_and_the_rest_of_the_cascade_stays() {
                 Command::Node(NodeCommand::Heartbeat(Heartbeat {
                     id: n.into(),
                     participants: 0,
+                    seen_ms: None,
                 })),
             ))
             .unwrap();
@@ -374,6 +377,7 @@ fn a_cascade_that_lost_a_share_with_nowhere_to_go_gets_its_seats_back_when_a_nod
                 Command::Node(NodeCommand::Heartbeat(Heartbeat {
                     id: n.into(),
                     participants: 0,
+                    seen_ms: None,
                 })),
             ))
             .unwrap();
@@ -569,7 +573,8 @@ fn arb_command() -> impl Gen<Value = Command> {
         (node.clone(), 0u32..300).prop_map(|(n, p)| Command::Node(NodeCommand::Heartbeat(
             Heartbeat {
                 id: n.into(),
-                participants: p
+                participants: p,
+                seen_ms: None,
             }
         ))),
         (node.clone(), any::<bool>(), any::<bool>()).prop_map(|(n, d, e)| {
