@@ -107,7 +107,8 @@ pub async fn usage(client: &Client, c: UsageCmd) -> Result<(Value, String), Fail
         .collect();
     let mut json = json!({"institution": u.institution, "period": u.period,
         "meetings": meetings, "participant_seconds": u.participant_seconds,
-        "rolled_up_seconds": u.rolled_up_seconds, "revision": u.revision});
+        "rolled_up_seconds": u.rolled_up_seconds, "revision": u.revision,
+        "quality_minutes": u.quality_minutes, "good_quality_minutes": u.good_quality_minutes});
     if sessions {
         json["sessions"] = Value::Array(rows);
     }
@@ -135,6 +136,10 @@ pub async fn usage(client: &Client, c: UsageCmd) -> Result<(Value, String), Fail
         );
     }
     text += &format!("{:<20} {:>20}\n", "total", u.participant_seconds);
+    text += &format!(
+        "quality: {} of {} participant-minutes within the limits\n",
+        u.good_quality_minutes, u.quality_minutes
+    );
     if sessions {
         text += &format!(
             "\n{:<20} {:<12} {:>20} {:>14} {:>14} {:<10} {:>8} {:>8}\n",

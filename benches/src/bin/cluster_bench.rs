@@ -506,6 +506,7 @@ async fn ingest(
                         "left".into()
                     },
                     boot,
+                    ..Default::default()
                 }
             })
             .collect();

@@ -150,6 +150,8 @@ fn main() {
                 kind,
                 features,
                 reason: SessionEnd::Left,
+                minutes: 0,
+                good_minutes: 0,
             });
         }
         if batch.len() as u64 >= args.batch || i + 1 == sessions {

@@ -184,6 +184,8 @@ impl BillingApi {
             participant_seconds: secs(u.participant_ms),
             revision: u.revision,
             rolled_up_seconds: secs(u.rolled_up_ms),
+            quality_minutes: u.quality_minutes,
+            good_quality_minutes: u.good_quality_minutes,
             sessions: u
                 .sessions
                 .iter()

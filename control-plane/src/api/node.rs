@@ -114,7 +114,8 @@ impl NodeApi {
             let kind = match pb::UsageKind::try_from(e.kind) {
                 Ok(pb::UsageKind::Joined) => UsageEventKind::Joined,
                 Ok(pb::UsageKind::Left) => UsageEventKind::Left,
-                _ => return Err(ApiError::invalid("events.kind", "joined or left")),
+                Ok(pb::UsageKind::Quality) => UsageEventKind::Quality,
+                _ => return Err(ApiError::invalid("events.kind", "joined, left or quality")),
             };
             if e.seq == 0 || e.meeting_id == 0 || e.reason.len() > 32 {
                 return Err(ApiError::invalid(
@@ -131,6 +132,8 @@ impl NodeApi {
                 kind,
                 features: e.features,
                 reason: SessionEnd::parse(&e.reason),
+                minutes: e.minutes,
+                good_minutes: e.good_minutes,
             });
         }
         if events.is_empty() {

@@ -49,6 +49,9 @@ pub const DEFAULT_AUDIT_WINDOW_DAYS: u32 = 400;
 pub enum UsageEventKind {
     Joined,
     Left,
+    /// A meeting's minute on the node: participant-minutes reported and
+    /// those within the quality limits.
+    Quality,
 }
 
 /// One usage event as a node journaled and reported it.
@@ -65,6 +68,12 @@ pub struct UsageEvent {
     /// For `left`: why (left, moved, time_limit, closed, ...).
     #[serde(default)]
     pub reason: SessionEnd,
+    /// For `quality`: participant-minutes reported, and how many of them
+    /// were within the limits.
+    #[serde(default)]
+    pub minutes: u32,
+    #[serde(default)]
+    pub good_minutes: u32,
 }
 
 /// How a session ended.
@@ -155,6 +164,12 @@ pub struct DayTotals {
     pub large_meeting_ms: u64,
     pub e2ee_ms: u64,
     pub cascade_ms: u64,
+    /// Participant-minutes with a receive report, and those within the
+    /// quality limits (loss ≤ 2 %, jitter ≤ 30 ms).
+    #[serde(default)]
+    pub quality_minutes: u64,
+    #[serde(default)]
+    pub good_quality_minutes: u64,
 }
 
 impl DayTotals {
@@ -180,6 +195,8 @@ impl DayTotals {
         self.large_meeting_ms += o.large_meeting_ms;
         self.e2ee_ms += o.e2ee_ms;
         self.cascade_ms += o.cascade_ms;
+        self.quality_minutes += o.quality_minutes;
+        self.good_quality_minutes += o.good_quality_minutes;
     }
 }
 
@@ -484,6 +501,22 @@ impl ClusterState {
                         ),
                     }
                 }
+                UsageEventKind::Quality => {
+                    // Counted for the institution's day; not a billing row.
+                    if let Some(m) = self.meetings.by_id.get(&e.meeting) {
+                        let day = self
+                            .ledger
+                            .daily
+                            .entry(m.institution.clone())
+                            .or_default()
+                            .entry(service_date(e.at_ms))
+                            .or_default();
+                        day.quality_minutes += u64::from(e.minutes);
+                        day.good_quality_minutes += u64::from(e.good_minutes.min(e.minutes));
+                    } else {
+                        self.ledger.unattributed += 1;
+                    }
+                }
                 UsageEventKind::Left => {
                     let open = self
                         .ledger
@@ -597,6 +630,10 @@ pub struct UsageReport {
     pub revision: u64,
     /// The rows themselves when asked for (open ones with `end_ms` 0).
     pub sessions: Vec<Session>,
+    /// Participant-minutes with receive reports in the period, and those
+    /// within the quality limits.
+    pub quality_minutes: u64,
+    pub good_quality_minutes: u64,
 }
 
 fn billing_error(e: crate::billing::BillingError) -> StateError {
@@ -845,9 +882,13 @@ impl ClusterState {
                 }
             }
         }
-        let daily_ms: u64 = self.ledger.daily.get(institution).map_or(0, |d| {
-            d.range(first..=last).map(|(_, t)| t.participant_ms).sum()
-        });
+        let mut days = DayTotals::default();
+        if let Some(d) = self.ledger.daily.get(institution) {
+            for (_, t) in d.range(first..=last) {
+                days.merge(t);
+            }
+        }
+        let daily_ms = days.participant_ms;
         let meetings: Vec<MeetingUsage> = by_meeting.into_values().collect();
         Ok(UsageReport {
             participant_ms: meetings.iter().map(|m| m.participant_ms).sum(),
@@ -855,6 +896,8 @@ impl ClusterState {
             rolled_up_ms: daily_ms.saturating_sub(raw_closed_ms),
             revision: self.ledger.revision,
             sessions: rows,
+            quality_minutes: days.quality_minutes,
+            good_quality_minutes: days.good_quality_minutes,
         })
     }
 }

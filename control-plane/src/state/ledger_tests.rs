@@ -36,6 +36,8 @@ fn ev(seq: u64, boot: u64, at_ms: u64, meeting: u64, pid: u64, joined: bool) -> 
         },
         features: 0,
         reason: SessionEnd::Left,
+        minutes: 0,
+        good_minutes: 0,
     }
 }
 
@@ -473,6 +475,24 @@ fn the_audit_window_drops_billed_raw_rows_and_keeps_their_daily_totals() {
         )),
         Err(StateError::BadAuditWindow { .. })
     ));
+}
+
+#[test]
+fn quality_minutes_add_up_per_institution_and_day() {
+    let t = at("2026-11-24");
+    let (mut s, m) = licensed(t, MeetingKind::Meeting);
+    let quality = |seq, minutes, good| UsageEvent {
+        kind: UsageEventKind::Quality,
+        minutes,
+        good_minutes: good,
+        ..ev(seq, BOOT_A, t, m, 0, false)
+    };
+    s.apply(&req(t, record(vec![quality(1, 12, 11), quality(2, 3, 3)])))
+        .unwrap();
+    let d = parse_date("2026-11-24").unwrap();
+    let r = s.usage_report("uio", d, d, t, false).unwrap();
+    assert_eq!((r.quality_minutes, r.good_quality_minutes), (15, 14));
+    assert!(s.ledger.sessions.is_empty(), "quality is no billing row");
 }
 
 #[test]

@@ -129,14 +129,16 @@ impl Journal {
                 at_ms: r.at_ms,
                 meeting_id: r.meeting,
                 participant_id: r.participant,
-                kind: if r.joined {
-                    pb::UsageKind::Joined
-                } else {
-                    pb::UsageKind::Left
+                kind: match (r.quality, r.joined) {
+                    (Some(_), _) => pb::UsageKind::Quality,
+                    (None, true) => pb::UsageKind::Joined,
+                    (None, false) => pb::UsageKind::Left,
                 } as i32,
                 features: r.features,
                 reason: r.reason.to_string(),
                 boot: self.boot,
+                minutes: r.quality.map_or(0, |q| q.minutes),
+                good_minutes: r.quality.map_or(0, |q| q.good_minutes),
             };
             self.next_seq += 1;
             encode(&e, &mut buf);
@@ -213,6 +215,7 @@ mod tests {
             joined,
             features: 0,
             reason: if joined { "" } else { "left" },
+            quality: None,
         }
     }
 

@@ -269,6 +269,28 @@ impl ReceiveStats {
         self.inner.lock().expect("stats lock").received
     }
 
+    /// Datagrams expected (from the senders' sequence numbers) and
+    /// received in that range so far, and the mean interarrival jitter now
+    /// (µs): what receive reports are made of.
+    pub fn quality_counters(&self) -> (u64, u64, f64) {
+        let s = self.inner.lock().expect("stats lock");
+        let expected = s
+            .tracks
+            .values()
+            .filter_map(|t| {
+                t.first_seq
+                    .map(|f| u64::from(t.highest_seq.wrapping_sub(f)) + 1)
+            })
+            .sum();
+        let received = s.tracks.values().map(|t| t.received).sum();
+        let jitter = if s.tracks.is_empty() {
+            0.0
+        } else {
+            s.tracks.values().map(|t| t.jitter_us).sum::<f64>() / s.tracks.len() as f64
+        };
+        (expected, received, jitter)
+    }
+
     /// When the last datagram arrived.
     pub fn last_received(&self) -> Option<Instant> {
         self.inner.lock().expect("stats lock").last_rx

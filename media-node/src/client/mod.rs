@@ -61,6 +61,8 @@ fn closed(c: pb::Closed) -> ClientError {
 
 /// How long a QUIC handshake with a media node may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(1000);
+/// How often a participant reports what it received.
+pub const RECEIVE_REPORT_INTERVAL: Duration = Duration::from_secs(5);
 
 /// How to get into a meeting. Exactly one credential is given.
 #[derive(Debug, Clone, Default)]
@@ -286,6 +288,33 @@ impl Participant {
             }
             let _ = send.finish();
         }));
+        // Receive reports: what arrived since the last one, so the node can
+        // sum per-minute quality (they go out whether or not anyone sends).
+        {
+            let ctl = ctl_tx.clone();
+            let stats = stats.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut tick = tokio::time::interval(RECEIVE_REPORT_INTERVAL);
+                tick.tick().await;
+                let (mut expected0, mut received0, _) = stats.quality_counters();
+                loop {
+                    tick.tick().await;
+                    let (expected, received, jitter_us) = stats.quality_counters();
+                    let report = pb::ReceiveReport {
+                        expected: expected.saturating_sub(expected0),
+                        received: received.saturating_sub(received0),
+                        jitter_us: jitter_us.min(f64::from(u32::MAX)) as u32,
+                    };
+                    (expected0, received0) = (expected, received);
+                    let m = pb::ClientMessage {
+                        msg: Some(In::ReceiveReport(report)),
+                    };
+                    if ctl.send(m).await.is_err() {
+                        break;
+                    }
+                }
+            }));
+        }
         // Control in, with the automatic host and consent answers.
         let (ev_tx, mut ev_rx) = mpsc::channel::<OutMsg>(4096);
         {

@@ -271,6 +271,8 @@ pub struct Sfu<H> {
     now_ms: u64,
     /// Usage recorded since the shell last took it.
     usage: Vec<UsageRecord>,
+    /// Per meeting, the minute of receive reports being summed.
+    quality: HashMap<u64, usage::QualityAccumulator>,
     /// Who connected with what name from where, for the node-local
     /// connection log (never reported anywhere).
     connections: Vec<ConnectionRecord>,
@@ -309,6 +311,7 @@ impl<H: Clone> Sfu<H> {
             out: Vec::new(),
             now_ms: 0,
             usage: Vec::new(),
+            quality: HashMap::new(),
             connections: Vec::new(),
         }
     }
@@ -503,6 +506,17 @@ impl<H: Clone> Sfu<H> {
                 self.refuse(conn, "join", "already joined on this connection")
             }
             (Some(_), None) => self.refuse(conn, "any", "join first"),
+            // Reports from the waiting room are dropped without a word.
+            (Some(In::ReceiveReport(r)), Some((meeting, pid))) => {
+                let admitted = self.rooms.get(&meeting).is_some_and(|room| {
+                    room.members
+                        .get(&pid)
+                        .is_some_and(|m| m.admission == Admission::Admitted)
+                });
+                if admitted {
+                    self.receive_report(meeting, pid, &r);
+                }
+            }
             (Some(other), Some((meeting, pid))) => self.member_action(meeting, pid, other),
         }
         std::mem::take(&mut self.out)
@@ -601,6 +615,7 @@ impl<H: Clone> Sfu<H> {
             self.remove_member(meeting, pid, false, why);
         }
         self.rooms.remove(&meeting);
+        self.flush_quality(meeting);
         self.room_closed(meeting);
     }
 
@@ -898,6 +913,7 @@ impl<H: Clone> Sfu<H> {
             joined: true,
             features,
             reason: "",
+            quality: None,
         });
         let conn = m.conn;
         let you = m.info(pid);
@@ -1023,6 +1039,7 @@ impl<H: Clone> Sfu<H> {
                 joined: false,
                 features: 0,
                 reason: why,
+                quality: None,
             });
         }
         let attendee = room.webinar && !m.panelist;
@@ -1104,6 +1121,7 @@ impl<H: Clone> Sfu<H> {
         }
         if self.rooms[&meeting].members.is_empty() {
             self.rooms.remove(&meeting);
+            self.flush_quality(meeting);
             self.room_closed(meeting);
         }
     }
@@ -1167,6 +1185,16 @@ impl<H: Clone> Sfu<H> {
     /// [`TICK_MS`]; nothing else here reads time.
     pub fn tick(&mut self, now_ms: u64) -> Vec<Output> {
         self.now_ms = self.now_ms.max(now_ms);
+        let minute = self.now_ms / 60_000;
+        let done: Vec<u64> = self
+            .quality
+            .iter()
+            .filter(|(_, q)| q.minute < minute)
+            .map(|(m, _)| *m)
+            .collect();
+        for m in done {
+            self.flush_quality(m);
+        }
         let mut warn = Vec::new();
         let mut end = Vec::new();
         for (id, room) in &self.rooms {
@@ -1560,6 +1588,8 @@ impl<H: Clone> Sfu<H> {
                     None,
                 );
             }
+            // Summed in control(), before member actions.
+            In::ReceiveReport(_) => {}
             In::Subscribe(s) => {
                 for t in s.track_ids {
                     if self.tracks.get(&t).is_some_and(|t| t.meeting == meeting) {
@@ -1570,6 +1600,46 @@ impl<H: Clone> Sfu<H> {
                         }
                     }
                 }
+            }
+        }
+    }
+
+    /// Adds a participant's receive report to its meeting's minute; a
+    /// report from a later minute first closes the one being summed.
+    fn receive_report(&mut self, meeting: u64, pid: u64, r: &pb::ReceiveReport) {
+        let minute = self.now_ms / 60_000;
+        if self
+            .quality
+            .get(&meeting)
+            .is_some_and(|q| q.minute < minute)
+        {
+            self.flush_quality(meeting);
+        }
+        let q = self
+            .quality
+            .entry(meeting)
+            .or_insert_with(|| usage::QualityAccumulator {
+                minute,
+                ..Default::default()
+            });
+        // A report cannot claim more than it could have received.
+        let received = r.received.min(r.expected);
+        q.record(pid, r.expected, received, r.jitter_us);
+    }
+
+    /// Records the meeting's summed minute as usage.
+    fn flush_quality(&mut self, meeting: u64) {
+        if let Some(q) = self.quality.remove(&meeting) {
+            if !q.good.is_empty() {
+                self.usage.push(UsageRecord {
+                    at_ms: q.minute * 60_000,
+                    meeting,
+                    participant: 0,
+                    joined: false,
+                    features: 0,
+                    reason: "",
+                    quality: Some(q.summary()),
+                });
             }
         }
     }

@@ -1093,3 +1093,55 @@ fn connections_that_never_join_are_capped() {
 }
 
 mod tiers;
+
+#[test]
+fn usage_records_joins_leaves_and_a_minute_of_quality_with_names_only_in_connection_records() {
+    let mut w = World::default();
+    let settings = open_meeting();
+    let a = w.join_with(1, pb::Role::Participant, settings);
+    let b = w.join_with(2, pb::Role::Participant, settings);
+    // Each reports what it received: a is fine, b lost 5 % in one report.
+    let report = |expected, received, jitter_us| {
+        In::ReceiveReport(pb::ReceiveReport {
+            expected,
+            received,
+            jitter_us,
+        })
+    };
+    w.send(a, report(1000, 995, 4_000));
+    w.send(b, report(1000, 1000, 4_000));
+    w.send(b, report(1000, 950, 4_000));
+    let minute = NOW / 60_000;
+    // Nothing for the minute until it is over.
+    assert!(w.sfu.take_usage().iter().all(|u| u.quality.is_none()));
+    let outs = w.sfu.tick((minute + 1) * 60_000 + 1);
+    w.apply(outs);
+    let usage = w.sfu.take_usage();
+    let q: Vec<_> = usage
+        .iter()
+        .filter_map(|u| u.quality.map(|q| (u.at_ms, q)))
+        .collect();
+    assert_eq!(
+        q,
+        [(
+            minute * 60_000,
+            usage::QualityMinute {
+                minutes: 2,
+                good_minutes: 1
+            }
+        )]
+    );
+    // Leaving is recorded with its reason; the first take had the joins.
+    w.send(a, In::Leave(pb::Leave {}));
+    let left: Vec<_> = w
+        .sfu
+        .take_usage()
+        .into_iter()
+        .filter(|u| !u.joined)
+        .collect();
+    assert_eq!(left.len(), 1);
+    assert_eq!((left[0].participant, left[0].reason), (1, usage::LEFT));
+    let connections = w.sfu.take_connections();
+    assert_eq!(connections.len(), 2);
+    assert_eq!(connections[0].display_name, "p1");
+}

@@ -25,6 +25,48 @@ pub struct UsageRecord {
     pub features: u32,
     /// For a leave: one of the reasons above.
     pub reason: &'static str,
+    /// A quality summary instead of a join or leave: the minute starting at
+    /// `at_ms`.
+    pub quality: Option<QualityMinute>,
+}
+
+/// One meeting's minute on this node, from its participants' receive
+/// reports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QualityMinute {
+    /// Participants that reported in the minute.
+    pub minutes: u32,
+    /// Of those, the ones whose every report was within the limits.
+    pub good_minutes: u32,
+}
+
+/// Within the limits: at most this much loss (per mille) and jitter.
+pub const MAX_GOOD_LOSS_PERMILLE: u64 = 20;
+pub const MAX_GOOD_JITTER_US: u32 = 30_000;
+
+/// The minute being summed for one meeting: per participant, whether all
+/// its reports so far were good.
+#[derive(Debug, Default)]
+pub struct QualityAccumulator {
+    pub minute: u64,
+    pub good: std::collections::HashMap<u64, bool>,
+}
+
+impl QualityAccumulator {
+    pub fn record(&mut self, pid: u64, expected: u64, received: u64, jitter_us: u32) {
+        let lost = expected.saturating_sub(received);
+        let good =
+            lost * 1000 <= expected * MAX_GOOD_LOSS_PERMILLE && jitter_us <= MAX_GOOD_JITTER_US;
+        let e = self.good.entry(pid).or_insert(true);
+        *e &= good;
+    }
+
+    pub fn summary(&self) -> QualityMinute {
+        QualityMinute {
+            minutes: self.good.len() as u32,
+            good_minutes: self.good.values().filter(|g| **g).count() as u32,
+        }
+    }
 }
 
 /// A participant's connection as the institution's terms require it kept:
