@@ -284,12 +284,29 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         println!("  fjord join --link '{}'", m.join_link);
         println!("Or load it: fjord loadgen --institution uio --meetings 2 --participants 5 --duration-s 10");
     }
+    // Today and its contract year, in the service's time zone.
+    let today = fjord_control_plane::licensing::service_date(fjord_control_plane::raft::now_ms());
+    let y = today.year();
+    let (from, to) = if today.month() >= 10 {
+        (y, y + 1)
+    } else {
+        (y - 1, y)
+    };
+    println!();
+    println!("What was used, and what it is billed (after joining):");
+    println!("  fjord ctl usage show --institution uio --period {today}..{today} --sessions");
+    println!(
+        "  fjord ctl billing export --institution uio --period {from}-10-01..{to}-09-30 --format csv"
+    );
     println!("Stop with Ctrl-C.");
 
     super::shutdown_signal().await;
     for n in nodes {
         n.stop().await;
     }
+    // Let the replicas commit what the nodes' last words set off (their
+    // final usage reports and heartbeat summaries) before Raft stops.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     for h in handles {
         h.shutdown().await;
     }

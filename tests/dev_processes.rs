@@ -137,6 +137,47 @@ fn the_printed_exports_make_the_printed_commands_work_and_ctl_says_what_is_missi
         stats["received"].as_u64().unwrap_or(0) > 0,
         "the guest received nothing: {stats}"
     );
+    // Their time is in the ledger (the nodes report within a flush), and
+    // the licence's export reads as CSV.
+    let usage_cmd = printed("fjord ctl usage show --institution uio");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let out = sh(
+            &exports,
+            &usage_cmd.replacen("fjord ctl", "fjord ctl -o json", 1),
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let u: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let closed = u["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["end"] == "left")
+            .count();
+        if closed >= 2 && u["participant_seconds"].as_u64().unwrap_or(0) >= 4 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "usage not in the ledger: {u}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out = sh(
+        &exports,
+        &printed("fjord ctl billing export --institution uio"),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let csv = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        csv.starts_with("institution,period_first,period_last,revision,") && csv.contains("uio,"),
+        "{csv}"
+    );
     let load = printed("Or load it: fjord loadgen")
         .trim_start_matches("Or load it: ")
         .replace("--duration-s 10", "--duration-s 2");
