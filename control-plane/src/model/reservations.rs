@@ -1,8 +1,7 @@
 //! A node's reservations, indexed so that "the most participants reserved
-//! at any instant of `[start, end)`" costs two binary searches and a scan of
-//! the steps inside the window (in blocks), never a sweep over every
-//! reservation the node holds. Placement asks this for many nodes per
-//! decision, so the index is flat arrays, not a tree of pointers.
+//! at any instant of `[start, end)`" costs O(log steps), never a sweep over
+//! every reservation the node holds, and so does adding or removing one.
+//! The index is a treap in one arena (indexes, not pointers).
 //!
 //! The reserved load is a step function of time: each reservation adds
 //! `+p` at its start and `-p` at its end (windows are half-open). Steps at
@@ -20,93 +19,271 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::Reservation;
 
-/// Steps per block of the block maxima: a window's scan touches at most two
-/// partial blocks and the whole blocks between them.
-const BLOCK: usize = 32;
+const NIL: u32 = u32::MAX;
 
-/// The step function: instants in time order, the change at each, and the
-/// level (participants reserved) from each instant until the next.
-#[derive(Debug, Clone, Default)]
+/// One step in the treap: its instant and change, and what its subtree
+/// adds up to.
+#[derive(Debug, Clone)]
+struct StepNode {
+    time: u64,
+    delta: i64,
+    /// Heap order of the treap (a hash of the time: no randomness needed).
+    prio: u64,
+    left: u32,
+    right: u32,
+    /// Earliest and latest instant in the subtree.
+    min_t: u64,
+    max_t: u64,
+    /// Sum of the subtree's changes, and the highest running sum over its
+    /// steps in time order (the peak the subtree reaches above its start).
+    sum: i64,
+    max_prefix: i64,
+}
+
+/// The step function: instants with their changes in a treap ordered by
+/// time (arena-allocated), each subtree keeping its sum and its highest
+/// running sum. Adding a step, the level at an instant and the peak over a
+/// window each cost O(log steps), whatever the order reservations arrive
+/// in; a sorted array paid a shift and a re-levelling of every later step
+/// for each one.
+#[derive(Debug, Clone)]
 struct Steps {
-    times: Vec<u64>,
-    deltas: Vec<i64>,
-    levels: Vec<i64>,
-    /// Highest level in each block of [`BLOCK`] steps.
-    block_max: Vec<i64>,
-    /// Highest level at any instant (0 when nothing is reserved).
-    max_level: i64,
+    nodes: Vec<StepNode>,
+    free: Vec<u32>,
+    root: u32,
+    len: usize,
+}
+
+impl Default for Steps {
+    fn default() -> Self {
+        Steps {
+            nodes: Vec::new(),
+            free: Vec::new(),
+            root: NIL,
+            len: 0,
+        }
+    }
+}
+
+/// A running sum summary of consecutive steps: their total and the highest
+/// running sum within them.
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    sum: i64,
+    max_prefix: i64,
+}
+
+impl Run {
+    fn then(self, next: Run) -> Run {
+        Run {
+            sum: self.sum + next.sum,
+            max_prefix: self.max_prefix.max(self.sum + next.max_prefix),
+        }
+    }
+}
+
+fn join(a: Option<Run>, b: Option<Run>) -> Option<Run> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.then(b)),
+        (a, None) => a,
+        (None, b) => b,
+    }
+}
+
+fn priority(t: u64) -> u64 {
+    // SplitMix64's finaliser: well spread, the same on every replica.
+    let mut z = t.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 impl Steps {
-    /// Adds `delta` to the step at time `t`.
-    fn add(&mut self, t: u64, delta: i64) {
-        let k = match self.times.binary_search(&t) {
-            Ok(k) => {
-                self.deltas[k] += delta;
-                if self.deltas[k] == 0 {
-                    self.times.remove(k);
-                    self.deltas.remove(k);
-                    self.levels.remove(k);
-                }
-                k
+    fn run(&self, n: u32) -> Option<Run> {
+        (n != NIL).then(|| {
+            let x = &self.nodes[n as usize];
+            Run {
+                sum: x.sum,
+                max_prefix: x.max_prefix,
             }
-            Err(k) => {
-                self.times.insert(k, t);
-                self.deltas.insert(k, delta);
-                self.levels.insert(k, 0);
-                k
+        })
+    }
+
+    /// Recomputes `n`'s subtree summary from its children.
+    fn update(&mut self, n: u32) {
+        let (l, r) = {
+            let x = &self.nodes[n as usize];
+            (x.left, x.right)
+        };
+        let own = {
+            let x = &self.nodes[n as usize];
+            Run {
+                sum: x.delta,
+                max_prefix: x.delta,
             }
         };
-        self.relevel(k);
+        let all = join(join(self.run(l), Some(own)), self.run(r)).expect("own step");
+        let min_t = if l == NIL {
+            self.nodes[n as usize].time
+        } else {
+            self.nodes[l as usize].min_t
+        };
+        let max_t = if r == NIL {
+            self.nodes[n as usize].time
+        } else {
+            self.nodes[r as usize].max_t
+        };
+        let x = &mut self.nodes[n as usize];
+        x.sum = all.sum;
+        x.max_prefix = all.max_prefix;
+        x.min_t = min_t;
+        x.max_t = max_t;
     }
 
-    /// Recomputes the levels from step `from` on, and the block maxima.
-    fn relevel(&mut self, from: usize) {
-        let mut level = if from == 0 { 0 } else { self.levels[from - 1] };
-        for k in from..self.levels.len() {
-            level += self.deltas[k];
-            self.levels[k] = level;
+    /// Splits `n` into the steps before `t` and those at or after it.
+    fn split(&mut self, n: u32, t: u64) -> (u32, u32) {
+        if n == NIL {
+            return (NIL, NIL);
         }
-        let blocks = self.levels.len().div_ceil(BLOCK);
-        self.block_max.resize(blocks, 0);
-        for b in from / BLOCK..blocks {
-            let end = ((b + 1) * BLOCK).min(self.levels.len());
-            self.block_max[b] = self.levels[b * BLOCK..end]
-                .iter()
-                .copied()
-                .max()
-                .unwrap_or(0);
-        }
-        self.max_level = self.block_max.iter().copied().max().unwrap_or(0).max(0);
-    }
-
-    /// Number of steps at or before `t`.
-    fn upto(&self, t: u64) -> usize {
-        self.times.partition_point(|&x| x <= t)
-    }
-
-    /// The level at the instant `t`.
-    fn level_at(&self, t: u64) -> i64 {
-        match self.upto(t) {
-            0 => 0,
-            k => self.levels[k - 1],
+        if self.nodes[n as usize].time < t {
+            let (a, b) = self.split(self.nodes[n as usize].right, t);
+            self.nodes[n as usize].right = a;
+            self.update(n);
+            (n, b)
+        } else {
+            let (a, b) = self.split(self.nodes[n as usize].left, t);
+            self.nodes[n as usize].left = b;
+            self.update(n);
+            (a, n)
         }
     }
 
-    /// Highest of `levels[lo..hi]`, or 0 when the range is empty.
-    fn max_levels(&self, lo: usize, hi: usize) -> i64 {
-        let mut best = 0i64;
-        let mut k = lo;
-        while k < hi {
-            if k.is_multiple_of(BLOCK) && k + BLOCK <= hi {
-                best = best.max(self.block_max[k / BLOCK]);
-                k += BLOCK;
-            } else {
-                best = best.max(self.levels[k]);
-                k += 1;
+    /// Joins two treaps, every step of `a` before every step of `b`.
+    fn merge(&mut self, a: u32, b: u32) -> u32 {
+        if a == NIL {
+            return b;
+        }
+        if b == NIL {
+            return a;
+        }
+        if self.nodes[a as usize].prio > self.nodes[b as usize].prio {
+            let r = self.merge(self.nodes[a as usize].right, b);
+            self.nodes[a as usize].right = r;
+            self.update(a);
+            a
+        } else {
+            let l = self.merge(a, self.nodes[b as usize].left);
+            self.nodes[b as usize].left = l;
+            self.update(b);
+            b
+        }
+    }
+
+    fn alloc(&mut self, time: u64, delta: i64) -> u32 {
+        let node = StepNode {
+            time,
+            delta,
+            prio: priority(time),
+            left: NIL,
+            right: NIL,
+            min_t: time,
+            max_t: time,
+            sum: delta,
+            max_prefix: delta,
+        };
+        match self.free.pop() {
+            Some(i) => {
+                self.nodes[i as usize] = node;
+                i
+            }
+            None => {
+                self.nodes.push(node);
+                (self.nodes.len() - 1) as u32
             }
         }
-        best
+    }
+
+    /// Adds `delta` to the step at time `t`; a step whose changes cancel
+    /// out is removed.
+    fn add(&mut self, t: u64, delta: i64) {
+        let (before, rest) = self.split(self.root, t);
+        let (mut at, after) = match t.checked_add(1) {
+            Some(next) => self.split(rest, next),
+            None => (rest, NIL),
+        };
+        if at == NIL {
+            at = self.alloc(t, delta);
+            self.len += 1;
+        } else {
+            self.nodes[at as usize].delta += delta;
+            if self.nodes[at as usize].delta == 0 {
+                self.free.push(at);
+                self.len -= 1;
+                at = NIL;
+            } else {
+                self.update(at);
+            }
+        }
+        let left = self.merge(before, at);
+        self.root = self.merge(left, after);
+        if self.root == NIL {
+            // Nothing reserved: give the memory back.
+            self.nodes.clear();
+            self.free.clear();
+        }
+    }
+
+    /// The level at the instant `t`: the sum of every change at or before it.
+    fn level_at(&self, t: u64) -> i64 {
+        let mut acc = 0;
+        let mut n = self.root;
+        while n != NIL {
+            let x = &self.nodes[n as usize];
+            if x.time <= t {
+                acc += self.run(x.left).map_or(0, |r| r.sum) + x.delta;
+                n = x.right;
+            } else {
+                n = x.left;
+            }
+        }
+        acc
+    }
+
+    /// The running-sum summary of the steps with `lo <= time <= hi`.
+    fn range(&self, n: u32, lo: u64, hi: u64) -> Option<Run> {
+        if n == NIL {
+            return None;
+        }
+        let x = &self.nodes[n as usize];
+        if x.max_t < lo || x.min_t > hi {
+            return None;
+        }
+        if lo <= x.min_t && x.max_t <= hi {
+            return self.run(n);
+        }
+        let own = (lo <= x.time && x.time <= hi).then_some(Run {
+            sum: x.delta,
+            max_prefix: x.delta,
+        });
+        join(
+            join(self.range(x.left, lo, hi), own),
+            self.range(x.right, lo, hi),
+        )
+    }
+
+    /// The highest level at any instant of `[start, end)`.
+    fn peak(&self, start: u64, end: u64) -> i64 {
+        let before = self.level_at(start);
+        let inside = match (start.checked_add(1), end.checked_sub(1)) {
+            (Some(lo), Some(hi)) if lo <= hi => self.range(self.root, lo, hi),
+            _ => None,
+        };
+        before.max(inside.map_or(before, |r| before + r.max_prefix))
+    }
+
+    /// The highest level at any instant (0 when nothing is reserved).
+    fn max_level(&self) -> i64 {
+        self.run(self.root).map_or(0, |r| r.max_prefix.max(0))
     }
 }
 
@@ -147,22 +324,16 @@ impl Reservations {
         }
         // The level at the window's start, then every level a step inside
         // the window reaches.
-        let steps = &self.steps;
-        let first = steps.upto(start_ms);
-        let before = match first {
-            0 => 0,
-            k => steps.levels[k - 1],
-        };
-        let last = steps.times.partition_point(|&x| x < end_ms);
-        let inside = steps.max_levels(first, last.max(first));
-        before.max(inside).clamp(0, i64::from(u32::MAX)) as u32
+        self.steps
+            .peak(start_ms, end_ms)
+            .clamp(0, i64::from(u32::MAX)) as u32
     }
 
     /// The most participants reserved at any instant at all: an upper
     /// bound on every window's peak, in O(1), which lets placement skip
     /// the exact question for nodes with room to spare.
     pub fn peak_all(&self) -> u32 {
-        self.steps.max_level.clamp(0, i64::from(u32::MAX)) as u32
+        self.steps.max_level().clamp(0, i64::from(u32::MAX)) as u32
     }
 
     /// Participants reserved at the instant `t_ms`.
@@ -200,7 +371,7 @@ impl Reservations {
 
     /// Steps in the index (memory follows the reservations held).
     pub fn step_count(&self) -> usize {
-        self.steps.times.len()
+        self.steps.len
     }
 }
 
