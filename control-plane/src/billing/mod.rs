@@ -193,18 +193,7 @@ pub fn parse_period(text: &str) -> Option<(Date, Date)> {
 
 /// `value × numerator / denominator`, rounded half up, exactly.
 pub fn prorate(value: i64, numerator: u32, denominator: u32) -> Result<i64, BillingError> {
-    if denominator == 0 {
-        return Ok(0);
-    }
-    let n = i128::from(value) * i128::from(numerator);
-    let d = i128::from(denominator);
-    // Half up (away from zero for the negative adjustments to come).
-    let q = if n >= 0 {
-        (2 * n + d) / (2 * d)
-    } else {
-        -((2 * -n + d) / (2 * d))
-    };
-    i64::try_from(q).map_err(|_| BillingError::Overflow)
+    scale(value, u64::from(numerator), u64::from(denominator))
 }
 
 /// The table in force on `day`: the last loaded whose effective date is

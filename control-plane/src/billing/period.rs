@@ -54,6 +54,7 @@ pub fn scale(value: i64, numerator: u64, denominator: u64) -> Result<i64, Billin
     }
     let n = i128::from(value) * i128::from(numerator);
     let d = i128::from(denominator);
+    // Half up (away from zero for negative adjustments).
     let q = if n >= 0 {
         (2 * n + d) / (2 * d)
     } else {

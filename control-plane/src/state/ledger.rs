@@ -189,6 +189,17 @@ impl DayTotals {
         }
     }
 
+    /// Takes back what [`add`](Self::add) added.
+    pub fn remove(&mut self, features: u32, ms: u64) {
+        let mut added = DayTotals::default();
+        added.add(features, ms);
+        self.participant_ms -= added.participant_ms;
+        self.webinar_attendee_ms -= added.webinar_attendee_ms;
+        self.large_meeting_ms -= added.large_meeting_ms;
+        self.e2ee_ms -= added.e2ee_ms;
+        self.cascade_ms -= added.cascade_ms;
+    }
+
     pub fn merge(&mut self, o: &DayTotals) {
         self.participant_ms += o.participant_ms;
         self.webinar_attendee_ms += o.webinar_attendee_ms;
@@ -729,13 +740,7 @@ impl ClusterState {
             {
                 split_by_day(s.start_ms, s.end_ms, |day, ms| {
                     if let Some(d) = usage.get_mut(&day) {
-                        let mut minus = DayTotals::default();
-                        minus.add(s.features, ms);
-                        d.participant_ms -= minus.participant_ms;
-                        d.webinar_attendee_ms -= minus.webinar_attendee_ms;
-                        d.large_meeting_ms -= minus.large_meeting_ms;
-                        d.e2ee_ms -= minus.e2ee_ms;
-                        d.cascade_ms -= minus.cascade_ms;
+                        d.remove(s.features, ms);
                     }
                 });
             }

@@ -184,6 +184,28 @@ pub struct StatsSnapshot {
     pub first_media_ms: Option<f64>,
 }
 
+impl RxInner {
+    /// Datagrams expected from the senders' sequence numbers, those of
+    /// them received, and the mean interarrival jitter (µs).
+    fn quality(&self) -> (u64, u64, f64) {
+        let expected = self
+            .tracks
+            .values()
+            .filter_map(|t| {
+                t.first_seq
+                    .map(|f| u64::from(t.highest_seq.wrapping_sub(f)) + 1)
+            })
+            .sum();
+        let received = self.tracks.values().map(|t| t.received).sum();
+        let jitter = if self.tracks.is_empty() {
+            0.0
+        } else {
+            self.tracks.values().map(|t| t.jitter_us).sum::<f64>() / self.tracks.len() as f64
+        };
+        (expected, received, jitter)
+    }
+}
+
 impl ReceiveStats {
     pub fn new(started: Instant) -> Self {
         ReceiveStats {
@@ -273,22 +295,7 @@ impl ReceiveStats {
     /// received in that range so far, and the mean interarrival jitter now
     /// (µs): what receive reports are made of.
     pub fn quality_counters(&self) -> (u64, u64, f64) {
-        let s = self.inner.lock().expect("stats lock");
-        let expected = s
-            .tracks
-            .values()
-            .filter_map(|t| {
-                t.first_seq
-                    .map(|f| u64::from(t.highest_seq.wrapping_sub(f)) + 1)
-            })
-            .sum();
-        let received = s.tracks.values().map(|t| t.received).sum();
-        let jitter = if s.tracks.is_empty() {
-            0.0
-        } else {
-            s.tracks.values().map(|t| t.jitter_us).sum::<f64>() / s.tracks.len() as f64
-        };
-        (expected, received, jitter)
+        self.inner.lock().expect("stats lock").quality()
     }
 
     /// When the last datagram arrived.
@@ -298,20 +305,7 @@ impl ReceiveStats {
 
     pub fn snapshot(&self) -> StatsSnapshot {
         let s = self.inner.lock().expect("stats lock");
-        let expected: u64 = s
-            .tracks
-            .values()
-            .filter_map(|t| {
-                t.first_seq
-                    .map(|f| u64::from(t.highest_seq.wrapping_sub(f)) + 1)
-            })
-            .sum();
-        let received_in_range: u64 = s.tracks.values().map(|t| t.received).sum();
-        let jitter = if s.tracks.is_empty() {
-            0.0
-        } else {
-            s.tracks.values().map(|t| t.jitter_us).sum::<f64>() / s.tracks.len() as f64
-        };
+        let (expected, received_in_range, jitter) = s.quality();
         let ms = |us: u64| us as f64 / 1000.0;
         StatsSnapshot {
             sent: self.sent_datagrams.load(Ordering::Relaxed),
