@@ -39,7 +39,7 @@ pub struct CtlArgs {
     )]
     endpoints: Vec<String>,
     /// Output format.
-    #[arg(short = 'o', long, value_enum, default_value_t = Output::Text)]
+    #[arg(short = 'o', long, value_enum, global = true, default_value_t = Output::Text)]
     output: Output,
     /// Give up after this many seconds without a reachable replica.
     #[arg(long, default_value_t = 20)]
