@@ -63,7 +63,11 @@ const NODES: &[(&str, &str, &str, u32)] = &[
 ];
 
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
-    let ready = super::ops::serve(args.metrics_listen).await?;
+    let ready = super::ops::serve(args.metrics_listen, || {
+        fjord_control_plane::telemetry::describe_metrics();
+        fjord_media_node::telemetry::describe_metrics();
+    })
+    .await?;
     let data_dir = args
         .data_dir
         .clone()

@@ -298,7 +298,9 @@ fn exit(r: anyhow::Result<()>) -> ExitCode {
 
 async fn control_plane(config: ReplicaConfig, metrics: Option<SocketAddr>) -> anyhow::Result<()> {
     let ready = match metrics {
-        Some(addr) => Some(ops::serve(addr).await?),
+        Some(addr) => {
+            Some(ops::serve(addr, fjord_control_plane::telemetry::describe_metrics).await?)
+        }
         None => None,
     };
     let mut handle = server::start(config).await?;

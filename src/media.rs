@@ -93,7 +93,9 @@ impl MediaNodeArgs {
 /// running ones finish, then exit 0.
 pub async fn run_node(args: MediaNodeArgs, config: MediaNodeConfig) -> anyhow::Result<()> {
     let ready = match args.metrics_listen {
-        Some(addr) => Some(super::ops::serve(addr).await?),
+        Some(addr) => {
+            Some(super::ops::serve(addr, fjord_media_node::telemetry::describe_metrics).await?)
+        }
         None => None,
     };
     let handle = node::start(config).await?;

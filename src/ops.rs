@@ -19,13 +19,15 @@ use axum::Router;
 /// Whether the process is ready; asked on every `/readyz`.
 pub type Readiness = Arc<dyn Fn() -> bool + Send + Sync>;
 
-/// Installs the metrics recorder and serves the operations port on `addr`.
-/// `ready` may be set later (the process binds this port before it knows
-/// its replica or node); until then `/readyz` answers 503.
-pub async fn serve(addr: SocketAddr) -> anyhow::Result<ReadySlot> {
+/// Installs the metrics recorder, has `describe` give it every metric's
+/// HELP text, and serves the operations port on `addr`. `ready` may be set
+/// later (the process binds this port before it knows its replica or node);
+/// until then `/readyz` answers 503.
+pub async fn serve(addr: SocketAddr, describe: fn()) -> anyhow::Result<ReadySlot> {
     let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .context("installing the metrics recorder")?;
+    describe();
     let slot = ReadySlot::default();
     let ready = slot.clone();
     let app = Router::new()

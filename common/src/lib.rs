@@ -22,6 +22,7 @@ pub mod grpc;
 pub mod identity;
 pub mod pki;
 pub mod ratelimit;
+pub mod telemetry;
 pub mod tls;
 pub mod token;
 pub mod validate;

@@ -36,3 +36,61 @@ fn placement(o: &Outcome) {
     };
     metrics::counter!("fjord_placements_total", "outcome" => outcome).increment(1);
 }
+
+use fjord_common::telemetry::MetricDescription as M;
+use metrics::Unit;
+
+/// Every metric the control plane emits, with its HELP text.
+pub const CATALOGUE: &[M] = &[
+    M::counter("fjord_accounts_disabled_inactive_total", "Host accounts the leader's sweep disabled after twelve months without organising a meeting."),
+    M::counter("fjord_api_requests_total", "gRPC API requests answered, by method and status code."),
+    M::counter("fjord_authz_denied_total", "API calls refused because the caller's role may not make them, by RPC and role."),
+    M::counter("fjord_billing_exports_total", "Billing exports and previews computed by this replica."),
+    M::counter("fjord_commands_applied_total", "Replicated commands applied to the state machine, by command kind and outcome (ok or an error id)."),
+    M::counter("fjord_forwarded_requests_total", "Writes this replica forwarded to the leader because the client sent them to a follower."),
+    M::counter("fjord_heartbeat_streams_superseded_total", "Node heartbeat streams closed because the same node opened a newer one."),
+    M::counter("fjord_join_denied_total", "Join-token requests refused (wrong passcode, ended meeting, ...)."),
+    M::counter("fjord_join_rate_limited_total", "Join-token requests refused by the per-meeting or per-source rate limit."),
+    M::counter("fjord_join_tokens_issued_total", "Join tokens issued to participants."),
+    M::counter("fjord_ledger_rows_dropped_total", "Raw usage-ledger sessions dropped after the audit window, once a closed period billed them."),
+    M::counter("fjord_malformed_messages_total", "Undecodable messages dropped, by source."),
+    M::counter("fjord_meetings_evacuated_total", "Meetings moved off draining nodes by evacuation."),
+    M::counter("fjord_meetings_replaced_total", "Meetings placed again because their node was declared down."),
+    M::counter("fjord_nodes_lease_expired_total", "Media nodes declared down because their heartbeat lease expired."),
+    M::counter("fjord_placements_total", "Placement decisions, by outcome (placed, cascaded, refused)."),
+    M::counter("fjord_raft_elections_started_total", "Elections this replica started, by reason."),
+    M::counter("fjord_raft_log_appends_total", "Raft log entries appended to this replica's write-ahead log."),
+    M::counter("fjord_raft_log_bytes_written_total", "Bytes written to this replica's Raft write-ahead log.").unit(Unit::Bytes),
+    M::counter("fjord_raft_log_fsyncs_total", "fsync calls on this replica's Raft write-ahead log (one per appended batch)."),
+    M::counter("fjord_raft_peer_rpc_errors_total", "Replica-to-replica RPCs that failed, by RPC."),
+    M::counter("fjord_raft_peer_unreachable_total", "Replica-to-replica RPCs not sent because the peer was unreachable, by RPC."),
+    M::counter("fjord_sign_ins_limited_total", "Host sign-ins refused by the rate limit."),
+    M::counter("fjord_usage_events_received_total", "Usage events received from media nodes (resent ones included)."),
+    M::gauge("fjord_host_accounts", "Host accounts, by state (active or disabled)."),
+    M::gauge("fjord_ledger_open_sessions", "Usage-ledger sessions open now (joined, not yet left)."),
+    M::gauge("fjord_ledger_revision", "The usage ledger's revision: the count of ledger changes committed."),
+    M::gauge("fjord_ledger_rows", "Raw closed sessions the usage ledger holds."),
+    M::gauge("fjord_media_nodes", "Registered media nodes, by state (ready, draining, down)."),
+    M::gauge("fjord_raft_is_leader", "1 while this replica is the Raft leader, else 0."),
+    M::gauge("fjord_raft_last_applied_index", "The last Raft log index this replica applied."),
+    M::gauge("fjord_raft_snapshot_bytes", "Size of the last snapshot this replica built or installed.").unit(Unit::Bytes),
+    M::gauge("fjord_raft_term", "This replica's current Raft term."),
+    M::histogram("fjord_proposal_writes", "Client writes carried by one Raft proposal (group commit batch size)."),
+];
+
+/// Describes the control plane's metrics (and the shared ones) to the
+/// installed recorder.
+pub fn describe_metrics() {
+    fjord_common::telemetry::describe(fjord_common::telemetry::CATALOGUE);
+    fjord_common::telemetry::describe(CATALOGUE);
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_metric_the_control_plane_emits_is_described() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let missing = fjord_common::telemetry::undescribed_metric_names(&dir, super::CATALOGUE);
+        assert!(missing.is_empty(), "undescribed metrics: {missing:?}");
+    }
+}

@@ -12,5 +12,6 @@ pub mod agent;
 pub mod client;
 pub mod node;
 pub mod sfu;
+pub mod telemetry;
 pub mod tls;
 pub mod wire;
