@@ -7,6 +7,7 @@ mod dev_idp;
 mod media;
 mod ops;
 mod pki;
+mod sla;
 mod tls_args;
 
 use std::collections::BTreeMap;
@@ -57,6 +58,8 @@ enum Command {
     Join(media::JoinArgs),
     /// Schedule meetings, join many participants, report loss, latency and join times.
     Loadgen(media::LoadgenArgs),
+    /// SLO tooling: Prometheus rules for the service-level objectives.
+    Sla(sla::SlaArgs),
 }
 
 #[derive(clap::Args)]
@@ -214,6 +217,13 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Sla(args) => match sla::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
                 ExitCode::from(2)
             }
         },

@@ -25,5 +25,6 @@ pub mod placement;
 pub mod raft;
 pub mod ratelimit;
 pub mod server;
+pub mod sla;
 pub mod state;
 pub mod telemetry;
