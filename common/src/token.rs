@@ -9,6 +9,16 @@ use ring::signature::{Ed25519KeyPair, KeyPair, UnparsedPublicKey, ED25519};
 
 use fjord_proto::v1 as pb;
 
+/// Meeting ids from here up are the control plane's synthetic probe joins
+/// (the availability SLI): nodes carry them like any meeting but record no
+/// usage and keep no connection log for them. Real meetings are numbered
+/// from 1 and never get near.
+pub const PROBE_MEETING_ID_BASE: u64 = 1 << 63;
+
+pub fn is_probe_meeting(meeting_id: u64) -> bool {
+    meeting_id >= PROBE_MEETING_ID_BASE
+}
+
 /// How long a join token stays valid: long enough to connect, short enough
 /// that a leaked token is soon useless.
 pub const JOIN_TOKEN_TTL_MS: u64 = 2 * 60 * 1000;

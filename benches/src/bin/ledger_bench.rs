@@ -152,6 +152,8 @@ fn main() {
                 reason: SessionEnd::Left,
                 minutes: 0,
                 good_minutes: 0,
+                join_ok: false,
+                join_latency_ms: 0,
             });
         }
         if batch.len() as u64 >= args.batch || i + 1 == sessions {

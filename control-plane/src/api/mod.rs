@@ -128,7 +128,10 @@ impl ApiError {
                     StateError::TooManyEvents { .. }
                     | StateError::BadAuditWindow { .. }
                     | StateError::BadPeriod
-                    | StateError::RevisionAhead { .. } => Code::InvalidArgument,
+                    | StateError::RevisionAhead { .. }
+                    | StateError::NodeNotInRegion { .. }
+                    | StateError::BadMaintenance { .. }
+                    | StateError::BadObjective { .. } => Code::InvalidArgument,
                     StateError::PeriodNotOver { .. }
                     | StateError::PeriodOverlapsClosed { .. }
                     | StateError::PeriodBeforeClosed

@@ -115,7 +115,13 @@ impl NodeApi {
                 Ok(pb::UsageKind::Joined) => UsageEventKind::Joined,
                 Ok(pb::UsageKind::Left) => UsageEventKind::Left,
                 Ok(pb::UsageKind::Quality) => UsageEventKind::Quality,
-                _ => return Err(ApiError::invalid("events.kind", "joined, left or quality")),
+                Ok(pb::UsageKind::JoinAttempt) => UsageEventKind::JoinAttempt,
+                _ => {
+                    return Err(ApiError::invalid(
+                        "events.kind",
+                        "joined, left, quality or join_attempt",
+                    ))
+                }
             };
             if e.seq == 0 || e.meeting_id == 0 || e.reason.len() > 32 {
                 return Err(ApiError::invalid(
@@ -134,6 +140,8 @@ impl NodeApi {
                 reason: SessionEnd::parse(&e.reason),
                 minutes: e.minutes,
                 good_minutes: e.good_minutes,
+                join_ok: e.join_ok,
+                join_latency_ms: e.join_latency_ms,
             });
         }
         if events.is_empty() {

@@ -91,6 +91,7 @@ impl AlertChange {
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AlertBook {
+    #[serde(with = "super::as_pairs")]
     firing: BTreeMap<AlertKey, AlertState>,
     history: VecDeque<AlertRecord>,
 }

@@ -21,9 +21,16 @@ pub struct Maintenance {
     pub to_ms: u64,
     pub reason: String,
     pub announced_ms: u64,
-    /// Set once the named node was drained at the window's start.
+    /// Set once the window's start was acted on (the named node drained).
     #[serde(default)]
     pub started: bool,
+    /// The named node was drained by this window (not already draining),
+    /// so its end puts it back in service.
+    #[serde(default)]
+    pub drained_node: bool,
+    /// Set once the window's end was acted on.
+    #[serde(default)]
+    pub ended: bool,
 }
 
 impl Maintenance {
@@ -97,6 +104,8 @@ impl Calendar {
             reason,
             announced_ms: now_ms,
             started: false,
+            drained_node: false,
+            ended: false,
         };
         self.windows.push(m.clone());
         if self.windows.len() > MAINTENANCE_HISTORY_LIMIT {
@@ -130,9 +139,23 @@ impl Calendar {
             .filter(move |w| !w.started && w.from_ms <= now_ms && now_ms < w.to_ms)
     }
 
-    pub fn mark_started(&mut self, id: u64) {
+    pub fn mark_started(&mut self, id: u64, drained_node: bool) {
         if let Some(w) = self.windows.iter_mut().find(|w| w.id == id) {
             w.started = true;
+            w.drained_node = drained_node;
+        }
+    }
+
+    /// Windows that have ended but whose end was not yet acted on.
+    pub fn due_to_end(&self, now_ms: u64) -> impl Iterator<Item = &Maintenance> {
+        self.windows
+            .iter()
+            .filter(move |w| w.started && !w.ended && w.to_ms <= now_ms)
+    }
+
+    pub fn mark_ended(&mut self, id: u64) {
+        if let Some(w) = self.windows.iter_mut().find(|w| w.id == id) {
+            w.ended = true;
         }
     }
 

@@ -20,6 +20,8 @@
 
 mod alerts;
 mod maintenance;
+pub mod notify;
+pub mod report;
 pub mod rules;
 mod series;
 #[cfg(test)]
@@ -366,6 +368,30 @@ pub fn budget_left_ppm(bad: u64, total: u64, objective_ppm: u32) -> i64 {
     (1_000_000 - spent).clamp(i64::MIN as i128, i64::MAX as i128) as i64
 }
 
+/// Maps with struct keys travel as lists of pairs: JSON allows only
+/// string keys.
+pub(crate) mod as_pairs {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<K: Serialize, V: Serialize, S: Serializer>(
+        map: &BTreeMap<K, V>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.collect_seq(map.iter())
+    }
+
+    pub fn deserialize<'de, K, V, D>(d: D) -> Result<BTreeMap<K, V>, D::Error>
+    where
+        K: Deserialize<'de> + Ord,
+        V: Deserialize<'de>,
+        D: Deserializer<'de>,
+    {
+        Ok(Vec::<(K, V)>::deserialize(d)?.into_iter().collect())
+    }
+}
+
 /// The replicated SLA data: every series, the maintenance calendar, the
 /// alert book and per-institution objectives.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -373,6 +399,7 @@ pub struct SlaBook {
     pub config: SloConfig,
     /// Institutions with their own objectives.
     pub objectives: BTreeMap<String, Objectives>,
+    #[serde(with = "as_pairs")]
     series: BTreeMap<SeriesKey, Series>,
     pub maintenance: Calendar,
     pub alerts: AlertBook,

@@ -18,6 +18,10 @@ pub const DAY_MS: u64 = 24 * HOUR_MS;
 /// How far back minute buckets reach: the longest short window (6 h).
 pub const MINUTE_HORIZON_MS: u64 = 6 * HOUR_MS;
 
+/// How far back hour buckets reach at least: the last whole calendar month
+/// must be reportable after it ends (31 + 31 days, and a day of slack).
+pub const HOUR_HORIZON_MIN_MS: u64 = 63 * DAY_MS;
+
 /// Good and bad events, and how many of each fell inside maintenance.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counts {
@@ -84,7 +88,7 @@ impl Series {
         while self.minutes.front().is_some_and(|b| b.index < min_minute) {
             self.minutes.pop_front();
         }
-        let min_hour = now_ms.saturating_sub(slo_window_ms) / HOUR_MS;
+        let min_hour = now_ms.saturating_sub(slo_window_ms.max(HOUR_HORIZON_MIN_MS)) / HOUR_MS;
         while self.hours.front().is_some_and(|b| b.index < min_hour) {
             self.hours.pop_front();
         }

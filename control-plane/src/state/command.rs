@@ -23,6 +23,7 @@ pub enum Command {
     Licence(LicenceCommand),
     Account(AccountCommand),
     Ledger(LedgerCommand),
+    Sla(SlaCommand),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,6 +71,15 @@ pub enum LedgerCommand {
     Record(RecordUsage),
     ClosePeriod(ClosePeriod),
     Sweep(SweepLedger),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SlaCommand {
+    Record(super::sla::RecordSli),
+    Evaluate(super::sla::EvaluateSla),
+    Announce(super::sla::AnnounceMaintenance),
+    Delivery(super::sla::RecordDelivery),
+    SetObjectives(super::sla::SetObjectives),
 }
 
 /// A batch of one node's journaled usage events.
@@ -305,6 +315,13 @@ impl Command {
                 LedgerCommand::ClosePeriod(_) => "close_period",
                 LedgerCommand::Sweep(_) => "sweep_ledger",
             },
+            Command::Sla(c) => match c {
+                SlaCommand::Record(_) => "record_sli",
+                SlaCommand::Evaluate(_) => "evaluate_sla",
+                SlaCommand::Announce(_) => "announce_maintenance",
+                SlaCommand::Delivery(_) => "record_delivery",
+                SlaCommand::SetObjectives(_) => "set_objectives",
+            },
         }
     }
 }
@@ -332,6 +349,11 @@ enum Wire {
     RecordUsage(RecordUsage),
     ClosePeriod(ClosePeriod),
     SweepLedger(SweepLedger),
+    RecordSli(super::sla::RecordSli),
+    EvaluateSla(super::sla::EvaluateSla),
+    AnnounceMaintenance(super::sla::AnnounceMaintenance),
+    RecordDelivery(super::sla::RecordDelivery),
+    SetObjectives(super::sla::SetObjectives),
 }
 
 /// The wire form, borrowed for encoding.
@@ -357,6 +379,11 @@ enum WireRef<'a> {
     RecordUsage(&'a RecordUsage),
     ClosePeriod(&'a ClosePeriod),
     SweepLedger(&'a SweepLedger),
+    RecordSli(&'a super::sla::RecordSli),
+    EvaluateSla(&'a super::sla::EvaluateSla),
+    AnnounceMaintenance(&'a super::sla::AnnounceMaintenance),
+    RecordDelivery(&'a super::sla::RecordDelivery),
+    SetObjectives(&'a super::sla::SetObjectives),
 }
 
 impl Serialize for Command {
@@ -381,6 +408,11 @@ impl Serialize for Command {
             Command::Ledger(LedgerCommand::Record(c)) => WireRef::RecordUsage(c),
             Command::Ledger(LedgerCommand::ClosePeriod(c)) => WireRef::ClosePeriod(c),
             Command::Ledger(LedgerCommand::Sweep(c)) => WireRef::SweepLedger(c),
+            Command::Sla(SlaCommand::Record(c)) => WireRef::RecordSli(c),
+            Command::Sla(SlaCommand::Evaluate(c)) => WireRef::EvaluateSla(c),
+            Command::Sla(SlaCommand::Announce(c)) => WireRef::AnnounceMaintenance(c),
+            Command::Sla(SlaCommand::Delivery(c)) => WireRef::RecordDelivery(c),
+            Command::Sla(SlaCommand::SetObjectives(c)) => WireRef::SetObjectives(c),
         }
         .serialize(s)
     }
@@ -408,6 +440,11 @@ impl<'de> Deserialize<'de> for Command {
             Wire::RecordUsage(c) => Command::Ledger(LedgerCommand::Record(c)),
             Wire::ClosePeriod(c) => Command::Ledger(LedgerCommand::ClosePeriod(c)),
             Wire::SweepLedger(c) => Command::Ledger(LedgerCommand::Sweep(c)),
+            Wire::RecordSli(c) => Command::Sla(SlaCommand::Record(c)),
+            Wire::EvaluateSla(c) => Command::Sla(SlaCommand::Evaluate(c)),
+            Wire::AnnounceMaintenance(c) => Command::Sla(SlaCommand::Announce(c)),
+            Wire::RecordDelivery(c) => Command::Sla(SlaCommand::Delivery(c)),
+            Wire::SetObjectives(c) => Command::Sla(SlaCommand::SetObjectives(c)),
         })
     }
 }
@@ -445,6 +482,12 @@ impl From<AccountCommand> for Command {
 impl From<LedgerCommand> for Command {
     fn from(c: LedgerCommand) -> Self {
         Command::Ledger(c)
+    }
+}
+
+impl From<SlaCommand> for Command {
+    fn from(c: SlaCommand) -> Self {
+        Command::Sla(c)
     }
 }
 

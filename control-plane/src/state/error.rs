@@ -21,6 +21,12 @@ pub enum StateError {
     HomeOutsideResidency { home: String, residency: String },
     #[error("unknown node {id:?}")]
     UnknownNode { id: String },
+    #[error("node {id:?} is not in region {region:?}")]
+    NodeNotInRegion { id: String, region: String },
+    #[error("maintenance window refused: {reason}")]
+    BadMaintenance { reason: String },
+    #[error("objectives refused: {reason}")]
+    BadObjective { reason: String },
     #[error("node {id:?} carries meetings in {from:?}; drain it before moving it to {to:?}")]
     NodeRegionChange {
         id: String,
@@ -118,6 +124,9 @@ impl StateError {
             StateError::UnknownRegion { .. } => "unknown_region",
             StateError::HomeOutsideResidency { .. } => "home_outside_residency",
             StateError::UnknownNode { .. } => "unknown_node",
+            StateError::NodeNotInRegion { .. } => "node_not_in_region",
+            StateError::BadMaintenance { .. } => "bad_maintenance",
+            StateError::BadObjective { .. } => "bad_objective",
             StateError::NodeRegionChange { .. } => "node_region_change",
             StateError::CapacityBelowReservations { .. } => "capacity_below_reservations",
             StateError::UnknownMeeting { .. } => "unknown_meeting",

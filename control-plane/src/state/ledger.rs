@@ -52,6 +52,9 @@ pub enum UsageEventKind {
     /// A meeting's minute on the node: participant-minutes reported and
     /// those within the quality limits.
     Quality,
+    /// A join with a valid token reached media or was turned away by the
+    /// node (for the join SLIs; not a billing row).
+    JoinAttempt,
 }
 
 /// One usage event as a node journaled and reported it.
@@ -74,6 +77,12 @@ pub struct UsageEvent {
     pub minutes: u32,
     #[serde(default)]
     pub good_minutes: u32,
+    /// For `join_attempt`: whether it reached media, and how long after
+    /// the join call.
+    #[serde(default)]
+    pub join_ok: bool,
+    #[serde(default)]
+    pub join_latency_ms: u32,
 }
 
 /// How a session ended.
@@ -512,7 +521,15 @@ impl ClusterState {
                         ),
                     }
                 }
+                UsageEventKind::JoinAttempt => {
+                    if self.meetings.by_id.contains_key(&e.meeting) {
+                        self.sla_usage_event(&c.node, e);
+                    } else {
+                        self.ledger.unattributed += 1;
+                    }
+                }
                 UsageEventKind::Quality => {
+                    self.sla_usage_event(&c.node, e);
                     // Counted for the institution's day; not a billing row.
                     if let Some(m) = self.meetings.by_id.get(&e.meeting) {
                         let day = self

@@ -38,6 +38,8 @@ fn ev(seq: u64, boot: u64, at_ms: u64, meeting: u64, pid: u64, joined: bool) -> 
         reason: SessionEnd::Left,
         minutes: 0,
         good_minutes: 0,
+        join_ok: false,
+        join_latency_ms: 0,
     }
 }
 

@@ -49,7 +49,7 @@ pub(super) fn set(inst: &str, terms: LicenceTerms, effective: Option<&str>) -> L
     })
 }
 
-fn schedule(inst: &str, participants: u32, kind: MeetingKind) -> MeetingCommand {
+pub(super) fn schedule(inst: &str, participants: u32, kind: MeetingKind) -> MeetingCommand {
     MeetingCommand::Schedule(ScheduleMeeting {
         request_id: None,
         institution: inst.into(),

@@ -35,6 +35,7 @@ mod licences;
 mod meetings;
 mod model;
 mod nodes;
+mod sla;
 mod stored;
 
 pub use access::JoinKeys;
@@ -58,6 +59,10 @@ pub use ledger::{
 pub use licences::{Licence, LicenceVersion, LicenceView, Licences, LoadedPriceTable, Notice};
 pub use meetings::Meetings;
 pub use model::*;
+pub use sla::{
+    AnnounceMaintenance, EvaluateSla, RecordDelivery, RecordSli, SetObjectives, SlaState,
+    MAX_SLI_EVENTS_PER_COMMAND,
+};
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -166,6 +171,28 @@ pub enum Output {
     LedgerSwept {
         dropped: u64,
     },
+    SliRecorded {
+        events: u32,
+    },
+    SlaEvaluated {
+        fired: u32,
+        resolved: u32,
+        maintenance_started: Vec<u64>,
+        /// Nodes drained because their maintenance began.
+        drained: Vec<String>,
+    },
+    MaintenanceAnnounced {
+        maintenance: Box<crate::sla::Maintenance>,
+        /// Institutions whose contact points were notified.
+        notified: Vec<String>,
+    },
+    DeliveryRecorded {
+        recorded: bool,
+    },
+    ObjectivesSet {
+        institution: String,
+        objectives: crate::sla::Objectives,
+    },
 }
 
 pub type Response = Result<Output, StateError>;
@@ -220,6 +247,22 @@ pub enum Query {
         #[serde(default)]
         sessions: bool,
     },
+    /// Service levels of one institution, or of all (sorted by budget left).
+    Sla {
+        institution: Option<String>,
+    },
+    /// The notification log, newest first.
+    SlaNotifications {
+        institution: Option<String>,
+        limit: u32,
+    },
+    /// One calendar month's SLO figures (`month`: its first day).
+    SlaMonthly {
+        institution: String,
+        month: jiff::civil::Date,
+    },
+    /// Every maintenance window known.
+    Maintenance,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -239,6 +282,10 @@ pub enum QueryOutput {
     Billing(Box<Licence>, Vec<LoadedPriceTable>),
     BillingExport(Box<BillingExport>),
     Usage(Box<UsageReport>),
+    Sla(Vec<crate::sla::report::InstitutionReport>),
+    SlaNotifications(Vec<crate::sla::notify::Notification>),
+    SlaMonthly(Vec<crate::sla::report::MonthlyLine>),
+    Maintenance(Vec<crate::sla::Maintenance>),
 }
 
 /// Everything the control plane replicates. New pillars (licences, the
@@ -253,6 +300,7 @@ pub struct ClusterState {
     pub licences: Licences,
     pub accounts: Accounts,
     pub ledger: Ledger,
+    pub sla: SlaState,
     answers: RecentAnswers,
     /// Last node index handed out.
     pub last_node_index: u32,
@@ -317,6 +365,13 @@ impl ClusterState {
                 LedgerCommand::Record(c) => self.record_usage(c),
                 LedgerCommand::ClosePeriod(c) => self.close_period(c, req.now_ms),
                 LedgerCommand::Sweep(c) => self.sweep_ledger(c, req.now_ms),
+            },
+            Command::Sla(c) => match c {
+                SlaCommand::Record(c) => self.record_sli(c),
+                SlaCommand::Evaluate(_) => self.evaluate_sla(req, &mut rng),
+                SlaCommand::Announce(c) => self.announce_maintenance(c, req.now_ms),
+                SlaCommand::Delivery(c) => self.record_delivery(c),
+                SlaCommand::SetObjectives(c) => self.set_objectives(c),
             },
             Command::Account(c) => match c {
                 AccountCommand::ConfigureLogin(c) => self.configure_login(c, req.now_ms),
@@ -435,6 +490,30 @@ impl ClusterState {
                 now_ms,
                 *sessions,
             )?)),
+            Query::Sla { institution } => {
+                QueryOutput::Sla(self.sla_reports(institution.as_deref(), now_ms)?)
+            }
+            Query::SlaNotifications { institution, limit } => {
+                if let Some(name) = institution {
+                    if !self.institutions.contains_key(name) {
+                        return Err(StateError::UnknownInstitution { name: name.clone() });
+                    }
+                }
+                QueryOutput::SlaNotifications(
+                    self.sla
+                        .outbox
+                        .log(institution.as_deref())
+                        .take(*limit as usize)
+                        .cloned()
+                        .collect(),
+                )
+            }
+            Query::SlaMonthly { institution, month } => {
+                QueryOutput::SlaMonthly(self.sla_monthly(institution, *month)?)
+            }
+            Query::Maintenance => {
+                QueryOutput::Maintenance(self.sla.book.maintenance.all().to_vec())
+            }
             Query::Login { institution } => QueryOutput::Login(Box::new(
                 self.accounts
                     .logins
@@ -454,5 +533,7 @@ mod account_tests;
 mod ledger_tests;
 #[cfg(test)]
 mod licence_tests;
+#[cfg(test)]
+mod sla_tests;
 #[cfg(test)]
 mod tests;

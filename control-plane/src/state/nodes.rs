@@ -73,8 +73,13 @@ impl ClusterState {
             node.capacity = capacity;
             node.certificate = certificate.to_vec();
             node.last_heartbeat_ms = req.now_ms;
-            if node.state == NodeState::Down {
+            let was_down = node.state == NodeState::Down;
+            if was_down {
                 node.state = NodeState::Ready;
+            }
+            drop(node);
+            if was_down {
+                self.sla_node_up(id, req.now_ms);
             }
         } else {
             if self.last_node_index >= MAX_NODE_INDEX {
@@ -197,11 +202,14 @@ impl ClusterState {
             let mut node = self.nodes.get_mut(id).expect("listed above");
             node.state = NodeState::Down;
             node.load_participants = 0;
-            orphans.extend(node.reservations.keys().map(|m| (*m, id.clone())));
+            let meetings: Vec<u64> = node.reservations.keys().copied().collect();
+            orphans.extend(meetings.iter().map(|m| (*m, id.clone())));
             let last_heartbeat_ms = node.last_heartbeat_ms;
             drop(node);
             // Its participants' sessions end at its last sign of life.
             self.usage_node_down(id, last_heartbeat_ms);
+            // Institutions it carried meetings for hear of it.
+            self.sla_node_down(id, &meetings, req.now_ms);
         }
         orphans.sort();
         let mut replaced = Vec::new();

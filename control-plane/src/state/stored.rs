@@ -28,6 +28,7 @@ struct StoredRef<'a> {
     licences: &'a Licences,
     accounts: &'a Accounts,
     ledger: &'a Ledger,
+    sla: &'a SlaState,
 }
 
 /// Owned, for reading; fields later versions added default when absent.
@@ -61,6 +62,8 @@ struct Stored {
     accounts: Accounts,
     #[serde(default)]
     ledger: Ledger,
+    #[serde(default)]
+    sla: SlaState,
 }
 
 impl Serialize for ClusterState {
@@ -85,6 +88,7 @@ impl Serialize for ClusterState {
             licences: &self.licences,
             accounts: &self.accounts,
             ledger: &self.ledger,
+            sla: &self.sla,
         }
         .serialize(s)
     }
@@ -121,6 +125,7 @@ impl<'de> Deserialize<'de> for ClusterState {
             licences: s.licences,
             accounts: s.accounts,
             ledger: s.ledger,
+            sla: s.sla,
         })
     }
 }

@@ -129,16 +129,19 @@ impl Journal {
                 at_ms: r.at_ms,
                 meeting_id: r.meeting,
                 participant_id: r.participant,
-                kind: match (r.quality, r.joined) {
-                    (Some(_), _) => pb::UsageKind::Quality,
-                    (None, true) => pb::UsageKind::Joined,
-                    (None, false) => pb::UsageKind::Left,
+                kind: match (r.quality, r.join, r.joined) {
+                    (Some(_), _, _) => pb::UsageKind::Quality,
+                    (None, Some(_), _) => pb::UsageKind::JoinAttempt,
+                    (None, None, true) => pb::UsageKind::Joined,
+                    (None, None, false) => pb::UsageKind::Left,
                 } as i32,
                 features: r.features,
                 reason: r.reason.to_string(),
                 boot: self.boot,
                 minutes: r.quality.map_or(0, |q| q.minutes),
                 good_minutes: r.quality.map_or(0, |q| q.good_minutes),
+                join_ok: r.join.is_some_and(|j| j.ok),
+                join_latency_ms: r.join.map_or(0, |j| j.latency_ms),
             };
             self.next_seq += 1;
             encode(&e, &mut buf);
@@ -216,6 +219,7 @@ mod tests {
             features: 0,
             reason: if joined { "" } else { "left" },
             quality: None,
+            join: None,
         }
     }
 

@@ -34,7 +34,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use fjord_common::ratelimit::{KeyedLimiter, Rate};
-use fjord_common::token::{verify_token, TokenError};
+use fjord_common::token::{is_probe_meeting, verify_token, TokenError};
 use fjord_proto::v1 as pb;
 use pb::client_message::Msg as In;
 use pb::server_message::Msg as OutMsg;
@@ -319,13 +319,36 @@ impl<H: Clone> Sfu<H> {
     /// Connections recorded since the last call: the shell appends them to
     /// the node's own connection log.
     pub fn take_connections(&mut self) -> Vec<ConnectionRecord> {
-        std::mem::take(&mut self.connections)
+        let mut c = std::mem::take(&mut self.connections);
+        c.retain(|r| !is_probe_meeting(r.meeting));
+        c
     }
 
     /// Usage recorded since the last call (joins and leaves, in order):
-    /// the shell journals and reports it.
+    /// the shell journals and reports it. The control plane's probe joins
+    /// are nobody's usage and are left out.
     pub fn take_usage(&mut self) -> Vec<UsageRecord> {
-        std::mem::take(&mut self.usage)
+        let mut u = std::mem::take(&mut self.usage);
+        u.retain(|r| !is_probe_meeting(r.meeting));
+        u
+    }
+
+    /// Notes how a join with a valid token went, for the join SLIs.
+    fn record_join_attempt(&mut self, meeting: u64, pid: u64, ok: bool, issued_at_ms: u64) {
+        let latency = self.now_ms.saturating_sub(issued_at_ms);
+        self.usage.push(UsageRecord {
+            at_ms: self.now_ms,
+            meeting,
+            participant: pid,
+            joined: false,
+            features: 0,
+            reason: "",
+            quality: None,
+            join: Some(usage::JoinAttempt {
+                ok,
+                latency_ms: latency.min(u64::from(u32::MAX)) as u32,
+            }),
+        });
     }
 
     /// The control plane's join-token public key, learned at registration.
@@ -719,6 +742,7 @@ impl<H: Clone> Sfu<H> {
         let pid = claims.participant_id;
         let meeting = claims.meeting_id;
         if self.shutting_down && !self.rooms.contains_key(&meeting) {
+            self.record_join_attempt(meeting, pid, false, claims.issued_at_ms);
             return self.decline_join(
                 conn,
                 "node is shutting down; join again to be placed elsewhere",
@@ -776,6 +800,9 @@ impl<H: Clone> Sfu<H> {
             source: c.source,
         });
         self.unjoined.remove(&conn);
+        // Let in or held by the meeting's own settings: either way the join
+        // reached media as far as the service goes.
+        self.record_join_attempt(meeting, pid, true, claims.issued_at_ms);
         match admission {
             Admission::Admitted => {
                 let becomes_host = role == pb::Role::Host && self.rooms[&meeting].host.is_none();
@@ -914,6 +941,7 @@ impl<H: Clone> Sfu<H> {
             features,
             reason: "",
             quality: None,
+            join: None,
         });
         let conn = m.conn;
         let you = m.info(pid);
@@ -1040,6 +1068,7 @@ impl<H: Clone> Sfu<H> {
                 features: 0,
                 reason: why,
                 quality: None,
+                join: None,
             });
         }
         let attendee = room.webinar && !m.panelist;
@@ -1639,6 +1668,7 @@ impl<H: Clone> Sfu<H> {
                     features: 0,
                     reason: "",
                     quality: Some(q.summary()),
+                    join: None,
                 });
             }
         }

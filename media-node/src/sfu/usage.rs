@@ -28,6 +28,18 @@ pub struct UsageRecord {
     /// A quality summary instead of a join or leave: the minute starting at
     /// `at_ms`.
     pub quality: Option<QualityMinute>,
+    /// A join attempt's outcome instead of a join or leave (for the
+    /// join-success and join-latency SLIs).
+    pub join: Option<JoinAttempt>,
+}
+
+/// How a join with a valid token went: whether it reached media (let in,
+/// or held in the waiting room by the meeting's own settings) and how long
+/// after the join call (the token's issue) it did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JoinAttempt {
+    pub ok: bool,
+    pub latency_ms: u32,
 }
 
 /// One meeting's minute on this node, from its participants' receive
