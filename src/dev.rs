@@ -94,6 +94,10 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             peers: peers.clone(),
             tls: ca.replica(*id)?,
             kek_file: ca.kek()?,
+            prober: Some(super::probe::handle()),
+            // Figures show up within seconds on a demo cluster.
+            sla_evaluate_interval_ms: 5_000,
+            sla_probe_interval_ms: 5_000,
             ..ReplicaConfig::default()
         };
         handles.push(server::start(config).await?);

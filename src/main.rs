@@ -7,6 +7,7 @@ mod dev_idp;
 mod media;
 mod ops;
 mod pki;
+mod probe;
 mod sla;
 mod tls_args;
 
@@ -121,6 +122,20 @@ struct ControlPlaneArgs {
     /// billing period has billed them (daily totals stay).
     #[arg(long, default_value_t = fjord_control_plane::state::DEFAULT_AUDIT_WINDOW_DAYS)]
     usage_audit_window_days: u32,
+    /// How often the leader evaluates SLOs: burn rates, alerts, and the
+    /// start and end of maintenance windows.
+    #[arg(long, default_value_t = 30_000)]
+    sla_evaluate_interval_ms: u64,
+    /// How often the leader probes every ready media node with a join
+    /// (the availability SLI).
+    #[arg(long, default_value_t = 30_000)]
+    sla_probe_interval_ms: u64,
+    /// How often the leader delivers pending notifications (webhooks).
+    #[arg(long, default_value_t = 1_000)]
+    sla_notify_interval_ms: u64,
+    /// An extra CA (PEM) for webhook receivers, besides the system's roots.
+    #[arg(long)]
+    webhook_ca: Option<PathBuf>,
     /// Serve Prometheus metrics, /healthz and /readyz on this address (e.g. 127.0.0.1:9101).
     #[arg(long)]
     metrics_listen: Option<SocketAddr>,
@@ -167,6 +182,11 @@ impl ControlPlaneArgs {
             join_limits: Default::default(),
             account_sweep_interval_ms: self.account_sweep_interval_ms,
             usage_audit_window_days: self.usage_audit_window_days,
+            sla_evaluate_interval_ms: self.sla_evaluate_interval_ms,
+            sla_probe_interval_ms: self.sla_probe_interval_ms,
+            sla_notify_interval_ms: self.sla_notify_interval_ms,
+            webhook_ca: self.webhook_ca.clone(),
+            prober: Some(probe::handle()),
         })
     }
 }

@@ -188,6 +188,13 @@ impl Kek {
         )
     }
 
+    /// The secret an institution's webhook receiver checks signatures
+    /// with: derived, never stored, so the log and snapshots cannot leak
+    /// it; the institution's admins and operators can ask for it.
+    pub fn webhook_secret(&self, institution: &str) -> String {
+        hex(&self.derive("fjord webhook signing", institution.as_bytes()))
+    }
+
     /// The raw Ed25519 seed of the join-signing key (tests look for it in
     /// files to show it is not there).
     pub fn join_key_seed(&self, salt: &[u8]) -> [u8; 32] {

@@ -19,13 +19,14 @@ use fjord_proto::v1::licence_service_server::LicenceServiceServer;
 use fjord_proto::v1::meeting_service_server::MeetingServiceServer;
 use fjord_proto::v1::node_service_server::NodeServiceServer;
 use fjord_proto::v1::raft_service_server::RaftServiceServer;
+use fjord_proto::v1::sla_service_server::SlaServiceServer;
 
 use fjord_common::grpc::{tls_incoming, HandshakeLimits};
 use fjord_common::{ClientAuth, Identity, TlsFiles};
 
 use crate::api::{
     AccountApi, BillingApi, ClusterApi, InstitutionApi, LicenceApi, MeetingApi, NodeApi,
-    SignInLimiter, SigningKeys,
+    SignInLimiter, SigningKeys, SlaApi,
 };
 use crate::join_guard::JoinLimits;
 use crate::placement::Strategy;
@@ -79,6 +80,29 @@ pub struct ReplicaConfig {
     /// Raw usage-ledger rows are kept this many days (once billed); daily
     /// totals stay.
     pub usage_audit_window_days: u32,
+    /// How often the leader evaluates SLOs (burn rates, alerts,
+    /// maintenance starts and ends).
+    pub sla_evaluate_interval_ms: u64,
+    /// How often the leader probes every ready node with a join.
+    pub sla_probe_interval_ms: u64,
+    /// How often the leader looks for notifications to deliver.
+    pub sla_notify_interval_ms: u64,
+    /// An extra CA (PEM) webhook receivers' certificates may chain to,
+    /// besides the system's roots.
+    pub webhook_ca: Option<PathBuf>,
+    /// How probe joins reach nodes (the binary supplies the media client);
+    /// without one, no probes run.
+    pub prober: Option<ProberHandle>,
+}
+
+/// The probe client, shareable and printable in a config.
+#[derive(Clone)]
+pub struct ProberHandle(pub Arc<dyn crate::drivers::sla::Prober>);
+
+impl std::fmt::Debug for ProberHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Prober")
+    }
 }
 
 impl Default for ReplicaConfig {
@@ -106,6 +130,11 @@ impl Default for ReplicaConfig {
             join_limits: JoinLimits::default(),
             account_sweep_interval_ms: 3_600_000,
             usage_audit_window_days: crate::state::DEFAULT_AUDIT_WINDOW_DAYS,
+            sla_evaluate_interval_ms: 30_000,
+            sla_probe_interval_ms: 30_000,
+            sla_notify_interval_ms: 1_000,
+            webhook_ca: None,
+            prober: None,
         }
     }
 }
@@ -132,6 +161,10 @@ pub enum ConfigError {
     SamePorts,
     #[error("key-encryption key: {0}")]
     Kek(#[from] crate::access::KekError),
+    #[error("{0} must be 100 ms to 1 hour")]
+    SlaInterval(&'static str),
+    #[error("webhook client: {0}")]
+    Webhook(String),
 }
 
 impl ReplicaConfig {
@@ -205,6 +238,18 @@ impl ReplicaConfig {
                     found: found.map_or("no certificate".into(), |i| i.to_string()),
                 })
             }
+        }
+        for (what, ms) in [
+            ("sla_evaluate_interval_ms", self.sla_evaluate_interval_ms),
+            ("sla_probe_interval_ms", self.sla_probe_interval_ms),
+            ("sla_notify_interval_ms", self.sla_notify_interval_ms),
+        ] {
+            if !(100..=3_600_000).contains(&ms) {
+                return Err(ConfigError::SlaInterval(what));
+            }
+        }
+        if let Some(ca) = &self.webhook_ca {
+            fjord_common::tls::read_roots(ca)?;
         }
         if self.request_timeout_ms < self.election_timeout_max_ms {
             return Err(ConfigError::Timing(
@@ -379,6 +424,9 @@ pub async fn start_with_listeners(
     let lease = Duration::from_millis(config.node_lease_ms);
     let kek = Arc::new(crate::access::Kek::load(&config.kek_file).map_err(ConfigError::Kek)?);
     let keys = Arc::new(SigningKeys::new(replica.clone(), kek.clone()));
+    let webhooks = crate::drivers::webhook::WebhookClient::new(config.webhook_ca.as_deref())
+        .map_err(|e| ConfigError::Webhook(e.to_string()))?;
+    let sli_sink = crate::drivers::sla::SliSink::default();
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let peer_router = limits(tonic::transport::Server::builder(), &config).add_service(
         RaftServiceServer::new(RaftGrpc::new(replica.clone()))
@@ -422,14 +470,19 @@ pub async fn start_with_listeners(
             heartbeat,
             lease,
         )))
+        .add_service(SlaServiceServer::new(SlaApi::new(
+            replica.clone(),
+            kek.clone(),
+        )))
         .add_service(MeetingServiceServer::new(MeetingApi::new(
             replica.clone(),
-            keys,
-            kek,
+            keys.clone(),
+            kek.clone(),
             // Normal age of a committed heartbeat is up to a commit interval
             // (a third of the lease) plus one beat; more means overdue.
             (lease / 3 + heartbeat).as_millis() as u64 + 250,
             sign_ins,
+            sli_sink.clone(),
         )))
         .add_service(ClusterServiceServer::new(ClusterApi::new(replica.clone())));
     let incoming = tls_incoming(listener, public_tls, "public", config.handshake);
@@ -466,6 +519,29 @@ pub async fn start_with_listeners(
         },
     ));
     tokio::spawn(health_loop(replica.clone(), health));
+    tokio::spawn(crate::drivers::sla::evaluate_loop(
+        replica.clone(),
+        Duration::from_millis(config.sla_evaluate_interval_ms),
+    ));
+    tokio::spawn(crate::drivers::sla::notify_loop(
+        replica.clone(),
+        kek.clone(),
+        webhooks,
+        Duration::from_millis(config.sla_notify_interval_ms),
+    ));
+    tokio::spawn(crate::drivers::sla::sli_flush_loop(
+        replica.clone(),
+        sli_sink.clone(),
+        Duration::from_secs(5),
+    ));
+    if let Some(prober) = &config.prober {
+        tokio::spawn(crate::drivers::sla::probe_loop(
+            replica.clone(),
+            keys.clone(),
+            prober.0.clone(),
+            Duration::from_millis(config.sla_probe_interval_ms),
+        ));
+    }
     Ok(ReplicaHandle {
         replica,
         local_addr,

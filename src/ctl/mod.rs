@@ -9,6 +9,7 @@
 mod account;
 mod billing;
 mod licence;
+mod sla;
 
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -86,6 +87,12 @@ enum CtlCommand {
     /// What institutions used, from the usage ledger.
     #[command(subcommand)]
     Usage(billing::UsageCmd),
+    /// Service levels per institution: SLOs, alerts, notifications.
+    #[command(subcommand)]
+    Sla(sla::SlaCmd),
+    /// Planned maintenance: announce it, list it.
+    #[command(subcommand)]
+    Maintenance(sla::MaintenanceCmd),
 }
 
 #[derive(Subcommand)]
@@ -457,6 +464,8 @@ async fn execute(args: CtlArgs) -> Result<(Value, String), Failure> {
         CtlCommand::Account(c) => account::account(&client, c).await,
         CtlCommand::Billing(c) => billing::billing(&client, c).await,
         CtlCommand::Usage(c) => billing::usage(&client, c).await,
+        CtlCommand::Sla(c) => sla::sla(&client, c).await,
+        CtlCommand::Maintenance(c) => sla::maintenance(&client, c).await,
     }
 }
 

@@ -49,6 +49,13 @@ pub enum Rpc {
     ExportBilling,
     ClosePeriod,
     UsageShow,
+    SlaStatus,
+    SlaNotifications,
+    AnnounceMaintenance,
+    ListMaintenance,
+    WebhookSecret,
+    SetObjectives,
+    SlaMonthlyReport,
     RaftAppendEntries,
     RaftVote,
     RaftInstallSnapshot,
@@ -56,7 +63,7 @@ pub enum Rpc {
 }
 
 impl Rpc {
-    pub const ALL: [Rpc; 40] = [
+    pub const ALL: [Rpc; 47] = [
         Rpc::ClusterStatus,
         Rpc::AddMember,
         Rpc::RemoveMember,
@@ -93,6 +100,13 @@ impl Rpc {
         Rpc::ExportBilling,
         Rpc::ClosePeriod,
         Rpc::UsageShow,
+        Rpc::SlaStatus,
+        Rpc::SlaNotifications,
+        Rpc::AnnounceMaintenance,
+        Rpc::ListMaintenance,
+        Rpc::WebhookSecret,
+        Rpc::SetObjectives,
+        Rpc::SlaMonthlyReport,
         Rpc::RaftAppendEntries,
         Rpc::RaftVote,
         Rpc::RaftInstallSnapshot,
@@ -137,6 +151,13 @@ impl Rpc {
             Rpc::ExportBilling => "export_billing",
             Rpc::ClosePeriod => "close_period",
             Rpc::UsageShow => "usage_show",
+            Rpc::SlaStatus => "sla_status",
+            Rpc::SlaNotifications => "sla_notifications",
+            Rpc::AnnounceMaintenance => "announce_maintenance",
+            Rpc::ListMaintenance => "list_maintenance",
+            Rpc::WebhookSecret => "webhook_secret",
+            Rpc::SetObjectives => "set_objectives",
+            Rpc::SlaMonthlyReport => "sla_monthly_report",
             Rpc::RaftAppendEntries => "raft_append_entries",
             Rpc::RaftVote => "raft_vote",
             Rpc::RaftInstallSnapshot => "raft_install_snapshot",
@@ -185,7 +206,7 @@ pub const fn grant(role: Role, rpc: Rpc) -> Option<Grant> {
             GetInstitution | ScheduleMeeting | GetMeeting | ListMeetings | EndMeeting
             | ExplainMeeting | SetLicence | GetLicence | LicenceHistory | ConfigureLogin | GetLogin
             | ListAccounts | DisableAccount | EnableAccount | PreviewInvoice | ExportBilling
-            | UsageShow,
+            | UsageShow | SlaStatus | SlaNotifications | WebhookSecret | SlaMonthlyReport,
         ) => Some(Grant::OwnInstitution),
         // The price table is public to every administrator.
         (Role::InstitutionAdmin, GetPriceTable) => Some(Grant::Any),
@@ -312,7 +333,9 @@ mod tests {
             }
             ClusterStatus | AddMember | RemoveMember | CreateInstitution | ListInstitutions
             | MoveMeeting | DrainNode | GetNode | ListNodes | GiveNotice | LoadPriceTable
-            | ClosePeriod => (role == Role::Operator).then_some(Grant::Any),
+            | ClosePeriod | AnnounceMaintenance | ListMaintenance | SetObjectives => {
+                (role == Role::Operator).then_some(Grant::Any)
+            }
             GetPriceTable => {
                 matches!(role, Role::Operator | Role::InstitutionAdmin).then_some(Grant::Any)
             }
@@ -325,11 +348,13 @@ mod tests {
             GetInstitution | GetMeeting | ListMeetings | EndMeeting | ExplainMeeting
             | SetLicence | GetLicence | LicenceHistory | ConfigureLogin | GetLogin
             | ListAccounts | DisableAccount | EnableAccount | PreviewInvoice | ExportBilling
-            | UsageShow => match role {
-                Role::Operator => any,
-                Role::InstitutionAdmin => Some(Grant::OwnInstitution),
-                _ => None,
-            },
+            | UsageShow | SlaStatus | SlaNotifications | WebhookSecret | SlaMonthlyReport => {
+                match role {
+                    Role::Operator => any,
+                    Role::InstitutionAdmin => Some(Grant::OwnInstitution),
+                    _ => None,
+                }
+            }
         }
     }
 

@@ -38,6 +38,9 @@ pub struct MeetingApi {
     refused_sources: Mutex<HashMap<IpAddr, u64>>,
     /// Hosts signing in with an ID token, per source.
     sign_ins: Arc<super::SignInLimiter>,
+    /// Joins this replica could not serve for the service's own reasons
+    /// (no node for the meeting right now), for the join-success SLI.
+    sli: crate::drivers::sla::SliSink,
 }
 
 /// Sources remembered as refused before the oldest are forgotten.
@@ -94,6 +97,7 @@ impl MeetingApi {
         kek: Arc<access::Kek>,
         node_overdue_ms: u64,
         sign_ins: Arc<super::SignInLimiter>,
+        sli: crate::drivers::sla::SliSink,
     ) -> Self {
         MeetingApi {
             replica,
@@ -103,7 +107,35 @@ impl MeetingApi {
             node_overdue_ms,
             refused_sources: Mutex::new(HashMap::new()),
             sign_ins,
+            sli,
         }
+    }
+
+    /// Notes a join the service failed (the meeting has no node it can
+    /// send the participant to), against the meeting's home region.
+    fn join_failed(&self, meeting: &crate::state::Meeting, now_ms: u64) {
+        let region = self.replica.local_state(|s| {
+            meeting
+                .node()
+                .and_then(|n| s.nodes.get(n).map(|n| n.region.clone()))
+                .or_else(|| {
+                    s.institutions
+                        .get(&meeting.institution)
+                        .map(|i| i.home_region.clone())
+                })
+        });
+        let Some(region) = region else {
+            return;
+        };
+        self.sli.push(crate::sla::SliEvent {
+            at_ms: now_ms,
+            institution: Some(meeting.institution.clone()),
+            region,
+            node: meeting.node().map(str::to_string),
+            sli: crate::sla::Sli::JoinSuccess,
+            total: 1,
+            bad: 1,
+        });
     }
 
     async fn move_meeting(
@@ -253,6 +285,7 @@ impl MeetingApi {
             ApiError::Unavailable("the meeting has no media node right now; retry shortly".into())
         };
         if meeting.state != MeetingState::Placed {
+            self.join_failed(&meeting, now);
             return Err(unplaced());
         }
         let unreachable = Some(r.unreachable_node_id.as_str()).filter(|s| !s.is_empty());
@@ -267,10 +300,12 @@ impl MeetingApi {
                 issued.clear(); // only a spreading hint; forget rather than grow
             }
             let per_node = issued.entry(meeting.id).or_default();
-            let node = pick_share(&meeting.shares, per_node, unreachable, overdue)
-                .ok_or_else(unplaced)?
-                .node
-                .clone();
+            let Some(share) = pick_share(&meeting.shares, per_node, unreachable, overdue) else {
+                drop(issued);
+                self.join_failed(&meeting, now);
+                return Err(unplaced());
+            };
+            let node = share.node.clone();
             *per_node.entry(node.clone()).or_default() += 1;
             node
         };

@@ -14,6 +14,7 @@ mod keys;
 mod licence;
 mod meeting;
 mod node;
+pub mod sla;
 mod validate;
 
 pub use crate::join_guard::JoinLimits;
@@ -25,6 +26,7 @@ pub use keys::SigningKeys;
 pub use licence::{ensure_price_table, LicenceApi};
 pub use meeting::MeetingApi;
 pub use node::NodeApi;
+pub use sla::SlaApi;
 pub use validate::address as validate_address;
 pub use validate::display_name as validate_display_name;
 pub use validate::name as validate_name;

@@ -1,6 +1,9 @@
 //! Leader loops: work the leader commits on a timer, with the time taken
 //! from the log (the command carries none; `apply` reads the entry's time).
 
+pub mod sla;
+pub mod webhook;
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -300,3 +300,44 @@ pub fn monthly(
         })
         .collect()
 }
+
+/// The monthly report as CSV (CRLF, fixed header), one row per SLO, both
+/// raw and with maintenance left out.
+pub fn monthly_csv(institution: &str, lines: &[MonthlyLine]) -> Result<Vec<u8>, csv::Error> {
+    let mut w = csv::WriterBuilder::new()
+        .terminator(csv::Terminator::CRLF)
+        .from_writer(Vec::new());
+    w.write_record([
+        "institution",
+        "month",
+        "sli",
+        "objective_percent",
+        "events",
+        "bad_events",
+        "maintenance_events",
+        "maintenance_bad_events",
+        "raw_percent",
+        "corrected_percent",
+        "met",
+    ])?;
+    let pct = |p: Option<u32>| {
+        p.map(|v| super::format_ppm(i64::from(v)))
+            .unwrap_or_default()
+    };
+    for l in lines {
+        w.write_record([
+            institution.to_string(),
+            l.month.clone(),
+            l.sli.as_str().to_string(),
+            super::format_ppm(i64::from(l.objective_ppm)),
+            l.counts.total.to_string(),
+            l.counts.bad.to_string(),
+            l.counts.maintenance_total.to_string(),
+            l.counts.maintenance_bad.to_string(),
+            pct(l.raw_measured_ppm),
+            pct(l.measured_ppm),
+            if l.met { "yes" } else { "no" }.to_string(),
+        ])?;
+    }
+    w.into_inner().map_err(|e| e.into_error().into())
+}
