@@ -221,6 +221,16 @@ impl ClusterState {
         if per_institution.is_empty() || self.sla.open_faults.contains_key(node) {
             return;
         }
+        // Planned work on the node (or its region): its contact points were
+        // told ahead; a node stopped for it is no fault.
+        if self
+            .sla
+            .book
+            .maintenance
+            .covers(&region, Some(node), now_ms)
+        {
+            return;
+        }
         for (institution, count) in &per_institution {
             let alert = notify::node_fault(institution, node, &region, *count, now_ms, None);
             self.notify(now_ms, institution, NoticeKind::Fault, &alert);

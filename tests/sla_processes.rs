@@ -1,0 +1,498 @@
+//! SLA notifications through real processes: three `fjord control-plane`
+//! replicas, four `fjord media-node`s in two regions, participants in
+//! meetings of two institutions, and a real HTTPS webhook receiver
+//! (tests/fixtures/webhook_receiver.py, which checks each signature with
+//! Python's own hmac module).
+//!
+//! 1. A media node carrying one institution's meeting is killed, and the
+//!    Raft leader right after it: that institution's contact point gets a
+//!    signed fault notice and a firing SLO alert, each exactly once; the
+//!    other institution gets nothing.
+//! 2. Maintenance announced for the node carrying the other institution's
+//!    meeting: both contact points hear of it before it starts, the node
+//!    drains (its meeting moves) at the start, and stopping the node during
+//!    the window raises no alert and no fault notice.
+//!
+//! Also: `promtool check metrics` passes on a replica's and a media node's
+//! `/metrics`.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fjord_benches::{
+    free_port, http_get, local_ca, media_node_with, operator, with_tls, FjordCluster, Proc,
+};
+use fjord_control_plane::client::{request_id, Client, ClientConfig};
+use fjord_media_node::client::session::Session;
+use fjord_media_node::client::JoinRequest;
+use fjord_proto::v1 as pb;
+use serde_json::Value;
+
+const FJORD: &str = env!("CARGO_BIN_EXE_fjord");
+const LEASE_MS: u64 = 3000;
+
+fn ctl(cluster: &FjordCluster, args: &[&str]) -> std::process::Output {
+    with_tls(&mut Command::new(FJORD), &operator(&cluster.ca))
+        .args(["ctl", "--endpoints", &cluster.addrs.join(",")])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn ctl_json(cluster: &FjordCluster, args: &[&str]) -> Value {
+    let mut all = vec!["-o", "json"];
+    all.extend_from_slice(args);
+    let out = ctl(cluster, &all);
+    assert!(
+        out.status.success(),
+        "fjord ctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Everything the receiver got so far.
+fn received(log: &Path) -> Vec<Value> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn alertname(e: &Value) -> &str {
+    e["body"]["alerts"][0]["labels"]["alertname"]
+        .as_str()
+        .unwrap_or("")
+}
+
+async fn wait_for(
+    log: &Path,
+    what: &str,
+    timeout: Duration,
+    pred: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(e) = received(log).into_iter().find(|e| pred(e)) {
+            return e;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {what} within {timeout:?}: {:#?}",
+            received(log)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn node(cluster: &FjordCluster, id: &str, region: &str, extra: &[String]) -> Proc {
+    media_node_with(
+        Path::new(FJORD),
+        &cluster.ca,
+        id,
+        region,
+        &cluster.addrs.join(","),
+        8,
+        extra,
+    )
+}
+
+fn promtool_check_metrics(page: &str, what: &str) {
+    let body = page.split("\r\n\r\n").nth(1).unwrap_or(page);
+    assert!(body.contains("# HELP fjord_"), "{what}: {body}");
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool is installed (scripts/prereqs.sh)");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics on {what}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_alerts_and_maintenance_reach_the_right_contact_points_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca_path = local_ca(dir.path()).ca_path();
+    let mut cluster = FjordCluster::start_with(
+        Path::new(FJORD),
+        dir.path(),
+        &[
+            "--node-heartbeat-interval-ms",
+            "100",
+            "--node-lease-ms",
+            &LEASE_MS.to_string(),
+            "--sla-evaluate-interval-ms",
+            "500",
+            "--sla-notify-interval-ms",
+            "200",
+            "--sla-probe-interval-ms",
+            "1000",
+            "--webhook-ca",
+            ca_path.to_str().unwrap(),
+        ],
+    );
+    let cp = Arc::new(
+        Client::from_files(
+            &cluster.addrs,
+            &operator(&cluster.ca),
+            ClientConfig::default(),
+        )
+        .unwrap(),
+    );
+    for (name, residency) in [("uni", "nordic"), ("other", "eu")] {
+        cp.create_institution(pb::CreateInstitutionRequest {
+            name: name.into(),
+            residency: residency.into(),
+            home_region: residency.into(),
+            max_participants: 100,
+        })
+        .await
+        .unwrap();
+    }
+    // Each institution's secret, as its admin would fetch it.
+    let mut secrets = BTreeMap::new();
+    for name in ["uni", "other"] {
+        let v = ctl_json(&cluster, &["sla", "webhook-secret", "--institution", name]);
+        let secret = v["secret"].as_str().unwrap().to_string();
+        assert_eq!(secret.len(), 64);
+        secrets.insert(format!("/{name}"), secret);
+    }
+    assert_ne!(secrets["/uni"], secrets["/other"]);
+
+    // The receiver: HTTPS with a certificate from the test CA (the
+    // replicas trust it through --webhook-ca).
+    let tls = cluster.ca.node("webhooks").unwrap();
+    let log = dir.path().join("webhooks.jsonl");
+    let mut receiver = Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/webhook_receiver.py"
+        ))
+        .arg(tls.cert.as_ref().unwrap())
+        .arg(tls.key.as_ref().unwrap())
+        .arg(&log)
+        .arg(serde_json::to_string(&secrets).unwrap())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut port = String::new();
+    BufReader::new(receiver.stdout.take().unwrap())
+        .read_line(&mut port)
+        .unwrap();
+    let port: u16 = port.trim().parse().expect("receiver port");
+    let _receiver = Proc(Some(receiver));
+    for name in ["uni", "other"] {
+        let url = format!("https://127.0.0.1:{port}/{name}");
+        let out = ctl(
+            &cluster,
+            &[
+                "licence",
+                "set",
+                name,
+                "--tier",
+                "education",
+                "--staff-fte",
+                "100",
+                "--start",
+                "2025-10-01",
+                "--agreement-contact",
+                "agreement@example.org",
+                "--technical-contact",
+                &url,
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    let node_metrics = format!("127.0.0.1:{}", free_port());
+    let mut nodes: HashMap<String, Proc> = HashMap::new();
+    for (id, region) in [
+        ("n1", "nordic"),
+        ("n2", "nordic"),
+        ("e1", "eu"),
+        ("e2", "eu"),
+    ] {
+        let extra = if id == "n2" {
+            vec!["--metrics-listen".to_string(), node_metrics.clone()]
+        } else {
+            vec![]
+        };
+        nodes.insert(id.into(), node(&cluster, id, region, &extra));
+    }
+
+    // A meeting of four for each institution, two speakers in each.
+    let mut sessions: Vec<(String, u64, Session)> = Vec::new();
+    for name in ["uni", "other"] {
+        let m = cp
+            .schedule_meeting(pb::ScheduleMeetingRequest {
+                institution: name.into(),
+                participants: 4,
+                request_id: request_id(),
+                settings: Some(pb::MeetingSettings {
+                    disable_waiting_room: true,
+                    allow_join_before_host: true,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let id = m.meeting.unwrap().id;
+        for i in 0..4 {
+            let req = JoinRequest {
+                meeting_id: id,
+                passcode: m.passcode.clone(),
+                display_name: format!("{name}-{i}"),
+                ..Default::default()
+            };
+            sessions.push((name.into(), id, Session::start(cp.clone(), req, i < 2)));
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sessions.iter().any(|(_, _, s)| s.stats.received() == 0) {
+        assert!(Instant::now() < deadline, "media did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A few probe rounds on a healthy cluster first.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        received(&log).is_empty(),
+        "nothing to say yet: {:#?}",
+        received(&log)
+    );
+
+    // ---- 1. A node fails, and the leader right after it. ----
+    let victim = sessions
+        .iter()
+        .find(|(n, _, _)| n == "other")
+        .unwrap()
+        .2
+        .node();
+    assert!(
+        victim.starts_with('e'),
+        "other's meeting is in eu: {victim}"
+    );
+    let status = ctl_json(&cluster, &["cluster", "status"]);
+    let leader = status["leader_id"].as_u64().unwrap() as usize;
+    nodes.get_mut(&victim).unwrap().kill9();
+    cluster.procs[leader - 1].kill9();
+    let fault = wait_for(&log, "fault notice", Duration::from_secs(30), |e| {
+        alertname(e) == "FjordMediaNodeDown"
+    })
+    .await;
+    cluster.procs[leader - 1] = cluster.spawn(leader);
+    // The probes that failed before the lease ran out burn the
+    // availability budget of the regions the node served (eu: other's).
+    let alert = wait_for(&log, "availability alert", Duration::from_secs(30), |e| {
+        alertname(e).starts_with("FjordSloBudgetBurn")
+            && e["body"]["alerts"][0]["labels"]["sli"] == "availability"
+    })
+    .await;
+    // Several evaluate and notify rounds more, on the new leader and with
+    // the old one back: nothing is sent twice.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+
+    assert_eq!(fault["path"], "/other");
+    assert_eq!(fault["body"]["status"], "firing");
+    assert_eq!(
+        fault["body"]["alerts"][0]["labels"]["node"],
+        victim.as_str()
+    );
+    assert_eq!(fault["body"]["alerts"][0]["labels"]["institution"], "other");
+    assert_eq!(alert["path"], "/other");
+    assert_eq!(alert["body"]["status"], "firing");
+    assert_eq!(alert["body"]["alerts"][0]["labels"]["sli"], "availability");
+    let before_maintenance = received(&log);
+    check_deliveries(&before_maintenance);
+    assert!(
+        before_maintenance.iter().all(|e| e["path"] == "/other"),
+        "uni's meetings and regions were untouched: {before_maintenance:#?}"
+    );
+    let notes = ctl_json(
+        &cluster,
+        &["sla", "notifications", "--institution", "other"],
+    );
+    let delivered = notes
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["delivery"] == "delivered")
+        .count();
+    assert_eq!(delivered, before_maintenance.len(), "{notes:#}");
+    let status = ctl_json(&cluster, &["sla", "status", "--institution", "other"]);
+    assert!(
+        !status[0]["firing"].as_array().unwrap().is_empty(),
+        "{status:#}"
+    );
+
+    // ---- 2. Planned maintenance of the node carrying uni's meeting. ----
+    let target = sessions
+        .iter()
+        .find(|(n, _, _)| n == "uni")
+        .unwrap()
+        .2
+        .node();
+    let uni_meeting = sessions.iter().find(|(n, _, _)| n == "uni").unwrap().1;
+    let now = fjord_control_plane::raft::now_ms();
+    let (from, to) = (now + 4_000, now + 16_000);
+    let rfc = |ms: u64| fjord_control_plane::sla::notify::rfc3339(ms);
+    let announced = ctl_json(
+        &cluster,
+        &[
+            "maintenance",
+            "announce",
+            "--region",
+            "nordic",
+            "--node",
+            &target,
+            "--from",
+            &rfc(from),
+            "--to",
+            &rfc(to),
+            "--reason",
+            "firmware upgrade",
+        ],
+    );
+    let notified: Vec<&str> = announced["notified"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(notified, vec!["other", "uni"], "nordic serves both");
+    for path in ["/uni", "/other"] {
+        let e = wait_for(&log, "maintenance notice", Duration::from_secs(4), |e| {
+            e["path"] == path && alertname(e) == "FjordPlannedMaintenance"
+        })
+        .await;
+        assert!(
+            (e["at"].as_f64().unwrap() * 1000.0) < from as f64,
+            "told ahead of the start"
+        );
+        assert_eq!(
+            e["body"]["alerts"][0]["annotations"]["description"],
+            "firmware upgrade"
+        );
+        assert_eq!(e["body"]["alerts"][0]["labels"]["node"], target.as_str());
+    }
+    // At the start the node drains and uni's meeting moves to the other
+    // nordic node.
+    while fjord_control_plane::raft::now_ms() < from + 1_500 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let n = ctl_json(&cluster, &["node", "get", &target]);
+    assert_eq!(n["state"], "draining", "{n:#}");
+    let m = ctl_json(&cluster, &["meeting", "get", &uni_meeting.to_string()]);
+    let moved_to = m["node"].as_str().unwrap_or("");
+    assert!(moved_to.starts_with('n') && moved_to != target, "{m:#}");
+    // The node is stopped for the work; its lease runs out inside the window.
+    nodes.get_mut(&target).unwrap().kill9();
+    while fjord_control_plane::raft::now_ms() < to {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let n = ctl_json(&cluster, &["node", "get", &target]);
+    assert_eq!(n["state"], "down", "{n:#}");
+    let during: Vec<Value> = received(&log)
+        .into_iter()
+        .skip(before_maintenance.len())
+        .filter(|e| alertname(e) != "FjordPlannedMaintenance")
+        .collect();
+    assert!(
+        during.iter().all(|e| e["path"] != "/uni"),
+        "no alert or fault for the maintained scope: {during:#?}"
+    );
+    check_deliveries(&received(&log));
+    let maint = ctl_json(&cluster, &["sla", "status", "--institution", "uni"]);
+    assert_eq!(
+        maint[0]["maintenance"][0]["reason"], "firmware upgrade",
+        "{maint:#}"
+    );
+
+    // Every metric a replica and a media node export has HELP text.
+    promtool_check_metrics(
+        &http_get(&cluster.metrics_addrs[0], "/metrics"),
+        "a replica",
+    );
+    promtool_check_metrics(&http_get(&node_metrics, "/metrics"), "a media node");
+    let replica_page = http_get(&cluster.metrics_addrs[0], "/metrics");
+    assert!(
+        replica_page.contains("fjord_sla_events_total{institution=\"other\",sli=\"availability\"}")
+    );
+    eprintln!(
+        "webhooks received: {}",
+        received(&log)
+            .iter()
+            .map(|e| format!("{} {} {}", e["path"], alertname(e), e["body"]["status"]))
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
+    drop(sessions);
+}
+
+/// Every delivery is signed right, in Alertmanager's format, and no alert
+/// state (fingerprint and status) reached a receiver twice.
+fn check_deliveries(entries: &[Value]) {
+    let mut seen = HashSet::new();
+    let mut ids = HashSet::new();
+    for e in entries {
+        assert_eq!(e["valid"], true, "signature: {e:#}");
+        assert_eq!(e["content_type"], "application/json");
+        let b = &e["body"];
+        assert_eq!(b["version"], "4");
+        for key in [
+            "groupKey",
+            "receiver",
+            "status",
+            "groupLabels",
+            "commonLabels",
+            "externalURL",
+        ] {
+            assert!(b.get(key).is_some(), "{key} missing: {b:#}");
+        }
+        let a = &b["alerts"][0];
+        for key in [
+            "status",
+            "labels",
+            "annotations",
+            "startsAt",
+            "endsAt",
+            "fingerprint",
+        ] {
+            assert!(a.get(key).is_some(), "{key} missing: {a:#}");
+        }
+        let key = (
+            e["path"].to_string(),
+            a["fingerprint"].to_string(),
+            a["status"].to_string(),
+            a["startsAt"].to_string(),
+        );
+        assert!(seen.insert(key), "delivered twice: {e:#}");
+        assert!(
+            ids.insert(e["notification_id"].to_string()),
+            "same notification twice: {e:#}"
+        );
+    }
+}
