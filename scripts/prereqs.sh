@@ -2,9 +2,10 @@
 # Installs from Debian what the tests and benchmarks need beyond Rust:
 # protoc and descriptor.proto (the etcd client's build compiles etcd's
 # protos with them), etcd itself (the benchmarks compare against it, and
-# tests that need etcd run a real one), Python's pandas and promtool (from
+# tests that need etcd run a real one), Python's pandas, promtool (from
 # the prometheus package: the SLO rules are checked and unit-tested with
-# it). Does nothing when all are there.
+# it) and Chromium (the SLA dashboard is loaded in headless Chromium).
+# Does nothing when all are there.
 # Usage: scripts/prereqs.sh
 set -euo pipefail
 
@@ -17,6 +18,7 @@ command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)
 # pandas (a spreadsheet-style reader), both from Debian's Python.
 /usr/bin/python3 -c 'import pandas' >/dev/null 2>&1 || need+=(python3-pandas)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then
   echo "==> installing ${need[*]}"
   sudo_cmd=""

@@ -35,6 +35,9 @@ pub struct DevArgs {
     /// Do not start the media nodes.
     #[arg(long)]
     no_nodes: bool,
+    /// Serve the SLA dashboard (HTTPS, from replica 1) on this address.
+    #[arg(long, default_value = "127.0.0.1:7180")]
+    dashboard_listen: SocketAddr,
 }
 
 /// Sample institutions: a Nordic university kept on Nordic nodes, a national
@@ -98,6 +101,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             // Figures show up within seconds on a demo cluster.
             sla_evaluate_interval_ms: 5_000,
             sla_probe_interval_ms: 5_000,
+            dashboard_listen: (*id == 1).then_some(args.dashboard_listen),
             ..ReplicaConfig::default()
         };
         handles.push(server::start(config).await?);
@@ -243,6 +247,34 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         peers.values().cloned().collect::<Vec<_>>().join(",")
     );
     println!("  CA and certificates:  {}", ca.dir().display());
+    let link = |institution: &str| {
+        let client = &client;
+        let institution = institution.to_string();
+        async move {
+            client
+                .call(|ch| {
+                    let req = pb::DashboardLinkRequest {
+                        institution: institution.clone(),
+                        valid_for_s: 24 * 3600,
+                    };
+                    async move {
+                        pb::sla_service_client::SlaServiceClient::new(ch)
+                            .dashboard_link(req)
+                            .await
+                    }
+                })
+                .await
+                .map(|r| r.into_inner().url)
+        }
+    };
+    match (link("").await, link("uio").await) {
+        (Ok(all), Ok(uio)) => {
+            println!("  SLA dashboard (HTTPS, dev CA; links valid 24 h):");
+            println!("    all institutions:   {all}");
+            println!("    uio:                {uio}");
+        }
+        (Err(e), _) | (_, Err(e)) => tracing::warn!(error = %e, "no dashboard link"),
+    }
     println!();
     println!("In another shell, first (puts `fjord` on the PATH and selects the dev CA and operator certificate):");
     let bin_dir = std::env::current_exe()

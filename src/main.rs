@@ -136,6 +136,13 @@ struct ControlPlaneArgs {
     /// An extra CA (PEM) for webhook receivers, besides the system's roots.
     #[arg(long)]
     webhook_ca: Option<PathBuf>,
+    /// Serve the SLA dashboard (HTTPS, this replica's certificate) here.
+    #[arg(long)]
+    dashboard_listen: Option<SocketAddr>,
+    /// The dashboard's address as browsers reach it, for the links `fjord
+    /// ctl sla dashboard-link` makes (default: https:// and --dashboard-listen).
+    #[arg(long)]
+    dashboard_url: Option<String>,
     /// Serve Prometheus metrics, /healthz and /readyz on this address (e.g. 127.0.0.1:9101).
     #[arg(long)]
     metrics_listen: Option<SocketAddr>,
@@ -187,6 +194,8 @@ impl ControlPlaneArgs {
             sla_notify_interval_ms: self.sla_notify_interval_ms,
             webhook_ca: self.webhook_ca.clone(),
             prober: Some(probe::handle()),
+            dashboard_listen: self.dashboard_listen,
+            dashboard_url: self.dashboard_url.clone(),
         })
     }
 }

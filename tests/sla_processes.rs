@@ -13,6 +13,13 @@
 //!    drains (its meeting moves) at the start, and stopping the node during
 //!    the window raises no alert and no fault notice.
 //!
+//! 3. Headless Chromium loads the affected institution's dashboard page
+//!    through a signed link: the three numbers per SLO, the budget chart
+//!    and the firing alert are there, the other institution is not; a page
+//!    without a valid link, or another institution's page, is refused. A
+//!    screenshot is kept. (The dashboard is HTTPS with the test CA's
+//!    certificate; Chromium is told to accept it rather than given the CA.)
+//!
 //! Also: `promtool check metrics` passes on a replica's and a media node's
 //! `/metrics`.
 
@@ -132,7 +139,8 @@ fn promtool_check_metrics(page: &str, what: &str) {
 async fn faults_alerts_and_maintenance_reach_the_right_contact_points_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
     let ca_path = local_ca(dir.path()).ca_path();
-    let mut cluster = FjordCluster::start_with(
+    let dashboard = format!("127.0.0.1:{}", free_port());
+    let mut cluster = FjordCluster::start_custom(
         Path::new(FJORD),
         dir.path(),
         &[
@@ -148,6 +156,11 @@ async fn faults_alerts_and_maintenance_reach_the_right_contact_points_exactly_on
             "1000",
             "--webhook-ca",
             ca_path.to_str().unwrap(),
+        ],
+        vec![
+            vec!["--dashboard-listen".to_string(), dashboard.clone()],
+            vec![],
+            vec![],
         ],
     );
     let cp = Arc::new(
@@ -431,6 +444,125 @@ async fn faults_alerts_and_maintenance_reach_the_right_contact_points_exactly_on
         "{maint:#}"
     );
 
+    // ---- 3. The dashboard in a real browser. ----
+    let link = ctl_json(
+        &cluster,
+        &[
+            "sla",
+            "dashboard-link",
+            "--institution",
+            "other",
+            "--valid-for",
+            "10m",
+        ],
+    );
+    let url = link["url"].as_str().unwrap().to_string();
+    assert!(
+        url.starts_with(&format!("https://{dashboard}/sla/other?link=")),
+        "{url}"
+    );
+    let dom = chromium(dir.path(), &["--dump-dom", &url]);
+    assert!(
+        dom.contains("<span id=\"institution\">other</span>"),
+        "{dom}"
+    );
+    for sli in [
+        "availability",
+        "join_success",
+        "join_latency",
+        "media_quality",
+    ] {
+        let row = dom
+            .split("<tr class=\"slo\"")
+            .find(|r| r.contains(&format!("data-sli=\"{sli}\"")))
+            .unwrap_or_else(|| panic!("no {sli} row: {dom}"));
+        for cell in ["objective", "measured", "budget"] {
+            let value = row
+                .split(&format!("class=\"{cell}\">"))
+                .nth(1)
+                .and_then(|v| v.split('<').next());
+            let value = value.unwrap_or_else(|| panic!("no {cell} for {sli}: {row}"));
+            assert!(
+                value.ends_with('%') || value == "no data",
+                "{sli} {cell}: {value}"
+            );
+        }
+    }
+    let avail = dom.split("data-sli=\"availability\"").nth(1).unwrap();
+    assert!(
+        !avail
+            .split("</tr>")
+            .next()
+            .unwrap()
+            .contains("class=\"budget\">100%"),
+        "the failed probes spent budget: {avail}"
+    );
+    let chart = dom.split("<div id=\"chart\">").nth(1).expect("chart");
+    assert!(
+        chart.trim_start().starts_with("<svg") && chart.contains("<polyline"),
+        "{chart}"
+    );
+    assert!(
+        dom.contains("class=\"firing\"><td>FjordSloBudgetBurn"),
+        "a firing alert: {dom}"
+    );
+    assert!(
+        !dom.contains(">uni<") && !dom.contains("/sla/uni"),
+        "another institution's data: {dom}"
+    );
+    let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("sla-dashboard-other.png");
+    chromium(
+        dir.path(),
+        &[
+            "--window-size=1280,1800",
+            &format!("--screenshot={}", shot.display()),
+            &url,
+        ],
+    );
+    assert!(
+        std::fs::metadata(&shot)
+            .map(|m| m.len() > 10_000)
+            .unwrap_or(false),
+        "screenshot at {}",
+        shot.display()
+    );
+    eprintln!("dashboard screenshot: {}", shot.display());
+    // Refused: no link, a tampered link, another institution's page.
+    let token = url.split("link=").nth(1).unwrap();
+    let no_link = chromium(
+        dir.path(),
+        &["--dump-dom", &format!("https://{dashboard}/sla/other")],
+    );
+    assert!(
+        no_link.contains("id=\"refused\"") && !no_link.contains("availability"),
+        "{no_link}"
+    );
+    let tampered = format!(
+        "https://{dashboard}/sla/other?link={}0",
+        &token[..token.len() - 1]
+    );
+    let tampered = chromium(dir.path(), &["--dump-dom", &tampered]);
+    assert!(tampered.contains("id=\"refused\""), "{tampered}");
+    let foreign = chromium(
+        dir.path(),
+        &[
+            "--dump-dom",
+            &format!("https://{dashboard}/sla/uni?link={token}"),
+        ],
+    );
+    assert!(
+        foreign.contains("id=\"refused\"") && !foreign.contains("availability"),
+        "{foreign}"
+    );
+    // An operator's overview link opens every page, least budget first.
+    let all = ctl_json(&cluster, &["sla", "dashboard-link"]);
+    let overview = chromium(dir.path(), &["--dump-dom", all["url"].as_str().unwrap()]);
+    let (o, u) = (
+        overview.find(">other<").expect("other listed"),
+        overview.find(">uni<").expect("uni listed"),
+    );
+    assert!(o < u, "least budget left first: {overview}");
+
     // Every metric a replica and a media node export has HELP text.
     promtool_check_metrics(
         &http_get(&cluster.metrics_addrs[0], "/metrics"),
@@ -450,6 +582,32 @@ async fn faults_alerts_and_maintenance_reach_the_right_contact_points_exactly_on
             .join("; ")
     );
     drop(sessions);
+}
+
+/// Runs headless Chromium (Debian's `chromium`) and returns its stdout.
+fn chromium(dir: &Path, args: &[&str]) -> String {
+    let profile = dir.join("chromium-profile");
+    let out = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--ignore-certificate-errors",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(args)
+        .output()
+        .expect("chromium is installed (scripts/prereqs.sh)");
+    assert!(
+        out.status.success(),
+        "chromium {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Every delivery is signed right, in Alertmanager's format, and no alert

@@ -89,6 +89,8 @@ pub struct FjordCluster {
     pub procs: Vec<Proc>,
     /// Node heartbeat and lease flags every replica starts with.
     pub node_args: Vec<String>,
+    /// Flags for one replica only (index 0 is replica 1).
+    pub replica_args: Vec<Vec<String>>,
 }
 
 /// What the replicas of a [`FjordCluster`] spent, summed over all three:
@@ -176,6 +178,16 @@ impl FjordCluster {
 
     /// Three replicas with these node heartbeat and lease flags.
     pub fn start_with(bin: &Path, dir: &Path, node_args: &[&str]) -> FjordCluster {
+        FjordCluster::start_custom(bin, dir, node_args, vec![Vec::new(); 3])
+    }
+
+    /// [`FjordCluster::start_with`], plus flags for each replica alone.
+    pub fn start_custom(
+        bin: &Path,
+        dir: &Path,
+        node_args: &[&str],
+        replica_args: Vec<Vec<String>>,
+    ) -> FjordCluster {
         let addrs: Vec<String> = (0..3)
             .map(|_| format!("127.0.0.1:{}", free_port()))
             .collect();
@@ -201,6 +213,7 @@ impl FjordCluster {
             peers,
             procs: Vec::new(),
             node_args: node_args.iter().map(|a| a.to_string()).collect(),
+            replica_args,
         };
         for id in 1..=3 {
             let p = c.spawn(id);
@@ -224,6 +237,7 @@ impl FjordCluster {
                 ])
                 .args(["--peers", &self.peers])
                 .args(&self.node_args)
+                .args(self.replica_args.get(id - 1).into_iter().flatten())
                 .args(["--metrics-listen", &self.metrics_addrs[id - 1]])
                 .arg("--data-dir")
                 .arg(self.dir.join(format!("fjord-{id}")))

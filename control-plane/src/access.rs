@@ -195,6 +195,11 @@ impl Kek {
         hex(&self.derive("fjord webhook signing", institution.as_bytes()))
     }
 
+    /// The key dashboard links are signed with (see `sla::link`).
+    pub fn dashboard_link_key(&self) -> [u8; 32] {
+        self.derive("fjord dashboard links", b"")
+    }
+
     /// The raw Ed25519 seed of the join-signing key (tests look for it in
     /// files to show it is not there).
     pub fn join_key_seed(&self, salt: &[u8]) -> [u8; 32] {

@@ -93,6 +93,11 @@ pub struct ReplicaConfig {
     /// How probe joins reach nodes (the binary supplies the media client);
     /// without one, no probes run.
     pub prober: Option<ProberHandle>,
+    /// Serve the SLA dashboard (HTTPS, the replica's certificate) here.
+    pub dashboard_listen: Option<SocketAddr>,
+    /// The dashboard's address as browsers reach it, for links (default:
+    /// `https://` and the listen address).
+    pub dashboard_url: Option<String>,
 }
 
 /// The probe client, shareable and printable in a config.
@@ -135,6 +140,8 @@ impl Default for ReplicaConfig {
             sla_notify_interval_ms: 1_000,
             webhook_ca: None,
             prober: None,
+            dashboard_listen: None,
+            dashboard_url: None,
         }
     }
 }
@@ -427,6 +434,32 @@ pub async fn start_with_listeners(
     let webhooks = crate::drivers::webhook::WebhookClient::new(config.webhook_ca.as_deref())
         .map_err(|e| ConfigError::Webhook(e.to_string()))?;
     let sli_sink = crate::drivers::sla::SliSink::default();
+    let dashboard_url = match config.dashboard_listen {
+        Some(addr) => {
+            let listener = bind(addr).await?;
+            let bound = listener
+                .local_addr()
+                .map_err(|source| StartError::Bind { addr, source })?;
+            let (tls, _) = fjord_common::tls::server_config(&config.tls, ClientAuth::Optional)
+                .map_err(ConfigError::Tls)?;
+            crate::api::http::dashboard::serve(
+                crate::api::http::dashboard::Dashboard::new(
+                    replica.clone(),
+                    kek.dashboard_link_key(),
+                ),
+                listener,
+                tls,
+            );
+            tracing::info!(addr = %bound, "SLA dashboard up");
+            Some(
+                config
+                    .dashboard_url
+                    .clone()
+                    .unwrap_or_else(|| format!("https://{bound}")),
+            )
+        }
+        None => None,
+    };
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let peer_router = limits(tonic::transport::Server::builder(), &config).add_service(
         RaftServiceServer::new(RaftGrpc::new(replica.clone()))
@@ -473,6 +506,7 @@ pub async fn start_with_listeners(
         .add_service(SlaServiceServer::new(SlaApi::new(
             replica.clone(),
             kek.clone(),
+            dashboard_url.clone(),
         )))
         .add_service(MeetingServiceServer::new(MeetingApi::new(
             replica.clone(),

@@ -55,6 +55,15 @@ pub enum SlaCmd {
         #[arg(long)]
         reset: bool,
     },
+    /// A short-lived signed link to the SLA dashboard: an institution's
+    /// page, or (operators, without --institution) the overview.
+    DashboardLink {
+        #[arg(long)]
+        institution: Option<String>,
+        /// How long the link works, e.g. 1h, 7days (at most 31 days).
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        valid_for: std::time::Duration,
+    },
     /// A calendar month's figures per SLO as CSV: raw and with maintenance
     /// left out, and whether the objective was met.
     Report {
@@ -286,6 +295,25 @@ pub async fn sla(client: &Client, c: SlaCmd) -> Result<(Value, String), Failure>
                 }
             }
             Ok((json, text))
+        }
+        SlaCmd::DashboardLink {
+            institution,
+            valid_for,
+        } => {
+            let r = client
+                .call(|ch| {
+                    let req = pb::DashboardLinkRequest {
+                        institution: institution.clone().unwrap_or_default(),
+                        valid_for_s: valid_for.as_secs().max(1),
+                    };
+                    async move { SlaServiceClient::new(ch).dashboard_link(req).await }
+                })
+                .await?
+                .into_inner();
+            Ok((
+                json!({"url": r.url, "expires": ms_text(r.expires_ms)}),
+                format!("{}\n", r.url),
+            ))
         }
         SlaCmd::WebhookSecret { institution } => {
             let r = client

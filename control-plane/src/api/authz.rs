@@ -56,6 +56,7 @@ pub enum Rpc {
     WebhookSecret,
     SetObjectives,
     SlaMonthlyReport,
+    DashboardLink,
     RaftAppendEntries,
     RaftVote,
     RaftInstallSnapshot,
@@ -63,7 +64,7 @@ pub enum Rpc {
 }
 
 impl Rpc {
-    pub const ALL: [Rpc; 47] = [
+    pub const ALL: [Rpc; 48] = [
         Rpc::ClusterStatus,
         Rpc::AddMember,
         Rpc::RemoveMember,
@@ -107,6 +108,7 @@ impl Rpc {
         Rpc::WebhookSecret,
         Rpc::SetObjectives,
         Rpc::SlaMonthlyReport,
+        Rpc::DashboardLink,
         Rpc::RaftAppendEntries,
         Rpc::RaftVote,
         Rpc::RaftInstallSnapshot,
@@ -158,6 +160,7 @@ impl Rpc {
             Rpc::WebhookSecret => "webhook_secret",
             Rpc::SetObjectives => "set_objectives",
             Rpc::SlaMonthlyReport => "sla_monthly_report",
+            Rpc::DashboardLink => "dashboard_link",
             Rpc::RaftAppendEntries => "raft_append_entries",
             Rpc::RaftVote => "raft_vote",
             Rpc::RaftInstallSnapshot => "raft_install_snapshot",
@@ -206,7 +209,8 @@ pub const fn grant(role: Role, rpc: Rpc) -> Option<Grant> {
             GetInstitution | ScheduleMeeting | GetMeeting | ListMeetings | EndMeeting
             | ExplainMeeting | SetLicence | GetLicence | LicenceHistory | ConfigureLogin | GetLogin
             | ListAccounts | DisableAccount | EnableAccount | PreviewInvoice | ExportBilling
-            | UsageShow | SlaStatus | SlaNotifications | WebhookSecret | SlaMonthlyReport,
+            | UsageShow | SlaStatus | SlaNotifications | WebhookSecret | SlaMonthlyReport
+            | DashboardLink,
         ) => Some(Grant::OwnInstitution),
         // The price table is public to every administrator.
         (Role::InstitutionAdmin, GetPriceTable) => Some(Grant::Any),
@@ -348,13 +352,12 @@ mod tests {
             GetInstitution | GetMeeting | ListMeetings | EndMeeting | ExplainMeeting
             | SetLicence | GetLicence | LicenceHistory | ConfigureLogin | GetLogin
             | ListAccounts | DisableAccount | EnableAccount | PreviewInvoice | ExportBilling
-            | UsageShow | SlaStatus | SlaNotifications | WebhookSecret | SlaMonthlyReport => {
-                match role {
-                    Role::Operator => any,
-                    Role::InstitutionAdmin => Some(Grant::OwnInstitution),
-                    _ => None,
-                }
-            }
+            | UsageShow | SlaStatus | SlaNotifications | WebhookSecret | SlaMonthlyReport
+            | DashboardLink => match role {
+                Role::Operator => any,
+                Role::InstitutionAdmin => Some(Grant::OwnInstitution),
+                _ => None,
+            },
         }
     }
 

@@ -41,7 +41,12 @@ pub struct MeetingApi {
     /// Joins this replica could not serve for the service's own reasons
     /// (no node for the meeting right now), for the join-success SLI.
     sli: crate::drivers::sla::SliSink,
+    /// When each meeting's last failed join was counted.
+    join_failures: Mutex<HashMap<u64, u64>>,
 }
+
+/// Failed joins of one meeting within this long count once.
+pub const JOIN_FAILURE_DEDUP_MS: u64 = 5_000;
 
 /// Sources remembered as refused before the oldest are forgotten.
 const REFUSED_SOURCES: usize = 100_000;
@@ -108,12 +113,28 @@ impl MeetingApi {
             refused_sources: Mutex::new(HashMap::new()),
             sign_ins,
             sli,
+            join_failures: Mutex::new(HashMap::new()),
         }
     }
 
     /// Notes a join the service failed (the meeting has no node it can
-    /// send the participant to), against the meeting's home region.
+    /// send the participant to), against the meeting's home region. A
+    /// client retries every few tens of milliseconds while a meeting is
+    /// re-placed; those retries are one failed join, so a meeting counts
+    /// at most one failure per [`JOIN_FAILURE_DEDUP_MS`] on this replica.
     fn join_failed(&self, meeting: &crate::state::Meeting, now_ms: u64) {
+        {
+            let mut last = self.join_failures.lock().expect("join failures lock");
+            if last.len() > 100_000 {
+                last.clear();
+            }
+            match last.get(&meeting.id) {
+                Some(t) if now_ms.saturating_sub(*t) < JOIN_FAILURE_DEDUP_MS => return,
+                _ => {
+                    last.insert(meeting.id, now_ms);
+                }
+            }
+        }
         let region = self.replica.local_state(|s| {
             meeting
                 .node()

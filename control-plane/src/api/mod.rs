@@ -9,6 +9,7 @@ pub mod authz;
 mod billing;
 mod cluster;
 mod convert;
+pub mod http;
 mod institution;
 mod keys;
 mod licence;

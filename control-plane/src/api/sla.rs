@@ -24,6 +24,8 @@ use crate::state::{
 pub struct SlaApi {
     replica: Arc<Replica>,
     kek: Arc<Kek>,
+    /// Where this replica's dashboard is reached (`https://host:port`).
+    dashboard_url: Option<String>,
 }
 
 pub fn maintenance_out(m: &Maintenance) -> pb::MaintenanceWindow {
@@ -131,8 +133,12 @@ pub fn parse_month(text: &str) -> Result<jiff::civil::Date, ApiError> {
 }
 
 impl SlaApi {
-    pub fn new(replica: Arc<Replica>, kek: Arc<Kek>) -> Self {
-        SlaApi { replica, kek }
+    pub fn new(replica: Arc<Replica>, kek: Arc<Kek>, dashboard_url: Option<String>) -> Self {
+        SlaApi {
+            replica,
+            kek,
+            dashboard_url,
+        }
     }
 
     pub async fn reports(
@@ -375,5 +381,52 @@ impl SlaService for SlaApi {
             self.monthly(r).await
         };
         finish("sla_monthly_report", r.await).map(Response::new)
+    }
+
+    async fn dashboard_link(
+        &self,
+        req: Request<pb::DashboardLinkRequest>,
+    ) -> Result<Response<pb::DashboardLinkResponse>, Status> {
+        let r = async {
+            let caller = authorize(&req, Rpc::DashboardLink)?;
+            let r = req.into_inner();
+            let scope = if r.institution.is_empty() {
+                if caller.own_institution().is_some() {
+                    return Err(ApiError::invalid(
+                        "institution",
+                        "institution admins get their own institution's page",
+                    ));
+                }
+                crate::sla::link::ALL.to_string()
+            } else {
+                validate::name("institution", &r.institution)?;
+                caller.check_institution(&r.institution)?;
+                r.institution.clone()
+            };
+            let valid_ms = match r.valid_for_s {
+                0 => 3_600_000,
+                s => s.saturating_mul(1000),
+            };
+            if valid_ms > crate::sla::link::MAX_LINK_VALIDITY_MS {
+                return Err(ApiError::invalid("valid_for_s", "at most 31 days"));
+            }
+            let Some(base) = &self.dashboard_url else {
+                return Err(ApiError::NotYet(
+                    "this replica serves no dashboard (start it with --dashboard-listen)".into(),
+                ));
+            };
+            let expires_ms = crate::raft::now_ms() + valid_ms;
+            let token = crate::sla::link::sign(&self.kek.dashboard_link_key(), &scope, expires_ms);
+            let path = if scope == crate::sla::link::ALL {
+                "/sla".to_string()
+            } else {
+                format!("/sla/{scope}")
+            };
+            Ok(pb::DashboardLinkResponse {
+                url: format!("{base}{path}?link={token}"),
+                expires_ms,
+            })
+        };
+        finish("dashboard_link", r.await).map(Response::new)
     }
 }

@@ -19,6 +19,7 @@
 //! integers (targets in parts per million), so every replica decides alike.
 
 mod alerts;
+pub mod link;
 mod maintenance;
 pub mod notify;
 pub mod report;
