@@ -35,9 +35,10 @@ pub struct DevArgs {
     /// Do not start the media nodes.
     #[arg(long)]
     no_nodes: bool,
-    /// Serve the SLA dashboard (HTTPS, from replica 1) on this address.
-    #[arg(long, default_value = "127.0.0.1:7180")]
-    dashboard_listen: SocketAddr,
+    /// Serve the SLA dashboard (HTTPS, from replica 1) on this address
+    /// (default: 127.0.0.1 and the base port + 79, i.e. 7180).
+    #[arg(long)]
+    dashboard_listen: Option<SocketAddr>,
 }
 
 /// Sample institutions: a Nordic university kept on Nordic nodes, a national
@@ -87,6 +88,9 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             )
         })
         .collect();
+    let dashboard = args
+        .dashboard_listen
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], args.base_port + 79)));
     let mut handles = Vec::new();
     for (id, addr) in &public {
         let config = ReplicaConfig {
@@ -101,7 +105,9 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             // Figures show up within seconds on a demo cluster.
             sla_evaluate_interval_ms: 5_000,
             sla_probe_interval_ms: 5_000,
-            dashboard_listen: (*id == 1).then_some(args.dashboard_listen),
+            dashboard_listen: (*id == 1).then_some(dashboard),
+            // Every replica makes links to replica 1's dashboard.
+            dashboard_url: Some(format!("https://{dashboard}")),
             ..ReplicaConfig::default()
         };
         handles.push(server::start(config).await?);

@@ -140,7 +140,9 @@ struct ControlPlaneArgs {
     #[arg(long)]
     dashboard_listen: Option<SocketAddr>,
     /// The dashboard's address as browsers reach it, for the links `fjord
-    /// ctl sla dashboard-link` makes (default: https:// and --dashboard-listen).
+    /// ctl sla dashboard-link` makes (default: https:// and
+    /// --dashboard-listen). Give it to every replica, also those that
+    /// serve no dashboard themselves.
     #[arg(long)]
     dashboard_url: Option<String>,
     /// Serve Prometheus metrics, /healthz and /readyz on this address (e.g. 127.0.0.1:9101).

@@ -178,6 +178,34 @@ fn the_printed_exports_make_the_printed_commands_work_and_ctl_says_what_is_missi
         csv.starts_with("institution,period_first,period_last,revision,") && csv.contains("uio,"),
         "{csv}"
     );
+    // The dashboard's printed links, and the same figures through ctl: the
+    // joins above count for uio's join-success SLI.
+    let printed_link = |label: &str| {
+        lines
+            .iter()
+            .find(|l| l.trim_start().starts_with(label))
+            .and_then(|l| l.split_whitespace().last())
+            .unwrap_or_else(|| panic!("{label} not printed"))
+            .to_string()
+    };
+    assert!(printed_link("all institutions:").starts_with("https://127.0.0.1:17180/sla?link="));
+    assert!(printed_link("uio:").starts_with("https://127.0.0.1:17180/sla/uio?link="));
+    let out = sh(&exports, "fjord ctl -o json sla status --institution uio");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sla: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let joins = sla[0]["slos"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["sli"] == "join_success")
+        .unwrap()["events"]
+        .as_u64()
+        .unwrap();
+    assert!(joins >= 2, "{sla}");
     let load = printed("Or load it: fjord loadgen")
         .trim_start_matches("Or load it: ")
         .replace("--duration-s 10", "--duration-s 2");

@@ -458,7 +458,9 @@ pub async fn start_with_listeners(
                     .unwrap_or_else(|| format!("https://{bound}")),
             )
         }
-        None => None,
+        // A replica without its own listener still makes links to the
+        // cluster's dashboard when told where it is.
+        None => config.dashboard_url.clone(),
     };
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let peer_router = limits(tonic::transport::Server::builder(), &config).add_service(

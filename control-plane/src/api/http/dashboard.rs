@@ -186,63 +186,7 @@ async fn institution_page(
         Ok(_) => return (StatusCode::NOT_FOUND, "no such institution").into_response(),
         Err(r) => return *r,
     };
-    let chart = match super::chart::budget_burn_svg(&r.slos, r.at_ms, r.window_days) {
-        Ok(svg) => svg,
-        Err(e) => {
-            tracing::warn!(error = %e, "budget chart failed");
-            String::new()
-        }
-    };
-    let token = p.link.unwrap_or_default();
-    let month = crate::licensing::service_date(r.at_ms);
-    let month = format!("{:04}-{:02}", month.year(), month.month());
-    page(
-        &r.institution,
-        html! {
-            h1 { "Service levels: " span #institution { (r.institution) } }
-            p { "Rolling " (r.window_days) " days, as of " (when(r.at_ms)) ". Figures leave out announced maintenance; raw figures include it." }
-            table #slos {
-                tr { th { "SLO" } th { "Objective" } th { "Measured" } th { "Error budget left" } th { "Raw measured" } th { "Events" } th { "Burning" } }
-                @for s in &r.slos {
-                    tr class="slo" data-sli=(s.sli.as_str()) {
-                        td { (s.sli.as_str()) }
-                        td class="objective" { (pct(i64::from(s.objective_ppm))) }
-                        td class="measured" { (s.measured_ppm.map(|m| pct(i64::from(m))).unwrap_or_else(|| "no data".into())) }
-                        td class="budget" { (pct(s.budget_left_ppm)) }
-                        td class="raw" { (s.raw_measured_ppm.map(|m| pct(i64::from(m))).unwrap_or_else(|| "no data".into())) }
-                        td { (s.window.total) }
-                        td { (s.burning.join(", ")) }
-                    }
-                }
-            }
-            h2 { "Budget burn" }
-            div #chart { (PreEscaped(chart)) }
-            h2 { "Alerts" }
-            table #alerts {
-                tr { th { "Alert" } th { "SLO" } th { "Severity" } th { "Since" } th { "Until" } }
-                @for a in &r.firing {
-                    tr class="firing" { td { (a.alert) } td { (a.sli.as_str()) } td { (a.severity.as_str()) } td { (when(a.started_ms)) } td { "firing" } }
-                }
-                @for a in &r.recent {
-                    tr { td { (a.alert) } td { (a.sli.as_str()) } td { (a.severity.as_str()) } td { (when(a.started_ms)) } td { (a.ended_ms.map(when).unwrap_or_default()) } }
-                }
-            }
-            h2 { "Regions" }
-            table #regions {
-                tr { th { "Region" } th { "State" } th { "Nodes ready" } th { "Draining" } th { "Down" } }
-                @for g in &r.regions {
-                    tr { td { (g.region) } td class="state" { (g.state.as_str()) } td { (g.nodes.ready) } td { (g.nodes.draining) } td { (g.nodes.down) } }
-                }
-            }
-            h2 { "Maintenance" }
-            table #maintenance {
-                tr { th { "" } th { "Scope" } th { "From" } th { "To" } th { "Reason" } }
-                (maintenance_rows(&r.maintenance, r.at_ms))
-            }
-            p { a #report href=(format!("/sla/{}/report.csv?month={month}&link={token}", r.institution)) { "Monthly report (CSV), " (month) } }
-        },
-    )
-    .into_response()
+    institution_page_html(&r, &p.link.unwrap_or_default()).into_response()
 }
 
 async fn monthly_csv(
@@ -333,4 +277,64 @@ pub fn serve(
             tracing::error!(error = %e, "dashboard server stopped");
         }
     });
+}
+
+/// The institution page for a report, with links carrying `token`. Pure:
+/// the benchmark renders it without a server.
+pub fn institution_page_html(r: &InstitutionReport, token: &str) -> Markup {
+    let chart = match super::chart::budget_burn_svg(&r.slos, r.at_ms, r.window_days) {
+        Ok(svg) => svg,
+        Err(e) => {
+            tracing::warn!(error = %e, "budget chart failed");
+            String::new()
+        }
+    };
+    let month = crate::licensing::service_date(r.at_ms);
+    let month = format!("{:04}-{:02}", month.year(), month.month());
+    page(
+        &r.institution,
+        html! {
+            h1 { "Service levels: " span #institution { (r.institution) } }
+            p { "Rolling " (r.window_days) " days, as of " (when(r.at_ms)) ". Figures leave out announced maintenance; raw figures include it." }
+            table #slos {
+                tr { th { "SLO" } th { "Objective" } th { "Measured" } th { "Error budget left" } th { "Raw measured" } th { "Events" } th { "Burning" } }
+                @for s in &r.slos {
+                    tr class="slo" data-sli=(s.sli.as_str()) {
+                        td { (s.sli.as_str()) }
+                        td class="objective" { (pct(i64::from(s.objective_ppm))) }
+                        td class="measured" { (s.measured_ppm.map(|m| pct(i64::from(m))).unwrap_or_else(|| "no data".into())) }
+                        td class="budget" { (pct(s.budget_left_ppm)) }
+                        td class="raw" { (s.raw_measured_ppm.map(|m| pct(i64::from(m))).unwrap_or_else(|| "no data".into())) }
+                        td { (s.window.total) }
+                        td { (s.burning.join(", ")) }
+                    }
+                }
+            }
+            h2 { "Budget burn" }
+            div #chart { (PreEscaped(chart)) }
+            h2 { "Alerts" }
+            table #alerts {
+                tr { th { "Alert" } th { "SLO" } th { "Severity" } th { "Since" } th { "Until" } }
+                @for a in &r.firing {
+                    tr class="firing" { td { (a.alert) } td { (a.sli.as_str()) } td { (a.severity.as_str()) } td { (when(a.started_ms)) } td { "firing" } }
+                }
+                @for a in &r.recent {
+                    tr { td { (a.alert) } td { (a.sli.as_str()) } td { (a.severity.as_str()) } td { (when(a.started_ms)) } td { (a.ended_ms.map(when).unwrap_or_default()) } }
+                }
+            }
+            h2 { "Regions" }
+            table #regions {
+                tr { th { "Region" } th { "State" } th { "Nodes ready" } th { "Draining" } th { "Down" } }
+                @for g in &r.regions {
+                    tr { td { (g.region) } td class="state" { (g.state.as_str()) } td { (g.nodes.ready) } td { (g.nodes.draining) } td { (g.nodes.down) } }
+                }
+            }
+            h2 { "Maintenance" }
+            table #maintenance {
+                tr { th { "" } th { "Scope" } th { "From" } th { "To" } th { "Reason" } }
+                (maintenance_rows(&r.maintenance, r.at_ms))
+            }
+            p { a #report href=(format!("/sla/{}/report.csv?month={month}&link={token}", r.institution)) { "Monthly report (CSV), " (month) } }
+        },
+    )
 }
