@@ -63,7 +63,7 @@ fn main() {
                     node: Some(format!("{region}-1")),
                     sli: Sli::Availability,
                     total: 2,
-                    bad: u64::from(t % (7 * HOUR_MS) == 0),
+                    bad: u64::from(t.is_multiple_of(7 * HOUR_MS)),
                 },
             );
             t += MINUTE_MS * 30;
