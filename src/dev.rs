@@ -35,6 +35,10 @@ pub struct DevArgs {
     /// Do not start the media nodes.
     #[arg(long)]
     no_nodes: bool,
+    /// A media node silent this long is declared down (tests on a busy
+    /// machine give it more).
+    #[arg(long, default_value_t = ReplicaConfig::default().node_lease_ms)]
+    node_lease_ms: u64,
     /// Serve the SLA dashboard (HTTPS, from replica 1) on this address
     /// (default: 127.0.0.1 and the base port + 79, i.e. 7180).
     #[arg(long)]
@@ -105,6 +109,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             // Figures show up within seconds on a demo cluster.
             sla_evaluate_interval_ms: 5_000,
             sla_probe_interval_ms: 5_000,
+            node_lease_ms: args.node_lease_ms,
             dashboard_listen: (*id == 1).then_some(dashboard),
             // Every replica makes links to replica 1's dashboard.
             dashboard_url: Some(format!("https://{dashboard}")),

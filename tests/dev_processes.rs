@@ -52,6 +52,10 @@ fn the_printed_exports_make_the_printed_commands_work_and_ctl_says_what_is_missi
             "17101",
             "--metrics-listen",
             "127.0.0.1:17199",
+            // A stall of a loaded machine must not look like a dead node
+            // (its sessions would end as failures).
+            "--node-lease-ms",
+            "4000",
         ])
         .arg("--data-dir")
         .arg(dir.path().join("data"))

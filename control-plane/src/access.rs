@@ -31,7 +31,8 @@ fn random_bytes<const N: usize>() -> [u8; N] {
     b
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// Lower-case hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -83,7 +84,8 @@ impl std::fmt::Debug for MeetingSecrets {
     }
 }
 
-fn unhex(s: &str) -> Option<Vec<u8>> {
+/// Bytes from lower- or upper-case hex; `None` if it is not hex.
+pub fn unhex(s: &str) -> Option<Vec<u8>> {
     if !s.len().is_multiple_of(2) {
         return None;
     }

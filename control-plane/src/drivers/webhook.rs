@@ -29,8 +29,7 @@ pub fn signature(secret: &str, unix_s: u64, body: &[u8]) -> String {
     ctx.update(b".");
     ctx.update(body);
     let tag = ctx.sign();
-    let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-    format!("t={unix_s},v1={hex}")
+    format!("t={unix_s},v1={}", crate::access::hex(tag.as_ref()))
 }
 
 /// Checks a signature header as a receiver would: the HMAC matches and the

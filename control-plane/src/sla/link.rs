@@ -12,19 +12,7 @@ pub const ALL: &str = "*";
 /// Longest a link may be valid.
 pub const MAX_LINK_VALIDITY_MS: u64 = 31 * 24 * 3600 * 1000;
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
-}
+use crate::access::{hex, secrets_equal, unhex};
 
 fn mac(key: &[u8], signed: &str) -> String {
     let k = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key);
@@ -61,13 +49,7 @@ pub fn verify(key: &[u8], token: &str, now_ms: u64) -> Result<String, LinkError>
         .and_then(|b| String::from_utf8(b).ok())
         .ok_or(LinkError::Malformed)?;
     let expected = mac(key, signed);
-    if expected.len() != m.len()
-        || expected
-            .bytes()
-            .zip(m.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            != 0
-    {
+    if !secrets_equal(&expected, m) {
         return Err(LinkError::BadSignature);
     }
     if now_ms >= expires {

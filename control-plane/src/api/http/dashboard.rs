@@ -105,6 +105,18 @@ impl Dashboard {
         })
     }
 
+    /// Whether the link opens `institution`'s pages (its own link, or an
+    /// overview link).
+    fn opens(&self, p: &LinkParams, institution: &str) -> Result<(), Box<Response>> {
+        let scope = self.scope(p)?;
+        if scope != link::ALL && scope != institution {
+            return Err(Box::new(refused(
+                "This link opens another institution's page.",
+            )));
+        }
+        Ok(())
+    }
+
     async fn reports(
         &self,
         institution: Option<String>,
@@ -174,12 +186,8 @@ async fn institution_page(
     Path(institution): Path<String>,
     Query(p): Query<LinkParams>,
 ) -> Response {
-    let scope = match d.scope(&p) {
-        Ok(s) => s,
-        Err(r) => return *r,
-    };
-    if scope != link::ALL && scope != institution {
-        return refused("This link opens another institution's page.");
+    if let Err(r) = d.opens(&p, &institution) {
+        return *r;
     }
     let r = match d.reports(Some(institution)).await {
         Ok(mut r) if !r.is_empty() => r.remove(0),
@@ -194,12 +202,8 @@ async fn monthly_csv(
     Path(institution): Path<String>,
     Query(p): Query<LinkParams>,
 ) -> Response {
-    let scope = match d.scope(&p) {
-        Ok(s) => s,
-        Err(r) => return *r,
-    };
-    if scope != link::ALL && scope != institution {
-        return refused("This link opens another institution's page.");
+    if let Err(r) = d.opens(&p, &institution) {
+        return *r;
     }
     let Some(month) = p
         .month
