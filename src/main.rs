@@ -6,6 +6,7 @@ mod dev;
 mod dev_idp;
 mod media;
 mod ops;
+mod otel;
 mod pki;
 mod probe;
 mod sla;
@@ -31,6 +32,10 @@ struct Cli {
     /// Log format.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "FJORD_LOG_FORMAT")]
     log_format: LogFormat,
+    /// Export traces over OTLP/gRPC to this collector, http://HOST:PORT on
+    /// loopback (off by default).
+    #[arg(long, global = true, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -202,8 +207,24 @@ impl ControlPlaneArgs {
     }
 }
 
-fn init_logging(format: LogFormat) {
+/// Logs to stderr, and traces to the OTLP endpoint when there is one; the
+/// guard flushes traces when dropped.
+fn init_logging(
+    format: LogFormat,
+    service: &'static str,
+    otlp: Option<&str>,
+) -> Result<Option<otel::Guard>, ExitCode> {
     use tracing_subscriber::prelude::*;
+    let (otel_layer, guard) = match otlp {
+        Some(endpoint) => match otel::layer(service, endpoint) {
+            Ok((l, g)) => (Some(l), Some(g)),
+            Err(e) => {
+                eprintln!("error: --otlp-endpoint: {e}");
+                return Err(ExitCode::from(2));
+            }
+        },
+        None => (None, None),
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=error,h2=warn"));
     let output = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
@@ -217,7 +238,9 @@ fn init_logging(format: LogFormat) {
             !is_openraft_replication_rpc_error(meta)
         }))
         .with(output)
+        .with(otel_layer)
         .init();
+    Ok(guard)
 }
 
 /// openraft 0.9 logs every failed replication RPC twice, at WARN and then
@@ -266,7 +289,14 @@ fn main() -> ExitCode {
             }
         },
         Command::ControlPlane(args) => {
-            init_logging(cli.log_format);
+            let _traces = match init_logging(
+                cli.log_format,
+                "fjord-control-plane",
+                cli.otlp_endpoint.as_deref(),
+            ) {
+                Ok(g) => g,
+                Err(code) => return code,
+            };
             let config = match valid_config(args.config(), |c| c.validate()) {
                 Ok(c) => c,
                 Err(code) => return code,
@@ -280,11 +310,22 @@ fn main() -> ExitCode {
             }
         }
         Command::Dev(args) => {
-            init_logging(cli.log_format);
+            let _traces =
+                match init_logging(cli.log_format, "fjord-dev", cli.otlp_endpoint.as_deref()) {
+                    Ok(g) => g,
+                    Err(code) => return code,
+                };
             exit(runtime.block_on(dev::run(args)))
         }
         Command::MediaNode(args) => {
-            init_logging(cli.log_format);
+            let _traces = match init_logging(
+                cli.log_format,
+                "fjord-media-node",
+                cli.otlp_endpoint.as_deref(),
+            ) {
+                Ok(g) => g,
+                Err(code) => return code,
+            };
             let config = match valid_config(args.config(), |c| c.validate()) {
                 Ok(c) => c,
                 Err(code) => return code,
@@ -292,11 +333,22 @@ fn main() -> ExitCode {
             exit(runtime.block_on(media::run_node(args, config)))
         }
         Command::Join(args) => {
-            init_logging(cli.log_format);
+            let _traces =
+                match init_logging(cli.log_format, "fjord-join", cli.otlp_endpoint.as_deref()) {
+                    Ok(g) => g,
+                    Err(code) => return code,
+                };
             exit(runtime.block_on(media::run_join(args)))
         }
         Command::Loadgen(args) => {
-            init_logging(cli.log_format);
+            let _traces = match init_logging(
+                cli.log_format,
+                "fjord-loadgen",
+                cli.otlp_endpoint.as_deref(),
+            ) {
+                Ok(g) => g,
+                Err(code) => return code,
+            };
             exit(runtime.block_on(media::run_loadgen(args)))
         }
     }

@@ -25,6 +25,7 @@ pub mod ratelimit;
 pub mod telemetry;
 pub mod tls;
 pub mod token;
+pub mod trace_context;
 pub mod validate;
 
 pub use identity::{Identity, Role};

@@ -10,6 +10,7 @@ use openraft::BasicNode;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 use fjord_proto::v1::account_service_server::AccountServiceServer;
 use fjord_proto::v1::billing_service_server::BillingServiceServer;
@@ -675,13 +676,21 @@ async fn lease_loop(replica: Arc<Replica>, lease: Duration) {
         if !expired || since.elapsed() < lease {
             continue;
         }
-        match replica
+        let span = tracing::info_span!(
+            "node_failover",
+            node.ids = tracing::field::Empty,
+            meetings.replaced = tracing::field::Empty
+        );
+        let expired = replica
             .write(Command::Node(NodeCommand::ExpireLeases(ExpireLeases {
                 lease_ms,
             })))
-            .await
-        {
+            .instrument(span.clone())
+            .await;
+        match expired {
             Ok(crate::state::Output::NodesDown { nodes, replaced }) => {
+                span.record("node.ids", nodes.join(",").as_str());
+                span.record("meetings.replaced", replaced.len());
                 tracing::warn!(
                     ?nodes,
                     replaced = replaced.len(),

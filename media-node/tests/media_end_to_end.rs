@@ -334,6 +334,7 @@ async fn a_token_for_one_node_is_refused_by_another() {
         msg: Some(In::Join(pb::MediaJoin {
             token: token.token,
             meeting_id: id,
+            ..Default::default()
         })),
     }))
     .await

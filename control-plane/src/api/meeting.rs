@@ -1,6 +1,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
+use tracing::Instrument;
 
 use tonic::{Request, Response, Status};
 
@@ -229,6 +230,9 @@ impl MeetingApi {
             // A retried request answers the first attempt's meeting, and so
             // the secrets stored then, not the ones drawn for this attempt.
             Output::Scheduled { meeting, decision } => {
+                let span = tracing::Span::current();
+                span.record("meeting.id", meeting.id);
+                span.record("node.id", meeting.node().unwrap_or(""));
                 let secrets = self.kek.meeting_secrets(&meeting.access);
                 Ok(pb::ScheduleMeetingResponse {
                     meeting: Some(convert::meeting(&meeting)),
@@ -357,7 +361,11 @@ impl MeetingApi {
             warn_before_end_s: meeting.time_limit.map_or(0, |t| t.warn_before_end_s),
         });
         metrics::counter!("fjord_join_tokens_issued_total").increment(1);
+        let span = tracing::Span::current();
+        span.record("node.id", node_id.as_str());
+        let traceparent = fjord_common::trace_context::traceparent(&span);
         Ok(pb::JoinMeetingResponse {
+            traceparent,
             token,
             node_id,
             node_address: address,
@@ -543,11 +551,17 @@ impl MeetingService for MeetingApi {
         let source = fjord_common::grpc::peer_info(&req)
             .map(|p| p.remote.ip())
             .unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        let meeting_id = req.get_ref().meeting_id;
+        let span = tracing::info_span!(
+            "join",
+            meeting.id = meeting_id,
+            node.id = tracing::field::Empty
+        );
         let r = async {
             authorize(&req, Rpc::JoinMeeting)?;
             self.join(source, req.into_inner()).await
         };
-        finish("join_meeting", r.await).map(Response::new)
+        finish("join_meeting", r.instrument(span).await).map(Response::new)
     }
 
     async fn move_meeting(
@@ -579,6 +593,12 @@ impl MeetingService for MeetingApi {
         &self,
         req: Request<pb::ScheduleMeetingRequest>,
     ) -> Result<Response<pb::ScheduleMeetingResponse>, Status> {
+        let span = tracing::info_span!(
+            "schedule",
+            institution = %req.get_ref().institution,
+            meeting.id = tracing::field::Empty,
+            node.id = tracing::field::Empty
+        );
         let r = async {
             let caller = authorize(&req, Rpc::ScheduleMeeting)?;
             let source = super::account::source_of(&req);
@@ -613,7 +633,7 @@ impl MeetingService for MeetingApi {
             }
             self.schedule(r, host).await
         };
-        finish("schedule_meeting", r.await).map(Response::new)
+        finish("schedule_meeting", r.instrument(span).await).map(Response::new)
     }
 
     async fn get_meeting(

@@ -244,6 +244,7 @@ pub async fn probe_loop(
                     participant_id,
                     role: fjord_proto::v1::Role::Host as i32,
                     expires_at_ms,
+                    traceparent: String::new(),
                 };
                 let prober = prober.clone();
                 async move {

@@ -349,6 +349,7 @@ impl Participant {
                 msg: Some(In::Join(pb::MediaJoin {
                     token: token.token.clone(),
                     meeting_id: req.meeting_id,
+                    traceparent: token.traceparent.clone(),
                 })),
             })
             .await

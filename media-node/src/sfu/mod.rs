@@ -741,6 +741,11 @@ impl<H: Clone> Sfu<H> {
         let role = claims.role();
         let pid = claims.participant_id;
         let meeting = claims.meeting_id;
+        // The control plane's join span, continued here when tracing is on.
+        let span =
+            tracing::info_span!("media_join", meeting.id = meeting, node.id = %self.config.node_id);
+        fjord_common::trace_context::set_parent(&span, &j.traceparent);
+        let _in_span = span.enter();
         if self.shutting_down && !self.rooms.contains_key(&meeting) {
             self.record_join_attempt(meeting, pid, false, claims.issued_at_ms);
             return self.decline_join(

@@ -97,6 +97,7 @@ impl World {
             In::Join(pb::MediaJoin {
                 token,
                 meeting_id: MEETING,
+                ..Default::default()
             }),
         );
         c
@@ -205,7 +206,14 @@ fn forged_expired_wrong_meeting_and_wrong_node_tokens_are_refused() {
     ];
     for (token, meeting_id, why) in cases {
         let c = w.connect_from([127, 0, 0, 1]);
-        w.send(c, In::Join(pb::MediaJoin { token, meeting_id }));
+        w.send(
+            c,
+            In::Join(pb::MediaJoin {
+                token,
+                meeting_id,
+                ..Default::default()
+            }),
+        );
         let msgs = w.take(c);
         assert!(
             matches!(&msgs[..], [OutMsg::Closed(cl)] if cl.reason.contains(why)),
@@ -223,6 +231,7 @@ fn forged_expired_wrong_meeting_and_wrong_node_tokens_are_refused() {
         In::Join(pb::MediaJoin {
             token,
             meeting_id: MEETING,
+            ..Default::default()
         }),
     );
     assert!(w.was_admitted(c));
@@ -527,6 +536,7 @@ fn s9_a_join_flood_from_one_source_is_rate_limited() {
             In::Join(pb::MediaJoin {
                 token,
                 meeting_id: MEETING,
+                ..Default::default()
             }),
         );
         if w.take(c)
@@ -545,6 +555,7 @@ fn s9_a_join_flood_from_one_source_is_rate_limited() {
         In::Join(pb::MediaJoin {
             token,
             meeting_id: MEETING,
+            ..Default::default()
         }),
     );
     assert!(w.was_admitted(c));
@@ -649,6 +660,7 @@ fn a_node_shutting_down_keeps_open_rooms_and_opens_no_new_one() {
         In::Join(pb::MediaJoin {
             token,
             meeting_id: MEETING + 1,
+            ..Default::default()
         }),
     );
     assert!(matches!(&w.take(c)[..], [OutMsg::Closed(cl)] if cl.reason.contains("shutting down")));
@@ -1049,6 +1061,7 @@ fn join_garbage_for_a_meeting_does_not_keep_valid_tokens_out() {
             In::Join(pb::MediaJoin {
                 token: vec![0xde, 0xad, 0xbe, 0xef],
                 meeting_id: MEETING,
+                ..Default::default()
             }),
         );
         assert!(w.closed.contains(&c), "garbage join {i} not refused");
@@ -1083,6 +1096,7 @@ fn connections_that_never_join_are_capped() {
         In::Join(pb::MediaJoin {
             token,
             meeting_id: MEETING,
+            ..Default::default()
         }),
     );
     let d = w.next_conn;

@@ -31,6 +31,7 @@ fn join_terms(
         In::Join(pb::MediaJoin {
             token,
             meeting_id: MEETING,
+            ..Default::default()
         }),
     );
     c
