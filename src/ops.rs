@@ -24,10 +24,28 @@ pub type Readiness = Arc<dyn Fn() -> bool + Send + Sync>;
 /// later (the process binds this port before it knows its replica or node);
 /// until then `/readyz` answers 503.
 pub async fn serve(addr: SocketAddr, describe: fn()) -> anyhow::Result<ReadySlot> {
+    // Durations are histograms with buckets (quantiles of one process
+    // cannot be aggregated); join times sit around the 2 s objective.
     let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Suffix("_seconds".into()),
+            &[0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0],
+        )
+        .context("histogram buckets")?
         .install_recorder()
         .context("installing the metrics recorder")?;
     describe();
+    // Publishes the descriptions and drains histogram samples; without an
+    // exporter thread of its own the handle needs this now and then.
+    handle.run_upkeep();
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
     let slot = ReadySlot::default();
     let ready = slot.clone();
     let app = Router::new()

@@ -240,7 +240,12 @@ async fn faults_alerts_and_maintenance_reach_the_right_contact_points_exactly_on
         );
     }
 
-    let node_metrics = format!("127.0.0.1:{}", free_port());
+    // The nordic nodes serve /metrics (one of them is stopped for
+    // maintenance below; the other's page is checked).
+    let node_metrics: HashMap<&str, String> = ["n1", "n2"]
+        .into_iter()
+        .map(|id| (id, format!("127.0.0.1:{}", free_port())))
+        .collect();
     let mut nodes: HashMap<String, Proc> = HashMap::new();
     for (id, region) in [
         ("n1", "nordic"),
@@ -248,10 +253,9 @@ async fn faults_alerts_and_maintenance_reach_the_right_contact_points_exactly_on
         ("e1", "eu"),
         ("e2", "eu"),
     ] {
-        let extra = if id == "n2" {
-            vec!["--metrics-listen".to_string(), node_metrics.clone()]
-        } else {
-            vec![]
+        let extra = match node_metrics.get(id) {
+            Some(addr) => vec!["--metrics-listen".to_string(), addr.clone()],
+            None => vec![],
         };
         nodes.insert(id.into(), node(&cluster, id, region, &extra));
     }
@@ -568,7 +572,17 @@ async fn faults_alerts_and_maintenance_reach_the_right_contact_points_exactly_on
         &http_get(&cluster.metrics_addrs[0], "/metrics"),
         "a replica",
     );
-    promtool_check_metrics(&http_get(&node_metrics, "/metrics"), "a media node");
+    let survivor = if target == "n1" { "n2" } else { "n1" };
+    let node_page = http_get(&node_metrics[survivor], "/metrics");
+    promtool_check_metrics(&node_page, "a media node");
+    // Joins (the evacuated participants' among them) in the node's latency
+    // histogram, with buckets.
+    assert!(
+        node_page.contains(
+            "fjord_media_join_latency_seconds_bucket{outcome=\"reached_media\",le=\"2\"}"
+        ),
+        "{node_page}"
+    );
     let replica_page = http_get(&cluster.metrics_addrs[0], "/metrics");
     assert!(
         replica_page.contains("fjord_sla_events_total{institution=\"other\",sli=\"availability\"}")

@@ -109,6 +109,11 @@ pub const CATALOGUE: &[M] = &[
         "fjord_usage_report_failures_total",
         "Usage reports to the control plane that failed (retried).",
     ),
+    M::histogram(
+        "fjord_media_join_latency_seconds",
+        "Joins with a valid token, from the join call (the token's issue) to reaching media or being turned away, by outcome.",
+    )
+    .unit(metrics::Unit::Seconds),
     M::gauge(
         "fjord_media_cpu_permille",
         "Process CPU use over the last load sample, in thousandths of one core.",

@@ -153,6 +153,14 @@ impl UsageAgent {
                 metrics::counter!("fjord_connection_log_write_errors_total").increment(1);
             }
         }
+        for j in records.iter().filter_map(|r| r.join) {
+            // The node's own view of join latency (join call to reaching
+            // media), as a histogram; the SLI counts the same joins against
+            // the threshold.
+            let outcome = if j.ok { "reached_media" } else { "turned_away" };
+            metrics::histogram!("fjord_media_join_latency_seconds", "outcome" => outcome)
+                .record(f64::from(j.latency_ms) / 1000.0);
+        }
         let mut waiting = self.unjournaled.lock().expect("unjournaled lock");
         waiting.extend(records);
         if waiting.is_empty() {
