@@ -20,6 +20,7 @@ pub mod drivers;
 pub mod join_guard;
 pub mod licensing;
 pub mod login;
+pub mod metadata;
 pub mod model;
 pub mod placement;
 pub mod raft;
