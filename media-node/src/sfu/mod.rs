@@ -363,8 +363,14 @@ impl<H: Clone> Sfu<H> {
     }
 
     /// Meetings with a room open here.
+    /// The meetings open here (the control plane's probe rooms are not
+    /// meetings and are left out).
     pub fn room_ids(&self) -> Vec<u64> {
-        self.rooms.keys().copied().collect()
+        self.rooms
+            .keys()
+            .copied()
+            .filter(|m| !is_probe_meeting(*m))
+            .collect()
     }
 
     /// From now on only rooms already open take joins; participants of
@@ -395,9 +401,13 @@ impl<H: Clone> Sfu<H> {
         }
     }
 
-    /// Participants in rooms (admitted or waiting).
+    /// Participants in rooms (admitted or waiting). Probe joins are not
+    /// load: counting them would steer placement away from probed nodes.
     pub fn participants(&self) -> usize {
-        self.conns.values().filter(|c| c.member.is_some()).count()
+        self.conns
+            .values()
+            .filter(|c| c.member.is_some_and(|(m, _)| !is_probe_meeting(m)))
+            .count()
     }
 
     pub fn tracks(&self) -> usize {
@@ -405,7 +415,7 @@ impl<H: Clone> Sfu<H> {
     }
 
     pub fn rooms(&self) -> usize {
-        self.rooms.len()
+        self.rooms.keys().filter(|m| !is_probe_meeting(**m)).count()
     }
 
     pub fn room(&self, meeting: u64) -> Option<&Room> {
