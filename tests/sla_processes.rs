@@ -30,9 +30,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fjord_benches::{
-    free_port, http_get, local_ca, media_node_with, operator, with_tls, FjordCluster, Proc,
-};
+use fjord_benches::{free_port, http_get, local_ca, media_node_with, operator, FjordCluster, Proc};
 use fjord_control_plane::client::{request_id, Client, ClientConfig};
 use fjord_media_node::client::session::Session;
 use fjord_media_node::client::JoinRequest;
@@ -41,26 +39,6 @@ use serde_json::Value;
 
 const FJORD: &str = env!("CARGO_BIN_EXE_fjord");
 const LEASE_MS: u64 = 3000;
-
-fn ctl(cluster: &FjordCluster, args: &[&str]) -> std::process::Output {
-    with_tls(&mut Command::new(FJORD), &operator(&cluster.ca))
-        .args(["ctl", "--endpoints", &cluster.addrs.join(",")])
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn ctl_json(cluster: &FjordCluster, args: &[&str]) -> Value {
-    let mut all = vec!["-o", "json"];
-    all.extend_from_slice(args);
-    let out = ctl(cluster, &all);
-    assert!(
-        out.status.success(),
-        "fjord ctl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
 
 /// Everything the receiver got so far.
 fn received(log: &Path) -> Vec<Value> {
@@ -184,7 +162,7 @@ async fn faults_alerts_and_maintenance_reach_the_right_contact_points_exactly_on
     // Each institution's secret, as its admin would fetch it.
     let mut secrets = BTreeMap::new();
     for name in ["uni", "other"] {
-        let v = ctl_json(&cluster, &["sla", "webhook-secret", "--institution", name]);
+        let v = cluster.ctl_json(&["sla", "webhook-secret", "--institution", name]);
         let secret = v["secret"].as_str().unwrap().to_string();
         assert_eq!(secret.len(), 64);
         secrets.insert(format!("/{name}"), secret);
@@ -215,24 +193,21 @@ async fn faults_alerts_and_maintenance_reach_the_right_contact_points_exactly_on
     let _receiver = Proc(Some(receiver));
     for name in ["uni", "other"] {
         let url = format!("https://127.0.0.1:{port}/{name}");
-        let out = ctl(
-            &cluster,
-            &[
-                "licence",
-                "set",
-                name,
-                "--tier",
-                "education",
-                "--staff-fte",
-                "100",
-                "--start",
-                "2025-10-01",
-                "--agreement-contact",
-                "agreement@example.org",
-                "--technical-contact",
-                &url,
-            ],
-        );
+        let out = cluster.ctl(&[
+            "licence",
+            "set",
+            name,
+            "--tier",
+            "education",
+            "--staff-fte",
+            "100",
+            "--start",
+            "2025-10-01",
+            "--agreement-contact",
+            "agreement@example.org",
+            "--technical-contact",
+            &url,
+        ]);
         assert!(
             out.status.success(),
             "{}",
@@ -312,7 +287,7 @@ async fn faults_alerts_and_maintenance_reach_the_right_contact_points_exactly_on
         victim.starts_with('e'),
         "other's meeting is in eu: {victim}"
     );
-    let status = ctl_json(&cluster, &["cluster", "status"]);
+    let status = cluster.ctl_json(&["cluster", "status"]);
     let leader = status["leader_id"].as_u64().unwrap() as usize;
     nodes.get_mut(&victim).unwrap().kill9();
     cluster.procs[leader - 1].kill9();
@@ -348,10 +323,7 @@ async fn faults_alerts_and_maintenance_reach_the_right_contact_points_exactly_on
         before_maintenance.iter().all(|e| e["path"] == "/other"),
         "uni's meetings and regions were untouched: {before_maintenance:#?}"
     );
-    let notes = ctl_json(
-        &cluster,
-        &["sla", "notifications", "--institution", "other"],
-    );
+    let notes = cluster.ctl_json(&["sla", "notifications", "--institution", "other"]);
     let delivered = notes
         .as_array()
         .unwrap()
@@ -359,7 +331,7 @@ async fn faults_alerts_and_maintenance_reach_the_right_contact_points_exactly_on
         .filter(|n| n["delivery"] == "delivered")
         .count();
     assert_eq!(delivered, before_maintenance.len(), "{notes:#}");
-    let status = ctl_json(&cluster, &["sla", "status", "--institution", "other"]);
+    let status = cluster.ctl_json(&["sla", "status", "--institution", "other"]);
     assert!(
         !status[0]["firing"].as_array().unwrap().is_empty(),
         "{status:#}"
@@ -376,23 +348,20 @@ async fn faults_alerts_and_maintenance_reach_the_right_contact_points_exactly_on
     let now = fjord_control_plane::raft::now_ms();
     let (from, to) = (now + 4_000, now + 16_000);
     let rfc = |ms: u64| fjord_control_plane::sla::notify::rfc3339(ms);
-    let announced = ctl_json(
-        &cluster,
-        &[
-            "maintenance",
-            "announce",
-            "--region",
-            "nordic",
-            "--node",
-            &target,
-            "--from",
-            &rfc(from),
-            "--to",
-            &rfc(to),
-            "--reason",
-            "firmware upgrade",
-        ],
-    );
+    let announced = cluster.ctl_json(&[
+        "maintenance",
+        "announce",
+        "--region",
+        "nordic",
+        "--node",
+        &target,
+        "--from",
+        &rfc(from),
+        "--to",
+        &rfc(to),
+        "--reason",
+        "firmware upgrade",
+    ]);
     let notified: Vec<&str> = announced["notified"]
         .as_array()
         .unwrap()
@@ -420,9 +389,9 @@ async fn faults_alerts_and_maintenance_reach_the_right_contact_points_exactly_on
     while fjord_control_plane::raft::now_ms() < from + 1_500 {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let n = ctl_json(&cluster, &["node", "get", &target]);
+    let n = cluster.ctl_json(&["node", "get", &target]);
     assert_eq!(n["state"], "draining", "{n:#}");
-    let m = ctl_json(&cluster, &["meeting", "get", &uni_meeting.to_string()]);
+    let m = cluster.ctl_json(&["meeting", "get", &uni_meeting.to_string()]);
     let moved_to = m["node"].as_str().unwrap_or("");
     assert!(moved_to.starts_with('n') && moved_to != target, "{m:#}");
     // The node is stopped for the work; its lease runs out inside the window.
@@ -430,7 +399,7 @@ async fn faults_alerts_and_maintenance_reach_the_right_contact_points_exactly_on
     while fjord_control_plane::raft::now_ms() < to {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let n = ctl_json(&cluster, &["node", "get", &target]);
+    let n = cluster.ctl_json(&["node", "get", &target]);
     assert_eq!(n["state"], "down", "{n:#}");
     let during: Vec<Value> = received(&log)
         .into_iter()
@@ -442,24 +411,21 @@ async fn faults_alerts_and_maintenance_reach_the_right_contact_points_exactly_on
         "no alert or fault for the maintained scope: {during:#?}"
     );
     check_deliveries(&received(&log));
-    let maint = ctl_json(&cluster, &["sla", "status", "--institution", "uni"]);
+    let maint = cluster.ctl_json(&["sla", "status", "--institution", "uni"]);
     assert_eq!(
         maint[0]["maintenance"][0]["reason"], "firmware upgrade",
         "{maint:#}"
     );
 
     // ---- 3. The dashboard in a real browser. ----
-    let link = ctl_json(
-        &cluster,
-        &[
-            "sla",
-            "dashboard-link",
-            "--institution",
-            "other",
-            "--valid-for",
-            "10m",
-        ],
-    );
+    let link = cluster.ctl_json(&[
+        "sla",
+        "dashboard-link",
+        "--institution",
+        "other",
+        "--valid-for",
+        "10m",
+    ]);
     let url = link["url"].as_str().unwrap().to_string();
     assert!(
         url.starts_with(&format!("https://{dashboard}/sla/other?link=")),
@@ -559,7 +525,7 @@ async fn faults_alerts_and_maintenance_reach_the_right_contact_points_exactly_on
         "{foreign}"
     );
     // An operator's overview link opens every page, least budget first.
-    let all = ctl_json(&cluster, &["sla", "dashboard-link"]);
+    let all = cluster.ctl_json(&["sla", "dashboard-link"]);
     let overview = chromium(dir.path(), &["--dump-dom", all["url"].as_str().unwrap()]);
     let (o, u) = (
         overview.find(">other<").expect("other listed"),

@@ -15,7 +15,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fjord_benches::{media_node_with, operator, with_tls, FjordCluster, Proc};
+use fjord_benches::{media_node_with, operator, FjordCluster, Proc};
 use fjord_control_plane::client::{request_id, Client, ClientConfig};
 use fjord_media_node::client::session::{Session, SessionState};
 use fjord_media_node::client::JoinRequest;
@@ -50,26 +50,6 @@ fn node(cluster: &FjordCluster, dir: &Path, id: &str) -> Proc {
             "500ms".into(),
         ],
     )
-}
-
-fn ctl(cluster: &FjordCluster, args: &[&str]) -> std::process::Output {
-    with_tls(&mut Command::new(FJORD), &operator(&cluster.ca))
-        .args(["ctl", "--endpoints", &cluster.addrs.join(",")])
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn ctl_json(cluster: &FjordCluster, args: &[&str]) -> serde_json::Value {
-    let mut all = vec!["-o", "json"];
-    all.extend_from_slice(args);
-    let out = ctl(cluster, &all);
-    assert!(
-        out.status.success(),
-        "fjord ctl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 fn files_under(dir: &Path) -> Vec<PathBuf> {
@@ -204,7 +184,7 @@ async fn nothing_lost_nothing_doubled_through_a_node_kill_and_a_leader_kill() {
     }
 
     // kill -9 the Raft leader while the nodes keep reporting.
-    let status = ctl_json(&cluster, &["cluster", "status"]);
+    let status = cluster.ctl_json(&["cluster", "status"]);
     let leader = status["leader_id"].as_u64().unwrap() as usize;
     assert!((1..=3).contains(&leader), "{status}");
     cluster.procs[leader - 1].kill9();
@@ -239,18 +219,15 @@ async fn nothing_lost_nothing_doubled_through_a_node_kill_and_a_leader_kill() {
     );
     let deadline = Instant::now() + Duration::from_secs(20);
     let usage = loop {
-        let u = ctl_json(
-            &cluster,
-            &[
-                "usage",
-                "show",
-                "--institution",
-                "uni",
-                "--period",
-                &period,
-                "--sessions",
-            ],
-        );
+        let u = cluster.ctl_json(&[
+            "usage",
+            "show",
+            "--institution",
+            "uni",
+            "--period",
+            &period,
+            "--sessions",
+        ]);
         let open = u["sessions"]
             .as_array()
             .unwrap()
@@ -362,13 +339,10 @@ async fn nothing_lost_nothing_doubled_through_a_node_kill_and_a_leader_kill() {
     let year = "2026-10-01..2027-09-30";
     let revision = usage["revision"].as_u64().unwrap().to_string();
     let export = |format: &str| {
-        let out = ctl(
-            &cluster,
-            &[
-                "billing", "export", "--all", "--period", year, "--format", format, "--as-of",
-                &revision,
-            ],
-        );
+        let out = cluster.ctl(&[
+            "billing", "export", "--all", "--period", year, "--format", format, "--as-of",
+            &revision,
+        ]);
         assert!(
             out.status.success(),
             "{}",

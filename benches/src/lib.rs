@@ -264,6 +264,28 @@ fn replica_log(id: usize) -> Stdio {
 }
 
 impl FjordCluster {
+    /// Runs `fjord ctl ARGS` against the cluster as an operator.
+    pub fn ctl(&self, args: &[&str]) -> std::process::Output {
+        with_tls(&mut Command::new(&self.bin), &operator(&self.ca))
+            .args(["ctl", "--endpoints", &self.addrs.join(",")])
+            .args(args)
+            .output()
+            .expect("run fjord ctl")
+    }
+
+    /// `fjord ctl -o json ARGS`, which must succeed, parsed.
+    pub fn ctl_json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = vec!["-o", "json"];
+        all.extend_from_slice(args);
+        let out = self.ctl(&all);
+        assert!(
+            out.status.success(),
+            "fjord ctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("ctl -o json")
+    }
+
     /// CPU, fsyncs, appends and log bytes of the running replicas so far.
     pub fn cost(&self) -> ClusterCost {
         let mut c = ClusterCost::default();

@@ -2,7 +2,7 @@
 //! webhook deliveries; on every replica, the SLA metrics and the flush of
 //! join failures the replica saw.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -12,8 +12,7 @@ use super::webhook::{self, WebhookClient};
 use crate::access::Kek;
 use crate::api::SigningKeys;
 use crate::raft::Replica;
-use crate::sla::notify::Delivery;
-use crate::sla::{Sli, SliEvent};
+use crate::sla::{budget_left_ppm, Counts, Sli, SliEvent};
 use crate::state::{
     Command, EvaluateSla, NodeState, Output, RecordDelivery, RecordSli, SlaCommand,
     MAX_SLI_EVENTS_PER_COMMAND,
@@ -22,27 +21,32 @@ use crate::state::{
 /// SLI events a replica observed itself (joins it could not serve),
 /// committed in batches by [`sli_flush_loop`].
 #[derive(Debug, Clone, Default)]
-pub struct SliSink(Arc<Mutex<Vec<SliEvent>>>);
+pub struct SliSink(Arc<Mutex<VecDeque<SliEvent>>>);
 
 impl SliSink {
     pub fn push(&self, e: SliEvent) {
         let mut v = self.0.lock().expect("sli sink lock");
         // Bounded: if the cluster cannot commit, old observations go first.
         if v.len() >= MAX_SLI_EVENTS_PER_COMMAND {
-            v.remove(0);
+            v.pop_front();
         }
-        v.push(e);
+        v.push_back(e);
     }
 
     fn take(&self) -> Vec<SliEvent> {
-        std::mem::take(&mut *self.0.lock().expect("sli sink lock"))
+        std::mem::take(&mut *self.0.lock().expect("sli sink lock")).into()
     }
 
-    fn put_back(&self, mut events: Vec<SliEvent>) {
+    /// Returns events that could not be committed, ahead of newer ones
+    /// (the oldest go when over the bound).
+    fn put_back(&self, events: Vec<SliEvent>) {
         let mut v = self.0.lock().expect("sli sink lock");
-        events.append(&mut v);
-        events.truncate(MAX_SLI_EVENTS_PER_COMMAND);
-        *v = events;
+        for e in events.into_iter().rev() {
+            v.push_front(e);
+        }
+        while v.len() > MAX_SLI_EVENTS_PER_COMMAND {
+            v.pop_front();
+        }
     }
 }
 
@@ -117,29 +121,56 @@ pub async fn evaluate_loop(replica: Arc<Replica>, every: Duration) {
 fn export_metrics(replica: &Replica) {
     let now = crate::raft::now_ms();
     let rows = replica.local_state(|s| {
-        let mut rows = Vec::new();
-        for scope in s.sla_scopes() {
-            let mut lifetime: BTreeMap<Sli, crate::sla::Counts> = BTreeMap::new();
-            for (key, counts) in s.sla.book.lifetime() {
-                let mine = if key.sli.region_wide() {
-                    scope.regions.contains(&key.region)
-                } else {
-                    key.institution == scope.name
-                };
-                if mine {
-                    lifetime.entry(key.sli).or_default().add(counts);
-                }
+        let book = &s.sla.book;
+        // Lifetime counts summed once per institution (and per region for
+        // the region-wide SLI), not scanned again for every institution.
+        let mut per_institution: BTreeMap<(&str, Sli), Counts> = BTreeMap::new();
+        let mut per_region: BTreeMap<&str, Counts> = BTreeMap::new();
+        for (key, counts) in book.lifetime() {
+            if key.sli.region_wide() {
+                per_region.entry(&key.region).or_default().add(counts);
+            } else {
+                per_institution
+                    .entry((&key.institution, key.sli))
+                    .or_default()
+                    .add(counts);
             }
-            let status = s.sla.book.status(&scope, now);
-            let firing = s.sla.book.alerts.firing_for(&scope.name).count();
-            rows.push((scope, lifetime, status, firing));
         }
-        rows
+        let window = book.config.window_ms();
+        s.sla_scopes()
+            .into_iter()
+            .map(|scope| {
+                let slis = Sli::ALL.map(|sli| {
+                    let lifetime = if sli.region_wide() {
+                        let mut c = Counts::default();
+                        for r in &scope.regions {
+                            if let Some(x) = per_region.get(r.as_str()) {
+                                c.add(x);
+                            }
+                        }
+                        c
+                    } else {
+                        per_institution
+                            .get(&(scope.name.as_str(), sli))
+                            .copied()
+                            .unwrap_or_default()
+                    };
+                    let objective = scope.objectives.get(sli);
+                    let (total, bad) = book.window(&scope, sli, now, window).corrected();
+                    (
+                        sli,
+                        lifetime,
+                        objective,
+                        budget_left_ppm(bad, total, objective),
+                    )
+                });
+                let firing = book.alerts.firing_for(&scope.name).count();
+                (scope.name, slis, firing)
+            })
+            .collect::<Vec<_>>()
     });
-    for (scope, lifetime, status, firing) in rows {
-        let inst = scope.name.clone();
-        for sli in Sli::ALL {
-            let c = lifetime.get(&sli).copied().unwrap_or_default();
+    for (inst, slis, firing) in rows {
+        for (sli, c, objective, budget_left) in slis {
             let (total, bad) = c.corrected();
             let labels = [
                 ("institution", inst.clone()),
@@ -149,16 +180,9 @@ fn export_metrics(replica: &Replica) {
             metrics::counter!("fjord_sla_bad_events_total", &labels).absolute(bad);
             metrics::counter!("fjord_sla_maintenance_events_total", &labels)
                 .absolute(c.maintenance_total);
-            metrics::gauge!("fjord_sla_objective_ratio", &labels)
-                .set(f64::from(scope.objectives.get(sli)) / 1e6);
-        }
-        for s in status {
-            let labels = [
-                ("institution", inst.clone()),
-                ("sli", s.sli.as_str().to_string()),
-            ];
+            metrics::gauge!("fjord_sla_objective_ratio", &labels).set(f64::from(objective) / 1e6);
             metrics::gauge!("fjord_sla_error_budget_remaining_ratio", &labels)
-                .set(s.budget_left_ppm as f64 / 1e6);
+                .set(budget_left as f64 / 1e6);
         }
         metrics::gauge!("fjord_sla_alerts_firing", "institution" => inst).set(firing as f64);
     }
@@ -346,9 +370,4 @@ pub async fn notify_loop(
             }
         }
     }
-}
-
-/// Whether a notification still waits (for tests and status).
-pub fn is_pending(d: &Delivery) -> bool {
-    matches!(d, Delivery::Pending { .. })
 }

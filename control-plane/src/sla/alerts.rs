@@ -32,19 +32,12 @@ impl AlertKey {
     /// A stable id for the alert's label set (Alertmanager's
     /// `fingerprint`): FNV-1a over the labels, as 16 hex digits.
     pub fn fingerprint(&self) -> String {
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for part in [
+        super::notify::fingerprint(&[
             self.alert_name(),
             self.institution.as_str(),
             self.sli.as_str(),
             self.severity.as_str(),
-        ] {
-            for b in part.bytes().chain([0xff]) {
-                h ^= u64::from(b);
-                h = h.wrapping_mul(0x0100_0000_01b3);
-            }
-        }
-        format!("{h:016x}")
+        ])
     }
 }
 

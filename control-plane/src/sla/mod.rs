@@ -575,14 +575,13 @@ impl SlaBook {
 
     /// Evaluates every institution at `now_ms`: updates the alert book and
     /// returns what fired and what resolved. Also drops buckets no window
-    /// needs any more.
+    /// needs any more (a series itself stays: its lifetime counts back the
+    /// `fjord_sla_*_total` counters, which must never go down).
     pub fn evaluate(&mut self, scopes: &[InstitutionScope], now_ms: u64) -> Vec<AlertChange> {
         let slo_window_ms = self.config.window_ms();
         for s in self.series.values_mut() {
             s.prune(now_ms, slo_window_ms);
         }
-        self.series
-            .retain(|_, s| !s.is_empty() || s.lifetime.total > 0);
         let mut burning = Vec::new();
         for scope in scopes {
             for sli in Sli::ALL {

@@ -131,7 +131,9 @@ pub fn webhook_body(institution: &str, alert: &WebhookAlert, external_url: &str)
     body.to_string()
 }
 
-fn fingerprint(parts: &[&str]) -> String {
+/// A stable id for an alert's label set (Alertmanager's `fingerprint`):
+/// FNV-1a over the parts, each ended by 0xff, as 16 hex digits.
+pub fn fingerprint(parts: &[&str]) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for part in parts {
         for b in part.bytes().chain([0xff]) {

@@ -26,22 +26,20 @@ impl ClusterState {
     pub fn sla_scopes(&self) -> Vec<InstitutionScope> {
         self.institutions
             .values()
-            .map(|i| InstitutionScope {
-                name: i.name.clone(),
-                regions: self.allowed_regions(&i.residency).into_iter().collect(),
-                objectives: self.sla.book.objectives_for(&i.name),
-            })
+            .map(|i| self.scope_of(i))
             .collect()
     }
 
     pub fn sla_scope(&self, institution: &str) -> Option<InstitutionScope> {
-        self.institutions
-            .get(institution)
-            .map(|i| InstitutionScope {
-                name: i.name.clone(),
-                regions: self.allowed_regions(&i.residency).into_iter().collect(),
-                objectives: self.sla.book.objectives_for(&i.name),
-            })
+        self.institutions.get(institution).map(|i| self.scope_of(i))
+    }
+
+    fn scope_of(&self, i: &Institution) -> InstitutionScope {
+        InstitutionScope {
+            name: i.name.clone(),
+            regions: self.allowed_regions(&i.residency).into_iter().collect(),
+            objectives: self.sla.book.objectives_for(&i.name),
+        }
     }
 
     /// The institution's technical contact point (empty without a licence).
