@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "fjord/v1/account.proto",
         "fjord/v1/billing.proto",
         "fjord/v1/sla.proto",
+        "fjord/v1/metadata.proto",
         "fjord/v1/node.proto",
         "fjord/v1/meeting.proto",
         "fjord/v1/media.proto",

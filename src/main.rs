@@ -19,8 +19,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use fjord_control_plane::metadata::etcd::EtcdConfig;
 use fjord_control_plane::placement::Strategy;
-use fjord_control_plane::server::{self, ReplicaConfig};
+use fjord_control_plane::server::{self, MetadataBackend, ReplicaConfig};
 
 #[derive(Parser)]
 #[command(
@@ -153,12 +154,46 @@ struct ControlPlaneArgs {
     /// Serve Prometheus metrics, /healthz and /readyz on this address (e.g. 127.0.0.1:9101).
     #[arg(long)]
     metrics_listen: Option<SocketAddr>,
+    /// Where the cloud tier's metadata goes: `embedded` (the replicated
+    /// state; nothing to install) or etcd://HOST:PORT[,HOST:PORT...]
+    /// (TLS with a client certificate).
+    #[arg(long, default_value = "embedded", value_parser = parse_metadata)]
+    metadata: MetadataUrl,
+    /// Key prefix in etcd.
+    #[arg(long, default_value = fjord_control_plane::metadata::etcd::DEFAULT_PREFIX)]
+    metadata_prefix: String,
+    /// CA (PEM) etcd's server certificate chains to (default: --ca).
+    #[arg(long)]
+    metadata_ca: Option<PathBuf>,
+    /// Client certificate for etcd (default: --cert).
+    #[arg(long)]
+    metadata_cert: Option<PathBuf>,
+    /// Its key (default: --key).
+    #[arg(long)]
+    metadata_key: Option<PathBuf>,
+    /// How often the leader writes changed records to the metadata store.
+    #[arg(long, default_value_t = 200)]
+    metadata_sync_interval_ms: u64,
+    /// How often the leader compares the whole store with its state (and
+    /// repairs it); also done whenever it becomes leader.
+    #[arg(long, default_value_t = 600_000)]
+    metadata_reconcile_interval_ms: u64,
     #[command(flatten)]
     tls: tls_args::TlsArgs,
     /// Key-encryption key file, the same on every replica (`fjord pki kek`):
     /// meeting secrets and the join-signing key derive from it.
     #[arg(long, env = "FJORD_KEK")]
     kek: PathBuf,
+}
+
+/// `--metadata`: `None` for embedded, etcd's endpoints otherwise.
+#[derive(Debug, Clone)]
+struct MetadataUrl(Option<Vec<String>>);
+
+fn parse_metadata(s: &str) -> Result<MetadataUrl, String> {
+    fjord_control_plane::metadata::etcd::EtcdConfig::parse_url(s)
+        .map(MetadataUrl)
+        .map_err(|e| e.to_string())
 }
 
 fn parse_peer(s: &str) -> Result<(u64, String), String> {
@@ -173,11 +208,31 @@ fn parse_peer(s: &str) -> Result<(u64, String), String> {
 
 impl ControlPlaneArgs {
     fn config(&self) -> Result<ReplicaConfig, tls_args::TlsArgsError> {
+        let tls = self.tls.files(true)?;
+        let metadata = match &self.metadata.0 {
+            None => MetadataBackend::Embedded,
+            Some(endpoints) => MetadataBackend::Etcd(EtcdConfig {
+                endpoints: endpoints.clone(),
+                prefix: self.metadata_prefix.clone(),
+                ca: self.metadata_ca.clone().unwrap_or_else(|| tls.ca.clone()),
+                cert: self
+                    .metadata_cert
+                    .clone()
+                    .or_else(|| tls.cert.clone())
+                    .unwrap_or_default(),
+                key: self
+                    .metadata_key
+                    .clone()
+                    .or_else(|| tls.key.clone())
+                    .unwrap_or_default(),
+                timeout: std::time::Duration::from_secs(5),
+            }),
+        };
         Ok(ReplicaConfig {
             id: self.id,
             listen: self.listen,
             peer_listen: self.peer_listen,
-            tls: self.tls.files(true)?,
+            tls,
             kek_file: self.kek.clone(),
             handshake: Default::default(),
             advertise: self.advertise.clone(),
@@ -203,6 +258,9 @@ impl ControlPlaneArgs {
             prober: Some(probe::handle()),
             dashboard_listen: self.dashboard_listen,
             dashboard_url: self.dashboard_url.clone(),
+            metadata,
+            metadata_sync_interval_ms: self.metadata_sync_interval_ms,
+            metadata_reconcile_interval_ms: self.metadata_reconcile_interval_ms,
         })
     }
 }

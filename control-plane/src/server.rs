@@ -18,6 +18,7 @@ use fjord_proto::v1::cluster_service_server::ClusterServiceServer;
 use fjord_proto::v1::institution_service_server::InstitutionServiceServer;
 use fjord_proto::v1::licence_service_server::LicenceServiceServer;
 use fjord_proto::v1::meeting_service_server::MeetingServiceServer;
+use fjord_proto::v1::metadata_service_server::MetadataServiceServer;
 use fjord_proto::v1::node_service_server::NodeServiceServer;
 use fjord_proto::v1::raft_service_server::RaftServiceServer;
 use fjord_proto::v1::sla_service_server::SlaServiceServer;
@@ -26,8 +27,8 @@ use fjord_common::grpc::{tls_incoming, HandshakeLimits};
 use fjord_common::{ClientAuth, Identity, TlsFiles};
 
 use crate::api::{
-    AccountApi, BillingApi, ClusterApi, InstitutionApi, LicenceApi, MeetingApi, NodeApi,
-    SignInLimiter, SigningKeys, SlaApi,
+    AccountApi, BillingApi, ClusterApi, InstitutionApi, LicenceApi, MeetingApi, MetadataApi,
+    NodeApi, SignInLimiter, SigningKeys, SlaApi,
 };
 use crate::join_guard::JoinLimits;
 use crate::placement::Strategy;
@@ -99,6 +100,21 @@ pub struct ReplicaConfig {
     /// The dashboard's address as browsers reach it, for links (default:
     /// `https://` and the listen address).
     pub dashboard_url: Option<String>,
+    /// Where the cloud tier's metadata goes.
+    pub metadata: MetadataBackend,
+    /// How often the leader drains the metadata outbox.
+    pub metadata_sync_interval_ms: u64,
+    /// How often the leader compares the whole store with the state.
+    pub metadata_reconcile_interval_ms: u64,
+}
+
+/// The metadata store a replica writes to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum MetadataBackend {
+    /// The replicated state is the store (nothing to install).
+    #[default]
+    Embedded,
+    Etcd(crate::metadata::etcd::EtcdConfig),
 }
 
 /// The probe client, shareable and printable in a config.
@@ -143,6 +159,9 @@ impl Default for ReplicaConfig {
             prober: None,
             dashboard_listen: None,
             dashboard_url: None,
+            metadata: MetadataBackend::Embedded,
+            metadata_sync_interval_ms: 200,
+            metadata_reconcile_interval_ms: 600_000,
         }
     }
 }
@@ -173,6 +192,8 @@ pub enum ConfigError {
     SlaInterval(&'static str),
     #[error("webhook client: {0}")]
     Webhook(String),
+    #[error("metadata store: {0}")]
+    Metadata(String),
 }
 
 impl ReplicaConfig {
@@ -254,6 +275,25 @@ impl ReplicaConfig {
         ] {
             if !(100..=3_600_000).contains(&ms) {
                 return Err(ConfigError::SlaInterval(what));
+            }
+        }
+        if !(10..=60_000).contains(&self.metadata_sync_interval_ms) {
+            return Err(ConfigError::Timing(
+                "the metadata sync interval must be 10 ms to 1 minute",
+            ));
+        }
+        if !(1_000..=86_400_000).contains(&self.metadata_reconcile_interval_ms) {
+            return Err(ConfigError::Timing(
+                "the metadata reconcile interval must be 1 s to 1 day",
+            ));
+        }
+        if let MetadataBackend::Etcd(etcd) = &self.metadata {
+            etcd.validate()
+                .map_err(|e| ConfigError::Metadata(e.to_string()))?;
+            if !cfg!(feature = "etcd") {
+                return Err(ConfigError::Metadata(
+                    "this binary was built without etcd support (cargo feature `etcd`)".into(),
+                ));
             }
         }
         if let Some(ca) = &self.webhook_ca {
@@ -435,6 +475,8 @@ pub async fn start_with_listeners(
     let webhooks = crate::drivers::webhook::WebhookClient::new(config.webhook_ca.as_deref())
         .map_err(|e| ConfigError::Webhook(e.to_string()))?;
     let sli_sink = crate::drivers::sla::SliSink::default();
+    let metadata_store = metadata_store(&config.metadata, &replica).await?;
+    let metadata_status = crate::drivers::metadata::SyncStatusHandle::default();
     let dashboard_url = match config.dashboard_listen {
         Some(addr) => {
             let listener = bind(addr).await?;
@@ -521,6 +563,10 @@ pub async fn start_with_listeners(
             sign_ins,
             sli_sink.clone(),
         )))
+        .add_service(MetadataServiceServer::new(MetadataApi::new(
+            replica.clone(),
+            metadata_status.clone(),
+        )))
         .add_service(ClusterServiceServer::new(ClusterApi::new(replica.clone())));
     let incoming = tls_incoming(listener, public_tls, "public", config.handshake);
     let server = tokio::spawn(async move {
@@ -571,6 +617,15 @@ pub async fn start_with_listeners(
         sli_sink.clone(),
         Duration::from_secs(5),
     ));
+    tokio::spawn(crate::drivers::metadata::sync_loop(
+        replica.clone(),
+        metadata_store,
+        metadata_status,
+        crate::drivers::metadata::MetadataTiming {
+            sync: Duration::from_millis(config.metadata_sync_interval_ms),
+            reconcile: Duration::from_millis(config.metadata_reconcile_interval_ms),
+        },
+    ));
     if let Some(prober) = &config.prober {
         tokio::spawn(crate::drivers::sla::probe_loop(
             replica.clone(),
@@ -590,6 +645,27 @@ pub async fn start_with_listeners(
         account_sweeper,
         ledger_sweeper,
     })
+}
+
+/// The store the metadata writer drains into.
+async fn metadata_store(
+    backend: &MetadataBackend,
+    replica: &Arc<Replica>,
+) -> Result<Arc<dyn crate::metadata::MetadataStore>, ConfigError> {
+    match backend {
+        MetadataBackend::Embedded => Ok(Arc::new(crate::metadata::embedded::EmbeddedStore::new(
+            replica.clone(),
+        ))),
+        #[cfg(feature = "etcd")]
+        MetadataBackend::Etcd(c) => crate::metadata::etcd::EtcdStore::connect(c.clone())
+            .await
+            .map(|s| Arc::new(s) as Arc<dyn crate::metadata::MetadataStore>)
+            .map_err(|e| ConfigError::Metadata(e.to_string())),
+        #[cfg(not(feature = "etcd"))]
+        MetadataBackend::Etcd(_) => Err(ConfigError::Metadata(
+            "this binary was built without etcd support (cargo feature `etcd`)".into(),
+        )),
+    }
 }
 
 /// Every answer on the public port says which replica gave it and which one

@@ -83,6 +83,16 @@ pub const CATALOGUE: &[M] = &[
     M::gauge("fjord_raft_last_applied_index", "The last Raft log index this replica applied."),
     M::gauge("fjord_raft_snapshot_bytes", "Size of the last snapshot this replica built or installed.").unit(Unit::Bytes),
     M::gauge("fjord_raft_term", "This replica's current Raft term."),
+    M::gauge("fjord_metadata_outbox_depth", "Metadata records changed and not yet written to the metadata store (from the replicated state)."),
+    M::gauge("fjord_metadata_outbox_oldest_seconds", "Age of the oldest change not yet written to the metadata store (0 when the outbox is empty)."),
+    M::gauge("fjord_metadata_revision", "The metadata store revision up to which the control plane has taken in changes made there."),
+    M::gauge("fjord_metadata_synced_records", "Records written to the metadata store and cleared from the outbox since the cluster began."),
+    M::counter("fjord_metadata_records_written_total", "Records this replica's writer put to (or deleted from) the metadata store."),
+    M::counter("fjord_metadata_restored_total", "Keys put back in the metadata store after a change made there that the control plane does not take in."),
+    M::counter("fjord_metadata_edits_total", "Licence versions written in the metadata store, by result (applied, refused, malformed, no_licence)."),
+    M::counter("fjord_metadata_reconciles_total", "Full comparisons of the metadata store with the state."),
+    M::counter("fjord_metadata_store_errors_total", "Metadata store operations that failed, by error (unreachable, refused, config)."),
+    M::histogram("fjord_metadata_sync_lag_seconds", "From a change to its record being written to the metadata store.").unit(Unit::Seconds),
     M::histogram("fjord_proposal_writes", "Client writes carried by one Raft proposal (group commit batch size)."),
 ];
 

@@ -9,6 +9,7 @@
 mod account;
 mod billing;
 mod licence;
+mod metadata;
 mod sla;
 
 use std::process::ExitCode;
@@ -93,6 +94,9 @@ enum CtlCommand {
     /// Planned maintenance: announce it, list it.
     #[command(subcommand)]
     Maintenance(sla::MaintenanceCmd),
+    /// The cloud tier's metadata store: outbox, revision, lag.
+    #[command(subcommand)]
+    Metadata(metadata::MetadataCmd),
 }
 
 #[derive(Subcommand)]
@@ -466,6 +470,7 @@ async fn execute(args: CtlArgs) -> Result<(Value, String), Failure> {
         CtlCommand::Usage(c) => billing::usage(&client, c).await,
         CtlCommand::Sla(c) => sla::sla(&client, c).await,
         CtlCommand::Maintenance(c) => sla::maintenance(&client, c).await,
+        CtlCommand::Metadata(c) => metadata::metadata(&client, c).await,
     }
 }
 

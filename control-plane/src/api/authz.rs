@@ -57,6 +57,7 @@ pub enum Rpc {
     SetObjectives,
     SlaMonthlyReport,
     DashboardLink,
+    MetadataStatus,
     RaftAppendEntries,
     RaftVote,
     RaftInstallSnapshot,
@@ -64,7 +65,7 @@ pub enum Rpc {
 }
 
 impl Rpc {
-    pub const ALL: [Rpc; 48] = [
+    pub const ALL: [Rpc; 49] = [
         Rpc::ClusterStatus,
         Rpc::AddMember,
         Rpc::RemoveMember,
@@ -109,6 +110,7 @@ impl Rpc {
         Rpc::SetObjectives,
         Rpc::SlaMonthlyReport,
         Rpc::DashboardLink,
+        Rpc::MetadataStatus,
         Rpc::RaftAppendEntries,
         Rpc::RaftVote,
         Rpc::RaftInstallSnapshot,
@@ -161,6 +163,7 @@ impl Rpc {
             Rpc::SetObjectives => "set_objectives",
             Rpc::SlaMonthlyReport => "sla_monthly_report",
             Rpc::DashboardLink => "dashboard_link",
+            Rpc::MetadataStatus => "metadata_status",
             Rpc::RaftAppendEntries => "raft_append_entries",
             Rpc::RaftVote => "raft_vote",
             Rpc::RaftInstallSnapshot => "raft_install_snapshot",
@@ -337,9 +340,8 @@ mod tests {
             }
             ClusterStatus | AddMember | RemoveMember | CreateInstitution | ListInstitutions
             | MoveMeeting | DrainNode | GetNode | ListNodes | GiveNotice | LoadPriceTable
-            | ClosePeriod | AnnounceMaintenance | ListMaintenance | SetObjectives => {
-                (role == Role::Operator).then_some(Grant::Any)
-            }
+            | ClosePeriod | AnnounceMaintenance | ListMaintenance | SetObjectives
+            | MetadataStatus => (role == Role::Operator).then_some(Grant::Any),
             GetPriceTable => {
                 matches!(role, Role::Operator | Role::InstitutionAdmin).then_some(Grant::Any)
             }

@@ -1,6 +1,7 @@
 //! Leader loops: work the leader commits on a timer, with the time taken
 //! from the log (the command carries none; `apply` reads the entry's time).
 
+pub mod metadata;
 pub mod sla;
 pub mod webhook;
 

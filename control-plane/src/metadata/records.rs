@@ -4,24 +4,26 @@ use jiff::civil::Date;
 use serde::{Deserialize, Serialize};
 
 use crate::licensing::{LicenceTerms, Tier};
-use crate::state::{Institution, Meeting, NodeState};
+use crate::state::{DayTotals, Institution, Meeting, MetaKey, NodeState};
 
-/// Longest identifier.
-pub const MAX_IDENT_LEN: usize = 63;
+/// Longest identifier: the longest name the control plane accepts.
+pub const MAX_IDENT_LEN: usize = fjord_common::validate::MAX_NAME_LEN;
 
-/// An identifier: 1 to 63 of `a-z`, `0-9`, `-`, `_`, `.`, starting with a
-/// letter or digit. Lower case only, so nothing that reads as a person's
-/// name or an address (no `@`, no spaces, no capitals) gets through.
+/// An identifier: 1 to 64 of ASCII letters, digits, `-`, `_`, `.` (the
+/// character set every name in the control plane already has), starting
+/// with a letter or digit. No `@`, no spaces, no `:` or `/`: nothing that
+/// is an e-mail address, a person's full name, an IP address or a URL gets
+/// through.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(transparent)]
 pub struct Ident(String);
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum IdentError {
     #[error("an identifier is 1 to {MAX_IDENT_LEN} characters")]
     Length,
     #[error(
-        "an identifier has only a-z, 0-9, '-', '_' and '.', and starts with a letter or digit"
+        "an identifier has only ASCII letters, digits, '-', '_' and '.', and starts with a letter or digit"
     )]
     Character,
 }
@@ -31,10 +33,10 @@ impl Ident {
         if s.is_empty() || s.len() > MAX_IDENT_LEN {
             return Err(IdentError::Length);
         }
-        let first_ok = s.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit());
+        let first_ok = s.starts_with(|c: char| c.is_ascii_alphanumeric());
         let all_ok = s
             .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.'));
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
         if first_ok && all_ok {
             Ok(Ident(s.to_string()))
         } else {
@@ -88,8 +90,11 @@ pub enum MetadataRecord {
         start_ms: u64,
         end_ms: u64,
         participants: u32,
-        /// The region of the node carrying it (none while unplaced).
-        region: Option<Ident>,
+        /// The regions of the nodes carrying it (empty while unplaced or
+        /// once ended), sorted.
+        regions: Vec<Ident>,
+        /// When it ended, if it has.
+        ended_ms: Option<u64>,
     },
     Node {
         id: Ident,
@@ -99,32 +104,49 @@ pub enum MetadataRecord {
     },
     DailyUsage {
         institution: Ident,
+        /// A calendar day in the service's time zone (Europe/Oslo).
         date: Date,
         participant_seconds: u64,
         webinar_attendee_seconds: u64,
+        large_meeting_seconds: u64,
+        e2ee_seconds: u64,
+        cascade_seconds: u64,
         quality_minutes: u64,
         good_quality_minutes: u64,
     },
 }
 
 impl MetadataRecord {
-    /// Where the record lives in the store, under `prefix`.
-    pub fn key(&self, prefix: &str) -> String {
+    /// The record's identity: where it lives in the store.
+    pub fn meta_key(&self) -> MetaKey {
         match self {
-            MetadataRecord::Institution { id, .. } => {
-                format!("{prefix}/institutions/{}", id.as_str())
-            }
+            MetadataRecord::Institution { id, .. } => MetaKey::Institution {
+                name: id.as_str().to_string(),
+            },
             MetadataRecord::Licence {
                 institution,
                 version,
                 ..
-            } => format!("{prefix}/licences/{}/{version:010}", institution.as_str()),
-            MetadataRecord::Meeting { id, .. } => format!("{prefix}/meetings/{id:020}"),
-            MetadataRecord::Node { id, .. } => format!("{prefix}/nodes/{}", id.as_str()),
+            } => MetaKey::Licence {
+                institution: institution.as_str().to_string(),
+                version: *version,
+            },
+            MetadataRecord::Meeting { id, .. } => MetaKey::Meeting { id: *id },
+            MetadataRecord::Node { id, .. } => MetaKey::Node {
+                id: id.as_str().to_string(),
+            },
             MetadataRecord::DailyUsage {
                 institution, date, ..
-            } => format!("{prefix}/usage/{}/{date}", institution.as_str()),
+            } => MetaKey::DailyUsage {
+                institution: institution.as_str().to_string(),
+                date: *date,
+            },
         }
+    }
+
+    /// Where the record lives in the store, under `prefix`.
+    pub fn key(&self, prefix: &str) -> String {
+        format!("{prefix}/{}", self.meta_key().path())
     }
 
     /// The value as stored: JSON of this record.
@@ -169,14 +191,40 @@ impl MetadataRecord {
     }
 
     /// A meeting's schedule and where it runs: no title, no secrets.
-    pub fn meeting(m: &Meeting, region: Option<&str>) -> Result<MetadataRecord, IdentError> {
+    pub fn meeting(m: &Meeting, regions: &[&str]) -> Result<MetadataRecord, IdentError> {
+        let mut regions = regions
+            .iter()
+            .map(|r| Ident::new(r))
+            .collect::<Result<Vec<_>, _>>()?;
+        regions.sort();
+        regions.dedup();
         Ok(MetadataRecord::Meeting {
             id: m.id,
             institution: Ident::new(&m.institution)?,
             start_ms: m.start_ms,
             end_ms: m.end_ms,
             participants: m.participants,
-            region: region.map(Ident::new).transpose()?,
+            regions,
+            ended_ms: m.ended_at_ms,
+        })
+    }
+
+    /// One institution's totals for one day, in whole seconds.
+    pub fn daily_usage(
+        institution: &str,
+        date: Date,
+        t: &DayTotals,
+    ) -> Result<MetadataRecord, IdentError> {
+        Ok(MetadataRecord::DailyUsage {
+            institution: Ident::new(institution)?,
+            date,
+            participant_seconds: t.participant_ms / 1000,
+            webinar_attendee_seconds: t.webinar_attendee_ms / 1000,
+            large_meeting_seconds: t.large_meeting_ms / 1000,
+            e2ee_seconds: t.e2ee_ms / 1000,
+            cascade_seconds: t.cascade_ms / 1000,
+            quality_minutes: t.quality_minutes,
+            good_quality_minutes: t.good_quality_minutes,
         })
     }
 
@@ -206,7 +254,14 @@ mod tests {
 
     #[test]
     fn identifiers_refuse_anything_that_could_be_a_name_or_an_address() {
-        for ok in ["uio", "nordic-1", "large-meeting-1000", "a.b_c", "0x"] {
+        for ok in [
+            "uio",
+            "UiO",
+            "nordic-1",
+            "large-meeting-1000",
+            "a.b_c",
+            "0x",
+        ] {
             assert!(Ident::new(ok).is_ok(), "{ok}");
         }
         for bad in [
@@ -215,11 +270,11 @@ mod tests {
             "ola@uio.no",
             "https://alerts.uio.no",
             "10.0.0.1:443",
-            "UiO",
+            "fe80::1",
             "-x",
             ".x",
             "æøå",
-            &"x".repeat(64),
+            &"x".repeat(65),
         ] {
             assert!(Ident::new(bad).is_err(), "{bad:?}");
         }

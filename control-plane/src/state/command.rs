@@ -24,6 +24,7 @@ pub enum Command {
     Account(AccountCommand),
     Ledger(LedgerCommand),
     Sla(SlaCommand),
+    Metadata(MetadataCommand),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,6 +72,11 @@ pub enum LedgerCommand {
     Record(RecordUsage),
     ClosePeriod(ClosePeriod),
     Sweep(SweepLedger),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MetadataCommand {
+    Synced(super::metadata::MetadataSynced),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -322,6 +328,7 @@ impl Command {
                 SlaCommand::Delivery(_) => "record_delivery",
                 SlaCommand::SetObjectives(_) => "set_objectives",
             },
+            Command::Metadata(MetadataCommand::Synced(_)) => "metadata_synced",
         }
     }
 }
@@ -354,6 +361,7 @@ enum Wire {
     AnnounceMaintenance(super::sla::AnnounceMaintenance),
     RecordDelivery(super::sla::RecordDelivery),
     SetObjectives(super::sla::SetObjectives),
+    MetadataSynced(super::metadata::MetadataSynced),
 }
 
 /// The wire form, borrowed for encoding.
@@ -384,6 +392,7 @@ enum WireRef<'a> {
     AnnounceMaintenance(&'a super::sla::AnnounceMaintenance),
     RecordDelivery(&'a super::sla::RecordDelivery),
     SetObjectives(&'a super::sla::SetObjectives),
+    MetadataSynced(&'a super::metadata::MetadataSynced),
 }
 
 impl Serialize for Command {
@@ -413,6 +422,7 @@ impl Serialize for Command {
             Command::Sla(SlaCommand::Announce(c)) => WireRef::AnnounceMaintenance(c),
             Command::Sla(SlaCommand::Delivery(c)) => WireRef::RecordDelivery(c),
             Command::Sla(SlaCommand::SetObjectives(c)) => WireRef::SetObjectives(c),
+            Command::Metadata(MetadataCommand::Synced(c)) => WireRef::MetadataSynced(c),
         }
         .serialize(s)
     }
@@ -445,6 +455,7 @@ impl<'de> Deserialize<'de> for Command {
             Wire::AnnounceMaintenance(c) => Command::Sla(SlaCommand::Announce(c)),
             Wire::RecordDelivery(c) => Command::Sla(SlaCommand::Delivery(c)),
             Wire::SetObjectives(c) => Command::Sla(SlaCommand::SetObjectives(c)),
+            Wire::MetadataSynced(c) => Command::Metadata(MetadataCommand::Synced(c)),
         })
     }
 }
@@ -488,6 +499,12 @@ impl From<LedgerCommand> for Command {
 impl From<SlaCommand> for Command {
     fn from(c: SlaCommand) -> Self {
         Command::Sla(c)
+    }
+}
+
+impl From<MetadataCommand> for Command {
+    fn from(c: MetadataCommand) -> Self {
+        Command::Metadata(c)
     }
 }
 
@@ -603,6 +620,14 @@ mod tests {
             })
             .into(),
             AccountCommand::Sweep(SweepAccounts {}).into(),
+            MetadataCommand::Synced(super::super::metadata::MetadataSynced {
+                written: vec![
+                    (super::super::MetaKey::Meeting { id: 7 }, 3),
+                    (super::super::MetaKey::Node { id: "n1".into() }, 4),
+                ],
+                revision: 99,
+            })
+            .into(),
             MeetingCommand::Schedule(ScheduleMeeting {
                 request_id: None,
                 institution: "uio".into(),

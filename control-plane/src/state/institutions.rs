@@ -112,6 +112,9 @@ impl ClusterState {
         self.institutions
             .by_name
             .insert(name.to_string(), inst.clone());
+        self.metadata.mark(MetaKey::Institution {
+            name: name.to_string(),
+        });
         Ok(Output::Institution(inst))
     }
 }

@@ -275,6 +275,11 @@ pub struct Ledger {
     /// `left` events with no open session (after a failure close).
     pub unmatched_left: u64,
     pub audit_window_days: u32,
+    /// Days whose totals the command being applied changed; `apply` moves
+    /// them into the metadata outbox before it returns, so this is empty
+    /// between commands (and never in a snapshot).
+    #[serde(skip)]
+    touched_days: BTreeSet<(String, Date)>,
 }
 
 impl Default for Ledger {
@@ -291,11 +296,16 @@ impl Default for Ledger {
             unattributed: 0,
             unmatched_left: 0,
             audit_window_days: DEFAULT_AUDIT_WINDOW_DAYS,
+            touched_days: BTreeSet::new(),
         }
     }
 }
 
 impl Ledger {
+    pub(super) fn take_touched_days(&mut self) -> BTreeSet<(String, Date)> {
+        std::mem::take(&mut self.touched_days)
+    }
+
     pub fn acked_seq(&self, node: &str) -> u64 {
         self.nodes.get(node).map_or(0, |m| m.acked_seq)
     }
@@ -328,8 +338,10 @@ impl Ledger {
         let end_ms = end_ms.max(open.start_ms);
         if !open.institution.is_empty() {
             let days = self.daily.entry(open.institution.clone()).or_default();
+            let touched = &mut self.touched_days;
             split_by_day(open.start_ms, end_ms, |day, ms| {
-                days.entry(day).or_default().add(open.features, ms)
+                days.entry(day).or_default().add(open.features, ms);
+                touched.insert((open.institution.clone(), day));
             });
         }
         self.sessions.push_back(Session {
@@ -532,12 +544,16 @@ impl ClusterState {
                     self.sla_usage_event(&c.node, e);
                     // Counted for the institution's day; not a billing row.
                     if let Some(m) = self.meetings.by_id.get(&e.meeting) {
+                        let date = service_date(e.at_ms);
+                        self.ledger
+                            .touched_days
+                            .insert((m.institution.clone(), date));
                         let day = self
                             .ledger
                             .daily
                             .entry(m.institution.clone())
                             .or_default()
-                            .entry(service_date(e.at_ms))
+                            .entry(date)
                             .or_default();
                         day.quality_minutes += u64::from(e.minutes);
                         day.good_quality_minutes += u64::from(e.good_minutes.min(e.minutes));

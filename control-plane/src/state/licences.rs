@@ -305,12 +305,17 @@ impl ClusterState {
                 licence.notice = None;
             }
         }
+        let version = licence.history.len() as u32 + 1;
         licence.history.push(LicenceVersion {
-            version: licence.history.len() as u32 + 1,
+            version,
             effective,
             recorded_at_ms: now_ms,
             terms: c.terms.clone(),
             revision: self.ledger.revision + 1,
+        });
+        self.metadata.mark(MetaKey::Licence {
+            institution: c.institution.clone(),
+            version,
         });
         Ok(Output::Licence(Box::new(
             self.licences.view(&c.institution, today)?,

@@ -208,6 +208,7 @@ impl ClusterState {
             self.meetings.request_ids.insert(r.to_string(), id);
         }
         self.meetings.by_id.insert(id, meeting);
+        self.metadata.mark_meeting(id);
         self.meetings.open_by_end.insert((end_ms, id));
         self.reserve(id);
         if let Host::Account { id: account } = host {
@@ -251,6 +252,8 @@ impl ClusterState {
                 break;
             }
             self.meetings.ended_by_time.remove(&(ended, id));
+            // Pruned here, so deleted from the store too.
+            self.metadata.mark_meeting(id);
             if let Some(m) = self.meetings.by_id.remove(&id) {
                 if let Some(r) = m.request_id {
                     self.meetings.request_ids.remove(&r);
@@ -283,6 +286,7 @@ impl ClusterState {
         let participants = self.meetings.by_id[&id].participants;
         let decision = self.decide(id, participants, trigger, None, req, rng);
         let shares = shares_of(&decision, participants);
+        self.metadata.mark_meeting(id);
         let m = self.meetings.by_id.get_mut(&id).expect("looked up above");
         m.record_decision(decision);
         if shares.is_empty() {
@@ -484,6 +488,7 @@ impl ClusterState {
 
     /// Records the meeting's reservation on each node holding a share.
     pub(super) fn reserve(&mut self, id: u64) {
+        self.metadata.mark_meeting(id);
         let m = &self.meetings.by_id[&id];
         for share in &m.shares {
             self.nodes
@@ -503,6 +508,9 @@ impl ClusterState {
 
     /// Drops the meeting's reservations from every node holding a share.
     pub(super) fn release(&mut self, id: u64) {
+        // Every change to where a meeting runs, or to whether it runs,
+        // releases its reservations first.
+        self.metadata.mark_meeting(id);
         for share in &self.meetings.by_id[&id].shares {
             if let Some(mut node) = self.nodes.get_mut(&share.node) {
                 node.reservations.remove(&id);

@@ -33,6 +33,7 @@ mod invariants;
 mod ledger;
 mod licences;
 mod meetings;
+mod metadata;
 mod model;
 mod nodes;
 mod sla;
@@ -58,6 +59,7 @@ pub use ledger::{
 };
 pub use licences::{Licence, LicenceVersion, LicenceView, Licences, LoadedPriceTable, Notice};
 pub use meetings::Meetings;
+pub use metadata::{MetaKey, MetadataState, MetadataSynced, Pending, MAX_SYNCED_PER_COMMAND};
 pub use model::*;
 pub use sla::{
     AnnounceMaintenance, EvaluateSla, RecordDelivery, RecordSli, SetObjectives, SlaState,
@@ -193,6 +195,11 @@ pub enum Output {
         institution: String,
         objectives: crate::sla::Objectives,
     },
+    MetadataSynced {
+        cleared: u32,
+        pending: u64,
+        revision: u64,
+    },
 }
 
 pub type Response = Result<Output, StateError>;
@@ -301,6 +308,7 @@ pub struct ClusterState {
     pub accounts: Accounts,
     pub ledger: Ledger,
     pub sla: SlaState,
+    pub metadata: MetadataState,
     answers: RecentAnswers,
     /// Last node index handed out.
     pub last_node_index: u32,
@@ -310,6 +318,7 @@ impl ClusterState {
     /// Applies one committed request. Errors leave the state unchanged (apart
     /// from time-driven expiry, which any command with a later `now` does).
     pub fn apply(&mut self, req: &Request) -> Response {
+        self.metadata.set_clock(req.now_ms);
         self.expire_meetings(req.now_ms);
         self.expire_recent_ops(req.now_ms);
         if req.op_id != 0 {
@@ -321,6 +330,9 @@ impl ClusterState {
             }
         }
         let answer = self.apply_command(req);
+        // Closed sessions (usage reports, a node declared down) change
+        // daily totals in many places; they are marked here, once.
+        self.mark_touched_days();
         if req.op_id != 0 {
             self.answers
                 .compact
@@ -337,7 +349,13 @@ impl ClusterState {
                 self.create_institution(c, req.now_ms)
             }
             Command::Node(c) => match c {
-                NodeCommand::Register(c) => self.register_node(c, req, &mut rng),
+                NodeCommand::Register(c) => {
+                    let answer = self.register_node(c, req, &mut rng);
+                    if answer.is_ok() {
+                        self.metadata.mark(MetaKey::Node { id: c.id.clone() });
+                    }
+                    answer
+                }
                 NodeCommand::Heartbeat(c) => self.heartbeat(c, req, &mut rng),
                 NodeCommand::SetDraining(c) => self.set_node_draining(c, req, &mut rng),
                 NodeCommand::ExpireLeases(c) => Ok(self.expire_leases(c.lease_ms, req, &mut rng)),
@@ -373,6 +391,7 @@ impl ClusterState {
                 SlaCommand::Delivery(c) => self.record_delivery(c),
                 SlaCommand::SetObjectives(c) => self.set_objectives(c),
             },
+            Command::Metadata(MetadataCommand::Synced(c)) => self.metadata_synced(c),
             Command::Account(c) => match c {
                 AccountCommand::ConfigureLogin(c) => self.configure_login(c, req.now_ms),
                 AccountCommand::Login(c) => self.login(c, req.now_ms),

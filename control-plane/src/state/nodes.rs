@@ -144,6 +144,9 @@ impl ClusterState {
             came_back
         };
         if came_back {
+            self.metadata.mark(MetaKey::Node { id: id.to_string() });
+        }
+        if came_back {
             self.retry_unplaced(req, rng);
         }
         Ok(Output::Node(self.node_view(id, req.now_ms)))
@@ -173,6 +176,7 @@ impl ClusterState {
             };
             was_down
         };
+        self.metadata.mark(MetaKey::Node { id: id.clone() });
         if !*draining && !was_down {
             self.retry_unplaced(req, rng);
         }
@@ -199,6 +203,7 @@ impl ClusterState {
         // orphan lands on a node that is about to be declared down too.
         let mut orphans: Vec<(u64, String)> = Vec::new();
         for id in &expired {
+            self.metadata.mark(MetaKey::Node { id: id.clone() });
             let mut node = self.nodes.get_mut(id).expect("listed above");
             node.state = NodeState::Down;
             node.load_participants = 0;

@@ -29,6 +29,7 @@ struct StoredRef<'a> {
     accounts: &'a Accounts,
     ledger: &'a Ledger,
     sla: &'a SlaState,
+    metadata: &'a MetadataState,
 }
 
 /// Owned, for reading; fields later versions added default when absent.
@@ -64,6 +65,8 @@ struct Stored {
     ledger: Ledger,
     #[serde(default)]
     sla: SlaState,
+    #[serde(default)]
+    metadata: MetadataState,
 }
 
 impl Serialize for ClusterState {
@@ -89,6 +92,7 @@ impl Serialize for ClusterState {
             accounts: &self.accounts,
             ledger: &self.ledger,
             sla: &self.sla,
+            metadata: &self.metadata,
         }
         .serialize(s)
     }
@@ -126,6 +130,7 @@ impl<'de> Deserialize<'de> for ClusterState {
             accounts: s.accounts,
             ledger: s.ledger,
             sla: s.sla,
+            metadata: s.metadata,
         })
     }
 }
