@@ -365,6 +365,72 @@ impl EtcdCluster {
     }
 }
 
+/// One etcd member serving clients over TLS with client-certificate
+/// authentication (a replica certificate from `ca` as its server
+/// certificate), restartable on the same port and data directory.
+pub struct EtcdTls {
+    pub addr: String,
+    pub proc: Proc,
+    data_dir: PathBuf,
+    files: TlsFiles,
+    peer: String,
+}
+
+impl EtcdTls {
+    pub fn start(dir: &Path, ca: &LocalCa) -> EtcdTls {
+        let files = ca.replica(99).expect("etcd server certificate");
+        let mut e = EtcdTls {
+            addr: format!("127.0.0.1:{}", free_port()),
+            proc: Proc(None),
+            data_dir: dir.join("etcd"),
+            files,
+            peer: format!("http://127.0.0.1:{}", free_port()),
+        };
+        e.proc = e.spawn();
+        e
+    }
+
+    fn spawn(&self) -> Proc {
+        let url = format!("https://{}", self.addr);
+        Proc(Some(
+            Command::new("etcd")
+                .args(["--name", "m0"])
+                .arg("--data-dir")
+                .arg(&self.data_dir)
+                .args(["--listen-client-urls", &url, "--advertise-client-urls", &url])
+                .args(["--listen-peer-urls", &self.peer])
+                .args(["--initial-advertise-peer-urls", &self.peer])
+                .args(["--initial-cluster", &format!("m0={}", self.peer)])
+                .arg("--cert-file")
+                .arg(self.files.cert.as_ref().expect("cert"))
+                .arg("--key-file")
+                .arg(self.files.key.as_ref().expect("key"))
+                .arg("--trusted-ca-file")
+                .arg(&self.files.ca)
+                .arg("--client-cert-auth")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn etcd (install Debian's etcd-server)"),
+        ))
+    }
+
+    /// Stops the member (SIGKILL: what a crashed cloud service looks like).
+    pub fn stop(&mut self) {
+        self.proc.kill9();
+    }
+
+    /// Starts it again with the same data.
+    pub fn restart(&mut self) {
+        self.proc = self.spawn();
+    }
+
+    /// The CA, client certificate and key to reach it with.
+    pub fn client_files(&self) -> &TlsFiles {
+        &self.files
+    }
+}
+
 /// One `fjord control-plane` replica on loopback with the given node
 /// heartbeat interval and lease, trusting [`local_ca`]`(dir)`; returns it
 /// and its public address.
