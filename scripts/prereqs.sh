@@ -26,3 +26,23 @@ if [ ${#need[@]} -gt 0 ]; then
   $sudo_cmd apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
+# The Helm chart's checks (tests/helm_chart.rs): helm-python-sdk renders and
+# lints the chart without a helm binary, kubernetes-validate checks the
+# manifests against Kubernetes' schemas, checkov runs policy checks. They go
+# into a virtual environment under target/ (pinned versions).
+venv=target/tools-venv
+tools="helm-python-sdk==0.2.2 kubernetes-validate==1.37.0 checkov==3.3.30 PyYAML==6.0.4"
+if [ ! -f "$venv/.installed" ] || [ "$(cat "$venv/.installed")" != "$tools" ]; then
+  echo "==> installing the chart tools into $venv"
+  python3 -m venv --help >/dev/null 2>&1 || {
+    sudo_cmd=""
+    [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+    $sudo_cmd apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
+  }
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  # shellcheck disable=SC2086
+  "$venv/bin/pip" install -q $tools
+  echo "$tools" > "$venv/.installed"
+fi

@@ -72,8 +72,16 @@ enum Command {
 #[derive(clap::Args)]
 struct ControlPlaneArgs {
     /// This replica's id (1, 2, 3, ...).
+    #[arg(
+        long,
+        required_unless_present = "pod_index",
+        conflicts_with = "pod_index"
+    )]
+    id: Option<u64>,
+    /// A StatefulSet pod's index (0, 1, ...): this replica is id index + 1
+    /// (the Helm chart passes the pod's `apps.kubernetes.io/pod-index`).
     #[arg(long)]
-    id: u64,
+    pod_index: Option<u64>,
     /// Public gRPC address (TLS): operators, institution admins, media nodes, participants.
     #[arg(long, default_value = "127.0.0.1:7101")]
     listen: SocketAddr,
@@ -229,7 +237,10 @@ impl ControlPlaneArgs {
             }),
         };
         Ok(ReplicaConfig {
-            id: self.id,
+            id: self
+                .id
+                .or(self.pod_index.map(|i| i.saturating_add(1)))
+                .unwrap_or(0),
             listen: self.listen,
             peer_listen: self.peer_listen,
             tls,

@@ -210,6 +210,27 @@ fn the_printed_exports_make_the_printed_commands_work_and_ctl_says_what_is_missi
         .as_u64()
         .unwrap();
     assert!(joins >= 2, "{sla}");
+    // The metadata tier is the embedded store: nothing installed, and the
+    // leader's writer keeps the outbox drained.
+    let mut metadata = serde_json::Value::Null;
+    for _ in 0..50 {
+        let out = sh(&exports, "fjord ctl -o json metadata status");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        metadata = serde_json::from_slice(&out.stdout).unwrap();
+        if metadata["status"]["outbox_depth"] == 0 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let m = &metadata["status"];
+    assert_eq!(m["backend"], "embedded", "{metadata}");
+    assert_eq!(m["leader"], true, "{metadata}");
+    assert_eq!(m["outbox_depth"], 0, "{metadata}");
+    assert!(m["synced_total"].as_u64().unwrap() > 0, "{metadata}");
     let load = printed("Or load it: fjord loadgen")
         .trim_start_matches("Or load it: ")
         .replace("--duration-s 10", "--duration-s 2");

@@ -75,7 +75,11 @@ async fn dump(c: &mut etcd_client::Client) -> BTreeMap<String, Vec<u8>> {
         .iter()
         .map(|kv| {
             (
-                kv.key_str().unwrap().strip_prefix(PREFIX).unwrap().to_string(),
+                kv.key_str()
+                    .unwrap()
+                    .strip_prefix(PREFIX)
+                    .unwrap()
+                    .to_string(),
                 kv.value().to_vec(),
             )
         })
@@ -147,7 +151,11 @@ fn node(cluster: &FjordCluster, id: &str, capacity: u32) -> Proc {
     )
 }
 
-async fn schedule(cp: &Client, institution: &str, participants: u32) -> pb::ScheduleMeetingResponse {
+async fn schedule(
+    cp: &Client,
+    institution: &str,
+    participants: u32,
+) -> pb::ScheduleMeetingResponse {
     cp.schedule_meeting(pb::ScheduleMeetingRequest {
         institution: institution.into(),
         participants,
@@ -222,9 +230,14 @@ async fn etcd_holds_the_metadata_takes_licence_edits_and_converges_after_a_30s_o
         let ids = ids.clone();
         async move {
             let d = dump(&mut kv).await;
-            ["institutions/uio", "licences/uio/0000000001", "nodes/n1", "nodes/n2"]
-                .iter()
-                .all(|k| d.contains_key(*k))
+            [
+                "institutions/uio",
+                "licences/uio/0000000001",
+                "nodes/n1",
+                "nodes/n2",
+            ]
+            .iter()
+            .all(|k| d.contains_key(*k))
                 && ids
                     .iter()
                     .all(|id| d.contains_key(&format!("meetings/{id:020}")))
@@ -240,7 +253,10 @@ async fn etcd_holds_the_metadata_takes_licence_edits_and_converges_after_a_30s_o
     assert_eq!(lic["staff_fte_centi"], 100_000);
     assert_eq!(lic["student_licences"], 500);
     let node = json(&d["nodes/n1"]);
-    assert_eq!((node["region"].as_str(), node["capacity"].as_u64()), (Some("nordic"), Some(60)));
+    assert_eq!(
+        (node["region"].as_str(), node["capacity"].as_u64()),
+        (Some("nordic"), Some(60))
+    );
     let meeting = json(&d[&format!("meetings/{:020}", ids[0])]);
     assert_eq!(meeting["participants"], 4);
     assert_eq!(meeting["regions"], serde_json::json!(["nordic"]));
@@ -257,10 +273,14 @@ async fn etcd_holds_the_metadata_takes_licence_edits_and_converges_after_a_30s_o
     )
     .await
     .unwrap();
-    wait_for("the licence edited in etcd to reach the control plane", 20, || async {
-        let h = cluster.ctl_json(&["licence", "history", "uio"]);
-        h["versions"].as_array().unwrap().len() == 2
-    })
+    wait_for(
+        "the licence edited in etcd to reach the control plane",
+        20,
+        || async {
+            let h = cluster.ctl_json(&["licence", "history", "uio"]);
+            h["versions"].as_array().unwrap().len() == 2
+        },
+    )
     .await;
     let h = cluster.ctl_json(&["licence", "history", "uio"]);
     let v2 = &h["versions"][1]["terms"];
@@ -268,14 +288,24 @@ async fn etcd_holds_the_metadata_takes_licence_edits_and_converges_after_a_30s_o
     assert_eq!(v2["agreement_contact"], "kari.nordmann@uio.no");
     let status = cluster.ctl_json(&["metadata", "status"]);
     assert_eq!(status["status"]["backend"], "etcd", "{status}");
-    assert!(status["status"]["edits_applied"].as_u64().unwrap() >= 1, "{status}");
+    assert!(
+        status["status"]["edits_applied"].as_u64().unwrap() >= 1,
+        "{status}"
+    );
 
     // etcd away for 30 s while loadgen runs: meetings are still scheduled,
     // joined and carried; the outbox holds the changes.
     let mut loadgen = Proc(Some(
         with_tls(&mut Command::new(FJORD), &operator(&cluster.ca))
             .args(["loadgen", "--endpoints", &cluster.addrs.join(",")])
-            .args(["--institution", "uio", "--meetings", "3", "--participants", "3"])
+            .args([
+                "--institution",
+                "uio",
+                "--meetings",
+                "3",
+                "--participants",
+                "3",
+            ])
             .args(["--duration-s", "40", "-o", "json"])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -283,6 +313,23 @@ async fn etcd_holds_the_metadata_takes_licence_edits_and_converges_after_a_30s_o
             .unwrap(),
     ));
     tokio::time::sleep(Duration::from_secs(3)).await;
+    // History the writer's watch has not reached is compacted away before
+    // etcd goes down, so when it comes back the watch cannot resume where
+    // it was: the writer must read the store again and reconcile.
+    let reconciles_before = cluster.ctl_json(&["metadata", "status"])["status"]["reconciles"]
+        .as_u64()
+        .unwrap();
+    let mut revision = 0;
+    for i in 0..5 {
+        let r = kv.put(format!("/other/{i}"), "x", None).await.unwrap();
+        revision = r.header().unwrap().revision();
+    }
+    kv.compact(
+        revision,
+        Some(etcd_client::CompactionOptions::new().with_physical()),
+    )
+    .await
+    .unwrap();
     etcd.stop();
     let outage = Instant::now();
     let mut during = Vec::new();
@@ -295,7 +342,10 @@ async fn etcd_holds_the_metadata_takes_licence_edits_and_converges_after_a_30s_o
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
     let status = cluster.ctl_json(&["metadata", "status"]);
-    assert!(status["status"]["outbox_depth"].as_u64().unwrap() > 0, "{status}");
+    assert!(
+        status["status"]["outbox_depth"].as_u64().unwrap() > 0,
+        "{status}"
+    );
     assert_eq!(status["status"]["connected"], false, "{status}");
     tokio::time::sleep(Duration::from_secs(30).saturating_sub(outage.elapsed())).await;
     etcd.restart();
@@ -324,11 +374,61 @@ async fn etcd_holds_the_metadata_takes_licence_edits_and_converges_after_a_30s_o
         s["status"]["outbox_depth"] == 0 && s["status"]["connected"] == true
     })
     .await;
+    let status = cluster.ctl_json(&["metadata", "status"]);
+    assert!(
+        status["status"]["reconciles"].as_u64().unwrap() > reconciles_before,
+        "the compacted watch led to a full read: {status}"
+    );
     let mut kv = etcd_client(&etcd).await;
     let d = dump(&mut kv).await;
     assert_meetings_converged(&cluster, &d);
-    assert_eq!(json(&d["licences/uio/0000000002"])["staff_fte_centi"], 250_000);
-    assert!(d.keys().any(|k| k.starts_with("usage/uio/")), "daily usage: {:?}", d.keys());
+    assert_eq!(
+        json(&d["licences/uio/0000000002"])["staff_fte_centi"],
+        250_000
+    );
+    assert!(
+        d.keys().any(|k| k.starts_with("usage/uio/")),
+        "daily usage: {:?}",
+        d.keys()
+    );
+
+    // What a pool's preStop hook runs: the node drains itself with
+    // evacuation and waits until it carries nothing; its state reaches
+    // etcd. It may not drain another node.
+    let n2 = cluster.ca.node("n2").unwrap();
+    let as_n2 = |args: &[&str]| {
+        with_tls(&mut Command::new(FJORD), &n2)
+            .args(["ctl", "--endpoints", &cluster.addrs.join(",")])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = as_n2(&["node", "drain", "n1", "--evacuate"]);
+    assert_eq!(
+        out.status.code(),
+        Some(6),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = as_n2(&[
+        "node",
+        "drain",
+        "n2",
+        "--evacuate",
+        "--wait",
+        "--wait-timeout-s",
+        "60",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for("n2 draining in etcd", 20, || {
+        let mut kv = kv.clone();
+        async move { json(&dump(&mut kv).await["nodes/n2"])["state"] == "draining" }
+    })
+    .await;
 }
 
 trait WaitOutput {
@@ -352,7 +452,10 @@ fn has_token(hay: &str, needle: &str) -> bool {
     let word = |c: char| c.is_ascii_alphanumeric();
     hay.match_indices(needle).any(|(i, _)| {
         let before = hay[..i].chars().next_back().is_none_or(|c| !word(c));
-        let after = hay[i + needle.len()..].chars().next().is_none_or(|c| !word(c));
+        let after = hay[i + needle.len()..]
+            .chars()
+            .next()
+            .is_none_or(|c| !word(c));
         before && after
     })
 }
@@ -482,14 +585,21 @@ async fn no_personal_data_reaches_etcd_after_a_thousand_meeting_lifecycles() {
                 assert!(!hay.contains(t.as_str()), "{t:?} in etcd at {key}: {value}");
             }
             for s in &secrets {
-                assert!(!has_token(hay, s), "a meeting secret in etcd at {key}: {value}");
+                assert!(
+                    !has_token(hay, s),
+                    "a meeting secret in etcd at {key}: {value}"
+                );
             }
         }
         scanned += 1;
     }
     // 1,000 meetings, 2 institutions with a licence each, 2 nodes, usage.
     assert!(scanned >= 1000 + 2 + 2 + 2, "{scanned} keys");
-    assert_eq!(secrets.len(), 3000, "every secret is distinct and was checked");
+    assert_eq!(
+        secrets.len(),
+        3000,
+        "every secret is distinct and was checked"
+    );
     assert!(has_token("pin 12345678.", "12345678"));
     assert!(!has_token("1795512345678", "12345678"));
 }

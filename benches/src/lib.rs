@@ -397,7 +397,12 @@ impl EtcdTls {
                 .args(["--name", "m0"])
                 .arg("--data-dir")
                 .arg(&self.data_dir)
-                .args(["--listen-client-urls", &url, "--advertise-client-urls", &url])
+                .args([
+                    "--listen-client-urls",
+                    &url,
+                    "--advertise-client-urls",
+                    &url,
+                ])
                 .args(["--listen-peer-urls", &self.peer])
                 .args(["--initial-advertise-peer-urls", &self.peer])
                 .args(["--initial-cluster", &format!("m0={}", self.peer)])

@@ -144,6 +144,14 @@ enum NodeCmd {
         /// with nowhere to go stay and finish here.
         #[arg(long)]
         evacuate: bool,
+        /// Then wait until the node carries no meeting and no participant
+        /// (a Kubernetes preStop hook runs this with the node's own
+        /// certificate). Exit 5 if the wait runs out first.
+        #[arg(long)]
+        wait: bool,
+        /// Longest wait, in seconds.
+        #[arg(long, default_value_t = 3600)]
+        wait_timeout_s: u64,
     },
     /// Let a drained node take new meetings again.
     Undrain { id: String },
@@ -681,9 +689,44 @@ async fn node(client: &Client, c: NodeCmd) -> Result<(Value, String), Failure> {
                 .into_inner();
             Ok(one(&r.node.unwrap_or_default()))
         }
-        NodeCmd::Drain { id, evacuate } => {
-            let r = drain(client, id, false, evacuate).await?;
-            let (mut json, mut text) = one(&r.node.unwrap_or_default());
+        NodeCmd::Drain {
+            id,
+            evacuate,
+            wait,
+            wait_timeout_s,
+        } => {
+            let r = drain(client, id.clone(), false, evacuate).await?;
+            let mut node = r.node.unwrap_or_default();
+            if wait {
+                let deadline = std::time::Instant::now() + Duration::from_secs(wait_timeout_s);
+                while node.meetings > 0 || node.load_participants > 0 {
+                    if std::time::Instant::now() >= deadline {
+                        return Err(Failure {
+                            code: 5,
+                            message: format!(
+                                "node {id} still carries {} meeting(s) and {} participant(s) after {wait_timeout_s} s",
+                                node.meetings, node.load_participants
+                            ),
+                        });
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    let id = id.clone();
+                    node = client
+                        .call(|ch| {
+                            let id = id.clone();
+                            async move {
+                                NodeServiceClient::new(ch)
+                                    .get_node(pb::GetNodeRequest { id })
+                                    .await
+                            }
+                        })
+                        .await?
+                        .into_inner()
+                        .node
+                        .unwrap_or_default();
+                }
+            }
+            let (mut json, mut text) = one(&node);
             if evacuate {
                 json["moved"] = json!(r.moved);
                 json["kept"] = json!(r.kept);

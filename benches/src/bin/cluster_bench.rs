@@ -14,6 +14,11 @@
 //! throughput of a 3-member etcd cluster on the same machine with the same
 //! client counts. `failover` measures the time from SIGKILL of the leader to
 //! the next committed write.
+//!
+//! `metadata` runs the same 64-client schedule load with the metadata tier
+//! on a real etcd (TLS): records written per second into etcd, the lag from
+//! a change to its record in etcd, and how fast a backlog built while etcd
+//! was paused (SIGSTOP) drains.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -22,7 +27,9 @@ use std::time::{Duration, Instant};
 use clap::{Parser, Subcommand};
 use serde_json::json;
 
-use fjord_benches::{operator, percentile_ms, EtcdCluster, FjordCluster};
+use fjord_benches::{
+    http_get, local_ca, metric_sum, operator, percentile_ms, EtcdCluster, EtcdTls, FjordCluster,
+};
 use fjord_common::TlsFiles;
 use fjord_control_plane::client::{Client, ClientConfig};
 use fjord_proto::v1 as pb;
@@ -72,6 +79,17 @@ enum Mode {
         /// Events/s (over all nodes) while schedules are measured alongside.
         #[arg(long, default_value_t = 50_000)]
         rate: u64,
+    },
+    /// Metadata records/s into a real etcd and their lag, under schedule load.
+    Metadata {
+        /// Seconds of schedule load.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long, default_value_t = 64)]
+        clients: usize,
+        /// Seconds of load while etcd is paused (the backlog then drained).
+        #[arg(long, default_value_t = 5)]
+        backlog_seconds: u64,
     },
     /// Term changes (elections) over a long run, loaded or idle: a healthy
     /// cluster on a busy machine must not hold a single election.
@@ -390,6 +408,187 @@ async fn status(c: &Client) -> Option<pb::StatusResponse> {
     .map(|r| r.into_inner())
 }
 
+/// The leader's metadata status (the writer runs there).
+async fn metadata_status(cluster: &FjordCluster) -> Option<pb::MetadataStatus> {
+    let c = client(cluster, &cluster.addrs, Duration::from_secs(5));
+    for i in 0..c.endpoints() {
+        let (_, ch) = c.channel_at(i);
+        if let Ok(r) = pb::metadata_service_client::MetadataServiceClient::new(ch)
+            .get_status(pb::MetadataStatusRequest {})
+            .await
+        {
+            let r = r.into_inner();
+            if r.leader {
+                return Some(r);
+            }
+        }
+    }
+    None
+}
+
+/// Waits until the outbox is empty; answers the leader's status then.
+async fn metadata_drained(cluster: &FjordCluster, within: Duration) -> pb::MetadataStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(s) = metadata_status(cluster).await {
+            if s.outbox_depth == 0 && s.connected {
+                return s;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the metadata outbox did not drain"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A quantile's bucket bound from a Prometheus histogram on `page`.
+fn histogram_quantile(page: &str, name: &str, q: f64) -> Option<f64> {
+    let bucket = format!("{name}_bucket");
+    let mut buckets: Vec<(f64, f64)> = page
+        .lines()
+        .filter(|l| l.starts_with(&bucket))
+        .filter_map(|l| {
+            let le = l.split("le=\"").nth(1)?.split('"').next()?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, l.rsplit(' ').next()?.parse().ok()?))
+        })
+        .collect();
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let total = buckets.last()?.1;
+    buckets
+        .iter()
+        .find(|(_, n)| *n >= q * total)
+        .map(|(le, _)| *le)
+}
+
+async fn metadata(
+    args: &Args,
+    seconds: u64,
+    clients: usize,
+    backlog_seconds: u64,
+) -> serde_json::Value {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let etcd = EtcdTls::start(dir.path(), &local_ca(dir.path()));
+    let store = format!("etcd://{}", etcd.addr);
+    let cluster = FjordCluster::start_with(
+        &args.fjord,
+        dir.path(),
+        &[
+            "--node-lease-ms",
+            "600000",
+            "--metadata",
+            &store,
+            "--metadata-sync-interval-ms",
+            "100",
+        ],
+    );
+    let c = Arc::new(client(&cluster, &cluster.addrs, Duration::from_secs(20)));
+    wait_ready(&c).await;
+    setup(&cluster, &c).await;
+    let before = metadata_drained(&cluster, Duration::from_secs(60)).await;
+
+    // Steady state: schedules at full speed, the writer keeping up.
+    let sampler_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let stop = sampler_stop.clone();
+        let addrs = cluster.addrs.clone();
+        let ca = operator(&cluster.ca);
+        tokio::spawn(async move {
+            let c = client_as(&addrs, &ca, Duration::from_secs(5));
+            let mut oldest = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for i in 0..c.endpoints() {
+                    let (_, ch) = c.channel_at(i);
+                    if let Ok(r) = pb::metadata_service_client::MetadataServiceClient::new(ch)
+                        .get_status(pb::MetadataStatusRequest {})
+                        .await
+                    {
+                        if r.get_ref().leader {
+                            oldest.push(Duration::from_millis(r.get_ref().lag_ms));
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            oldest
+        })
+    };
+    let start = Instant::now();
+    let c2 = c.clone();
+    let load = measure(clients, seconds, 1_000_000, move |i| {
+        let c = c2.clone();
+        async move { schedule(&c, format!("m{i}")).await.is_ok() }
+    })
+    .await;
+    let drained = metadata_drained(&cluster, Duration::from_secs(120)).await;
+    let elapsed = start.elapsed().as_secs_f64();
+    sampler_stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut oldest = sampler.await.expect("sampler");
+    oldest.sort();
+    let written = drained.synced_total - before.synced_total;
+    let leader = status(&c).await.map_or(1, |s| s.leader_id as usize);
+    let page = http_get(&cluster.metrics_addrs[leader - 1], "/metrics");
+    let lag_metric = "fjord_metadata_sync_lag_seconds";
+    let steady = json!({
+        "schedules": load,
+        "records_written": written,
+        "records_per_s": (written as f64 / elapsed).round(),
+        "oldest_pending_lag_ms": {
+            "samples": oldest.len(),
+            "p50": percentile_ms(&oldest, 0.50),
+            "p99": percentile_ms(&oldest, 0.99),
+            "max": percentile_ms(&oldest, 1.0),
+        },
+        "record_lag_seconds_bucket_p50": histogram_quantile(&page, lag_metric, 0.50),
+        "record_lag_seconds_bucket_p99": histogram_quantile(&page, lag_metric, 0.99),
+        "records_written_by_leader": metric_sum(&page, "fjord_metadata_records_written_total"),
+    });
+    eprintln!("metadata steady: {steady}");
+
+    // Backlog: etcd paused while schedules go on, then resumed.
+    let pid = etcd.proc.0.as_ref().expect("etcd runs").id().to_string();
+    let signal = |sig: &str| {
+        std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .expect("kill");
+    };
+    signal("-STOP");
+    let c3 = c.clone();
+    let paused_load = measure(clients, backlog_seconds, 1_000_000, move |i| {
+        let c = c3.clone();
+        async move { schedule(&c, format!("b{i}")).await.is_ok() }
+    })
+    .await;
+    let backlog = metadata_status(&cluster)
+        .await
+        .map_or(0, |s| s.outbox_depth);
+    let resumed = Instant::now();
+    signal("-CONT");
+    let after = metadata_drained(&cluster, Duration::from_secs(300)).await;
+    let drain_s = resumed.elapsed().as_secs_f64();
+    let backlog_json = json!({
+        "schedules_while_paused": paused_load,
+        "outbox_depth_at_resume": backlog,
+        "drain_seconds": round3(drain_s),
+        "drain_records_per_s": (backlog as f64 / drain_s).round(),
+        "records_written": after.synced_total - drained.synced_total,
+    });
+    eprintln!("metadata backlog: {backlog_json}");
+    json!({
+        "benchmark": "metadata_outbox_into_etcd",
+        "store": store,
+        "steady": steady,
+        "backlog": backlog_json,
+    })
+}
+
 async fn stability(args: &Args, seconds: u64, clients: usize) -> serde_json::Value {
     let dir = tempfile::tempdir().expect("tempdir");
     let cluster = FjordCluster::start(&args.fjord, dir.path());
@@ -674,6 +873,11 @@ async fn main() {
         } => throughput(&args, seconds, max_ops, no_etcd).await,
         Mode::Failover { runs } => failover(&args, runs).await,
         Mode::Stability { seconds, clients } => stability(&args, seconds, clients).await,
+        Mode::Metadata {
+            seconds,
+            clients,
+            backlog_seconds,
+        } => metadata(&args, seconds, clients, backlog_seconds).await,
         Mode::Ledger {
             seconds,
             nodes,

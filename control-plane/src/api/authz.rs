@@ -201,8 +201,11 @@ pub const fn grant(role: Role, rpc: Rpc) -> Option<Grant> {
             Some(Grant::ClusterMember)
         }
         (_, RaftAppendEntries | RaftVote | RaftInstallSnapshot | RaftForward) => None,
-        // Media nodes speak for themselves only.
-        (Role::Node, RegisterNode | Heartbeat | ReportUsage) => Some(Grant::OwnNode),
+        // Media nodes speak for themselves only (and may drain themselves
+        // and read their own state: the pod's preStop hook does).
+        (Role::Node, RegisterNode | Heartbeat | ReportUsage | DrainNode | GetNode) => {
+            Some(Grant::OwnNode)
+        }
         (_, RegisterNode | Heartbeat | ReportUsage) => None,
         // Operators administer everything.
         (Role::Operator, _) => Some(Grant::Any),
@@ -338,10 +341,16 @@ mod tests {
             RegisterNode | Heartbeat | ReportUsage => {
                 (role == Role::Node).then_some(Grant::OwnNode)
             }
+            DrainNode | GetNode => match role {
+                Role::Operator => any,
+                Role::Node => Some(Grant::OwnNode),
+                _ => None,
+            },
             ClusterStatus | AddMember | RemoveMember | CreateInstitution | ListInstitutions
-            | MoveMeeting | DrainNode | GetNode | ListNodes | GiveNotice | LoadPriceTable
-            | ClosePeriod | AnnounceMaintenance | ListMaintenance | SetObjectives
-            | MetadataStatus => (role == Role::Operator).then_some(Grant::Any),
+            | MoveMeeting | ListNodes | GiveNotice | LoadPriceTable | ClosePeriod
+            | AnnounceMaintenance | ListMaintenance | SetObjectives | MetadataStatus => {
+                (role == Role::Operator).then_some(Grant::Any)
+            }
             GetPriceTable => {
                 matches!(role, Role::Operator | Role::InstitutionAdmin).then_some(Grant::Any)
             }

@@ -10,7 +10,7 @@ use tonic::{Request, Response, Status, Streaming};
 use fjord_proto::v1 as pb;
 use fjord_proto::v1::node_service_server::NodeService;
 
-use super::authz::{authorize, Rpc};
+use super::authz::{authorize, Grant, Rpc};
 use super::{convert, finish, validate, ApiError, SigningKeys};
 use crate::access::JOIN_TOKEN_TTL_MS;
 use crate::raft::{now_ms, Replica};
@@ -440,8 +440,20 @@ impl NodeService for NodeApi {
         req: Request<pb::DrainNodeRequest>,
     ) -> Result<Response<pb::DrainNodeResponse>, Status> {
         let r = async {
-            authorize(&req, Rpc::DrainNode)?;
-            self.drain(req.into_inner()).await
+            let caller = authorize(&req, Rpc::DrainNode)?;
+            let r = req.into_inner();
+            if caller.grant == Grant::OwnNode {
+                // A node drains itself (it never puts itself back in
+                // service: that is an operator's call).
+                caller.own_node(&r.id)?;
+                if r.undo {
+                    return Err(ApiError::invalid(
+                        "undo",
+                        "a node may drain itself, not undrain",
+                    ));
+                }
+            }
+            self.drain(r).await
         };
         finish("drain_node", r.await).map(Response::new)
     }
@@ -451,8 +463,12 @@ impl NodeService for NodeApi {
         req: Request<pb::GetNodeRequest>,
     ) -> Result<Response<pb::GetNodeResponse>, Status> {
         let r = async {
-            authorize(&req, Rpc::GetNode)?;
-            self.get(req.into_inner().id).await
+            let caller = authorize(&req, Rpc::GetNode)?;
+            let id = req.into_inner().id;
+            if caller.grant == Grant::OwnNode {
+                caller.own_node(&id)?;
+            }
+            self.get(id).await
         };
         finish("get_node", r.await).map(Response::new)
     }

@@ -14,7 +14,10 @@
 //! are idempotent.
 //!
 //! `revision` is the store revision up to which the control plane has taken
-//! in changes made in the cloud tier; the watch resumes after it.
+//! in changes made in the cloud tier (what `fjord ctl metadata status`
+//! shows). A writer whose watch breaks resumes after the last revision it
+//! saw; a new leader reads the whole store first, so a change made while no
+//! one watched is judged all the same.
 
 use jiff::civil::Date;
 
