@@ -18,6 +18,7 @@ pub mod billing;
 pub mod client;
 pub mod drivers;
 pub mod join_guard;
+pub mod k8s;
 pub mod licensing;
 pub mod login;
 pub mod metadata;
