@@ -35,6 +35,7 @@ pub fn node(n: &NodeView) -> pb::MediaNode {
         last_heartbeat_ms: n.last_heartbeat_ms,
         load_participants: n.load_participants,
         reserved_now: n.reserved_now,
+        reserved_next_hour: n.reserved_next_hour,
         meetings: n.meetings,
         registered_at_ms: n.registered_at_ms,
         index: n.index,

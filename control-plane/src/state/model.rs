@@ -36,6 +36,10 @@ pub struct NodeView {
     pub last_heartbeat_ms: u64,
     pub load_participants: u32,
     pub reserved_now: u32,
+    /// The most participants reserved at any moment of the coming hour
+    /// (what pools are sized from).
+    #[serde(default)]
+    pub reserved_next_hour: u32,
     pub meetings: u32,
     pub registered_at_ms: u64,
     pub index: u32,

@@ -15,6 +15,9 @@ impl ClusterState {
             last_heartbeat_ms: n.last_heartbeat_ms,
             load_participants: n.load_participants,
             reserved_now: n.reserved_at(now_ms),
+            reserved_next_hour: n
+                .reservations
+                .peak(now_ms, now_ms.saturating_add(3_600_000)),
             meetings: n.reservations.len() as u32,
             registered_at_ms: n.registered_at_ms,
             index: n.index,
