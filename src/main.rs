@@ -5,6 +5,7 @@ mod ctl;
 mod dev;
 mod dev_idp;
 mod media;
+mod operator;
 mod ops;
 mod otel;
 mod pki;
@@ -48,6 +49,7 @@ enum LogFormat {
 }
 
 #[derive(Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per process
 enum Command {
     /// Run one control-plane replica.
     ControlPlane(ControlPlaneArgs),
@@ -67,6 +69,9 @@ enum Command {
     Loadgen(media::LoadgenArgs),
     /// SLO tooling: Prometheus rules for the service-level objectives.
     Sla(sla::SlaArgs),
+    /// The Kubernetes controller: drains media nodes on cordoned machines,
+    /// sizes media pools, keeps Raft membership with the StatefulSet.
+    Operator(operator::OperatorArgs),
 }
 
 #[derive(clap::Args)]
@@ -217,6 +222,18 @@ fn parse_peer(s: &str) -> Result<(u64, String), String> {
 impl ControlPlaneArgs {
     fn config(&self) -> Result<ReplicaConfig, tls_args::TlsArgsError> {
         let tls = self.tls.files(true)?;
+        let id = self
+            .id
+            .or(self.pod_index.map(|i| i.saturating_add(1)))
+            .unwrap_or(0);
+        let mut peers: BTreeMap<u64, String> = self.peers.iter().cloned().collect();
+        let mut join = self.join;
+        // A StatefulSet pod beyond the initial voters (the operator grew
+        // it) waits to be added instead of initialising a cluster.
+        if self.pod_index.is_some() && !peers.contains_key(&id) {
+            join = true;
+            peers.clear();
+        }
         let metadata = match &self.metadata.0 {
             None => MetadataBackend::Embedded,
             Some(endpoints) => MetadataBackend::Etcd(EtcdConfig {
@@ -237,10 +254,7 @@ impl ControlPlaneArgs {
             }),
         };
         Ok(ReplicaConfig {
-            id: self
-                .id
-                .or(self.pod_index.map(|i| i.saturating_add(1)))
-                .unwrap_or(0),
+            id,
             listen: self.listen,
             peer_listen: self.peer_listen,
             tls,
@@ -248,8 +262,8 @@ impl ControlPlaneArgs {
             handshake: Default::default(),
             advertise: self.advertise.clone(),
             data_dir: self.data_dir.clone(),
-            peers: self.peers.iter().cloned().collect::<BTreeMap<_, _>>(),
-            join: self.join,
+            peers,
+            join,
             raft_heartbeat_interval_ms: self.raft_heartbeat_interval_ms,
             election_timeout_min_ms: self.election_timeout_min_ms,
             election_timeout_max_ms: self.election_timeout_max_ms,
@@ -340,6 +354,13 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Operator(args) => match runtime.block_on(operator::run(args)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
                 ExitCode::from(2)
             }
         },

@@ -410,10 +410,10 @@ async fn etcd_holds_the_metadata_takes_licence_edits_and_converges_after_a_30s_o
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // As the preStop hook runs it: no id, the certificate says which.
     let out = as_n2(&[
         "node",
         "drain",
-        "n2",
         "--evacuate",
         "--wait",
         "--wait-timeout-s",

@@ -93,6 +93,8 @@ pub const CATALOGUE: &[M] = &[
     M::counter("fjord_metadata_reconciles_total", "Full comparisons of the metadata store with the state."),
     M::counter("fjord_metadata_store_errors_total", "Metadata store operations that failed, by error (unreachable, refused, config)."),
     M::histogram("fjord_metadata_sync_lag_seconds", "From a change to its record being written to the metadata store.").unit(Unit::Seconds),
+    M::counter("fjord_operator_actions_total", "Actions the Kubernetes operator took, by action and result."),
+    M::counter("fjord_operator_observe_errors_total", "Operator rounds skipped because a side could not be observed (kubernetes, control_plane)."),
     M::histogram("fjord_proposal_writes", "Client writes carried by one Raft proposal (group commit batch size)."),
 ];
 

@@ -139,7 +139,8 @@ enum NodeCmd {
     /// Stop placing new meetings on a node; running meetings stay, or
     /// with --evacuate move now (participants switch over to the new node).
     Drain {
-        id: String,
+        /// Default: the node in the certificate (a node draining itself).
+        id: Option<String>,
         /// Also move the node's meetings to other allowed nodes now; those
         /// with nowhere to go stay and finish here.
         #[arg(long)]
@@ -446,7 +447,7 @@ fn parse_start(s: &str) -> Result<u64, Failure> {
     Ok(ms.max(1))
 }
 
-async fn execute(args: CtlArgs) -> Result<(Value, String), Failure> {
+async fn execute(mut args: CtlArgs) -> Result<(Value, String), Failure> {
     // A host with an ID token needs no certificate: the token is the credential.
     let needs_certificate = match &args.command {
         CtlCommand::Meeting(MeetingCmd::Schedule { id_token, .. }) => id_token.is_none(),
@@ -457,6 +458,16 @@ async fn execute(args: CtlArgs) -> Result<(Value, String), Failure> {
         .tls
         .files(needs_certificate)
         .map_err(|e| usage(e.to_string()))?;
+    if let CtlCommand::Node(NodeCmd::Drain { id: id @ None, .. }) = &mut args.command {
+        match tls.identity().map_err(|e| usage(e.to_string()))? {
+            Some(fjord_common::Identity::Node { id: own }) => *id = Some(own),
+            _ => {
+                return Err(usage(
+                    "node drain: give the node id (only a node's certificate implies it)".into(),
+                ))
+            }
+        }
+    }
     let client = Client::from_files(
         &args.endpoints,
         &tls,
@@ -695,6 +706,7 @@ async fn node(client: &Client, c: NodeCmd) -> Result<(Value, String), Failure> {
             wait,
             wait_timeout_s,
         } => {
+            let id = id.expect("filled in from the certificate");
             let r = drain(client, id.clone(), false, evacuate).await?;
             let mut node = r.node.unwrap_or_default();
             if wait {

@@ -25,6 +25,8 @@ pub struct MediaPod {
     pub kube_node: Option<String>,
     /// Already being deleted.
     pub terminating: bool,
+    /// Its ordinal in the pool's workload.
+    pub index: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,6 +64,18 @@ pub struct PoolObserved {
     pub name: String,
     /// The workload's desired replicas now.
     pub replicas: u32,
+    pub removal: Removal,
+}
+
+/// Which pod a pool's workload removes when it scales in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Removal {
+    /// The one with the lowest deletion cost (ReplicaSets, Deployments):
+    /// the controller picks the emptiest node and marks its pod.
+    DeletionCost,
+    /// Always the highest ordinal (StatefulSets): that node is the one
+    /// drained, whatever it carries.
+    HighestOrdinal,
 }
 
 /// A Raft member.
@@ -235,19 +249,27 @@ fn scale_pool(
         return;
     }
     if want < current.replicas && current.replicas > spec.min_replicas {
-        // One at a time: the emptiest ready node (least reserved, then
-        // fewest participants, then the name for a stable choice).
-        let victim = pods
+        // One at a time. Where the workload honours deletion costs, the
+        // emptiest node (least reserved, then fewest participants, then the
+        // name for a stable choice); a StatefulSet removes its highest
+        // ordinal, so that one is drained.
+        let candidates = pods
             .iter()
-            .filter_map(|p| fjord.get(p.node_id.as_str()).map(|n| (*p, *n)))
-            .filter(|(_, n)| n.state != FjordNodeState::Down)
-            .min_by(|(pa, a), (pb, b)| {
-                (a.reserved_next_hour, a.load_participants, &pa.name).cmp(&(
-                    b.reserved_next_hour,
-                    b.load_participants,
-                    &pb.name,
-                ))
-            });
+            .filter_map(|p| fjord.get(p.node_id.as_str()).map(|n| (*p, *n)));
+        let victim = match current.removal {
+            Removal::DeletionCost => candidates
+                .filter(|(_, n)| n.state != FjordNodeState::Down)
+                .min_by(|(pa, a), (pb, b)| {
+                    (a.reserved_next_hour, a.load_participants, &pa.name).cmp(&(
+                        b.reserved_next_hour,
+                        b.load_participants,
+                        &pb.name,
+                    ))
+                }),
+            Removal::HighestOrdinal => candidates
+                .filter(|(p, _)| p.index + 1 == u64::from(current.replicas))
+                .max_by_key(|(p, _)| p.index),
+        };
         if let Some((pod, node)) = victim {
             if node.state == FjordNodeState::Ready {
                 actions.push(Action::DrainNode {
@@ -255,10 +277,12 @@ fn scale_pool(
                     reason: DrainReason::ScaleIn,
                 });
             }
-            actions.push(Action::SetDeletionCost {
-                pod: pod.name.clone(),
-                cost: SCALE_IN_DELETION_COST,
-            });
+            if current.removal == Removal::DeletionCost {
+                actions.push(Action::SetDeletionCost {
+                    pod: pod.name.clone(),
+                    cost: SCALE_IN_DELETION_COST,
+                });
+            }
             actions.push(Action::ScalePool {
                 pool: spec.name.clone(),
                 from: current.replicas,
@@ -347,13 +371,14 @@ mod tests {
         }
     }
 
-    fn pod(name: &str, node_id: &str, machine: &str) -> MediaPod {
+    fn pod(name: &str, node_id: &str, machine: &str, index: u64) -> MediaPod {
         MediaPod {
             name: name.into(),
             pool: "nordic".into(),
             node_id: node_id.into(),
             kube_node: Some(machine.into()),
             terminating: false,
+            index,
         }
     }
 
@@ -383,6 +408,7 @@ mod tests {
                         &format!("media-{i}"),
                         &format!("nordic-{i}"),
                         &format!("m{i}"),
+                        i as u64,
                     )
                 })
                 .collect(),
@@ -399,6 +425,7 @@ mod tests {
             pools: vec![PoolObserved {
                 name: "nordic".into(),
                 replicas: 3,
+                removal: Removal::DeletionCost,
             }],
             ..Default::default()
         }
@@ -476,6 +503,27 @@ mod tests {
         assert!(
             matches!(&a[0], Action::DrainNode { node_id, .. } if node_id == "nordic-1"),
             "{a:?}"
+        );
+    }
+
+    #[test]
+    fn a_statefulset_pool_drains_the_ordinal_it_will_remove() {
+        // The emptiest is nordic-0, but a StatefulSet removes nordic-2.
+        let mut o = three([10, 190, 300]);
+        o.pools[0].removal = Removal::HighestOrdinal;
+        assert_eq!(
+            decide(&o, &desired(1, 6)),
+            vec![
+                Action::DrainNode {
+                    node_id: "nordic-2".into(),
+                    reason: DrainReason::ScaleIn
+                },
+                Action::ScalePool {
+                    pool: "nordic".into(),
+                    from: 3,
+                    to: 2
+                },
+            ]
         );
     }
 

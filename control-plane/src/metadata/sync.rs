@@ -112,11 +112,9 @@ pub fn judge(state: &ClusterState, path: &str, found: Option<&[u8]>) -> Verdict 
     let Some(key) = MetaKey::parse(path) else {
         return Verdict::Foreign;
     };
-    let want = match desired(state, &key) {
-        Ok(want) => want,
-        // Never written by us; whatever is there goes.
-        Err(_) => None,
-    };
+    // An entity whose names make no identifiers is never written by us:
+    // whatever is there goes.
+    let want = desired(state, &key).unwrap_or_default();
     let Some(bytes) = found else {
         return match want {
             None => Verdict::InSync,
