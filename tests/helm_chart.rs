@@ -31,7 +31,11 @@ fn tools_venv() -> PathBuf {
 #[test]
 fn the_chart_renders_validates_passes_its_policy_checks_and_refuses_bad_values() {
     let venv = tools_venv();
-    let out_dir = tempfile::tempdir().unwrap();
+    // Not a hidden directory: checkov skips those.
+    let out_dir = tempfile::Builder::new()
+        .prefix("fjord-chart-check")
+        .tempdir()
+        .unwrap();
     let path = format!(
         "{}:{}",
         venv.join("bin").display(),
@@ -58,11 +62,17 @@ fn the_chart_renders_validates_passes_its_policy_checks_and_refuses_bad_values()
         summary["three-pools"]["kinds"]["StatefulSet"], 4,
         "{summary}"
     );
+    // Five replicas, six nodes of the pool, the operator.
     assert_eq!(
         summary["five-replicas"]["kinds"]["Certificate"],
-        5 + 6,
+        5 + 6 + 1,
         "{summary}"
     );
+    // The host-network exception is found, and explained in the README.
+    for case in ["default", "five-replicas", "three-pools"] {
+        let findings = summary[case]["checkov_findings"].to_string();
+        assert!(findings.contains("CKV_K8S_19"), "{case}: {findings}");
+    }
     let five = std::fs::read_to_string(
         out_dir
             .path()

@@ -413,7 +413,9 @@ async fn administrative_rpcs_refuse_participants_nodes_and_other_institutions() 
     for (who, files) in [
         ("a participant (no certificate)", cluster.ca.anonymous()),
         ("uio's admin", uio_admin.clone()),
-        ("a media node", cluster.ca.node("no-1").unwrap()),
+        // A node may drain and read itself (its pod's preStop hook does),
+        // never another node.
+        ("another media node", cluster.ca.node("no-2").unwrap()),
         ("a replica", cluster.ca.replica(1).unwrap()),
     ] {
         for (rpc, r) in admin_calls(channel(&endpoint, &files), meeting, "ntnu").await {
@@ -434,6 +436,44 @@ async fn administrative_rpcs_refuse_participants_nodes_and_other_institutions() 
         .last_applied_index;
     cluster.wait_applied(index, Duration::from_secs(5)).await;
     assert!(before == state(&cluster), "refused calls changed the state");
+
+    // The node itself may read itself and drain itself, not undrain.
+    let mut own = NodeServiceClient::new(channel(&endpoint, &cluster.ca.node("no-1").unwrap()));
+    let me = own
+        .get_node(pb::GetNodeRequest { id: "no-1".into() })
+        .await
+        .expect("a node reads itself");
+    assert_eq!(me.into_inner().node.unwrap().id, "no-1");
+    let undo = own
+        .drain_node(pb::DrainNodeRequest {
+            id: "no-1".into(),
+            undo: true,
+            evacuate: false,
+        })
+        .await
+        .expect_err("a node may not undrain itself");
+    assert_eq!(undo.code(), Code::InvalidArgument, "{undo:?}");
+    let drained = own
+        .drain_node(pb::DrainNodeRequest {
+            id: "no-1".into(),
+            undo: false,
+            evacuate: false,
+        })
+        .await
+        .expect("a node drains itself");
+    assert_eq!(
+        drained.into_inner().node.unwrap().state,
+        pb::NodeState::Draining as i32
+    );
+    // Back in service is an operator's call.
+    NodeServiceClient::new(channel(&endpoint, &cluster.ca.operator("ops").unwrap()))
+        .drain_node(pb::DrainNodeRequest {
+            id: "no-1".into(),
+            undo: true,
+            evacuate: false,
+        })
+        .await
+        .expect("an operator undrains");
 
     // uio's admin does what it may for uio, and sees only uio.
     let mut m = MeetingServiceClient::new(channel(&endpoint, &uio_admin));

@@ -536,7 +536,7 @@ async fn metadata(
     let page = http_get(&cluster.metrics_addrs[leader - 1], "/metrics");
     let lag_metric = "fjord_metadata_sync_lag_seconds";
     let steady = json!({
-        "schedules": load,
+        "schedules": load.clone(),
         "records_written": written,
         "records_per_s": (written as f64 / elapsed).round(),
         "oldest_pending_lag_ms": {
@@ -581,11 +581,31 @@ async fn metadata(
         "records_written": after.synced_total - drained.synced_total,
     });
     eprintln!("metadata backlog: {backlog_json}");
+    drop(cluster);
+    drop(etcd);
+
+    // The same load on a cluster with the embedded store, for the ratio.
+    let dir2 = tempfile::tempdir().expect("tempdir");
+    let embedded = FjordCluster::start(&args.fjord, dir2.path());
+    let c = Arc::new(client(&embedded, &embedded.addrs, Duration::from_secs(20)));
+    wait_ready(&c).await;
+    setup(&embedded, &c).await;
+    let c4 = c.clone();
+    let baseline = measure(clients, seconds, 1_000_000, move |i| {
+        let c = c4.clone();
+        async move { schedule(&c, format!("e{i}")).await.is_ok() }
+    })
+    .await;
+    eprintln!("embedded store: {baseline}");
+    let ratio = load["ops_per_s"].as_f64().unwrap_or(0.0)
+        / baseline["ops_per_s"].as_f64().unwrap_or(1.0).max(1.0);
     json!({
         "benchmark": "metadata_outbox_into_etcd",
         "store": store,
         "steady": steady,
         "backlog": backlog_json,
+        "embedded_store_schedules": baseline,
+        "schedules_etcd_over_embedded": round3(ratio),
     })
 }
 

@@ -107,6 +107,14 @@ def main(out_dir):
             fail(f"{case}: checkov printed no JSON:\n{r.stdout[:2000]}\n{r.stderr[:2000]}")
         reports = report if isinstance(report, list) else [report]
         findings = set()
+        checked = sum(
+            rep.get("summary", {}).get("passed", 0) + rep.get("summary", {}).get("failed", 0)
+            for rep in reports
+        )
+        # checkov skips what it cannot see (hidden directories, say):
+        # nothing checked is a failure, not a pass.
+        if checked < 50:
+            fail(f"{case}: checkov checked only {checked} things in {case_dir}")
         for rep in reports:
             for f in rep.get("results", {}).get("failed_checks", []):
                 kind = f["resource"].split(".")[0]
@@ -114,7 +122,12 @@ def main(out_dir):
         unexplained = sorted(findings - documented)
         if unexplained:
             fail(f"{case}: checkov findings the README does not explain: {unexplained}")
-        summary[case] = {"kinds": kinds, "validated": len(standard), "checkov_findings": sorted(findings)}
+        summary[case] = {
+            "kinds": kinds,
+            "validated": len(standard),
+            "checkov_checks": checked,
+            "checkov_findings": sorted(findings),
+        }
     print(json.dumps(summary, indent=1))
 
 
