@@ -34,7 +34,9 @@ venv=target/tools-venv
 tools="helm-python-sdk==0.2.2 kubernetes-validate==1.37.0 checkov==3.3.30 PyYAML==6.0.4"
 if [ ! -f "$venv/.installed" ] || [ "$(cat "$venv/.installed")" != "$tools" ]; then
   echo "==> installing the chart tools into $venv"
-  python3 -m venv --help >/dev/null 2>&1 || {
+  # Debian's python3 has the venv module but not ensurepip without
+  # python3-venv, and a venv made without it has no pip.
+  python3 -c 'import ensurepip' >/dev/null 2>&1 || {
     sudo_cmd=""
     [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
     $sudo_cmd apt-get update -qq
