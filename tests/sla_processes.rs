@@ -56,6 +56,7 @@ fn alertname(e: &Value) -> &str {
 }
 
 async fn wait_for(
+    cluster: &FjordCluster,
     log: &Path,
     what: &str,
     timeout: Duration,
@@ -68,8 +69,10 @@ async fn wait_for(
         }
         assert!(
             Instant::now() < deadline,
-            "no {what} within {timeout:?}: {:#?}",
-            received(log)
+            "no {what} within {timeout:?}: {:#?}\ncluster: {}\nreplica logs:\n{}",
+            received(log),
+            String::from_utf8_lossy(&cluster.ctl(&["cluster", "status"]).stdout),
+            cluster.log_tails(40)
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -291,17 +294,27 @@ async fn faults_alerts_and_maintenance_reach_the_right_contact_points_exactly_on
     let leader = status["leader_id"].as_u64().unwrap() as usize;
     nodes.get_mut(&victim).unwrap().kill9();
     cluster.procs[leader - 1].kill9();
-    let fault = wait_for(&log, "fault notice", Duration::from_secs(30), |e| {
-        alertname(e) == "FjordMediaNodeDown"
-    })
+    let fault = wait_for(
+        &cluster,
+        &log,
+        "fault notice",
+        Duration::from_secs(30),
+        |e| alertname(e) == "FjordMediaNodeDown",
+    )
     .await;
     cluster.procs[leader - 1] = cluster.spawn(leader);
     // The probes that failed before the lease ran out burn the
     // availability budget of the regions the node served (eu: other's).
-    let alert = wait_for(&log, "availability alert", Duration::from_secs(30), |e| {
-        alertname(e).starts_with("FjordSloBudgetBurn")
-            && e["body"]["alerts"][0]["labels"]["sli"] == "availability"
-    })
+    let alert = wait_for(
+        &cluster,
+        &log,
+        "availability alert",
+        Duration::from_secs(30),
+        |e| {
+            alertname(e).starts_with("FjordSloBudgetBurn")
+                && e["body"]["alerts"][0]["labels"]["sli"] == "availability"
+        },
+    )
     .await;
     // Several evaluate and notify rounds more, on the new leader and with
     // the old one back: nothing is sent twice.
@@ -370,9 +383,13 @@ async fn faults_alerts_and_maintenance_reach_the_right_contact_points_exactly_on
         .collect();
     assert_eq!(notified, vec!["other", "uni"], "nordic serves both");
     for path in ["/uni", "/other"] {
-        let e = wait_for(&log, "maintenance notice", Duration::from_secs(4), |e| {
-            e["path"] == path && alertname(e) == "FjordPlannedMaintenance"
-        })
+        let e = wait_for(
+            &cluster,
+            &log,
+            "maintenance notice",
+            Duration::from_secs(4),
+            |e| e["path"] == path && alertname(e) == "FjordPlannedMaintenance",
+        )
         .await;
         assert!(
             (e["at"].as_f64().unwrap() * 1000.0) < from as f64,

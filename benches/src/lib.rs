@@ -242,7 +242,7 @@ impl FjordCluster {
                 .arg("--data-dir")
                 .arg(self.dir.join(format!("fjord-{id}")))
                 .stdout(Stdio::null())
-                .stderr(replica_log(id))
+                .stderr(replica_log(&self.dir, id))
                 .spawn()
                 .expect("spawn fjord control-plane"),
         ))
@@ -250,20 +250,42 @@ impl FjordCluster {
 }
 
 /// Where replica `id` logs: a file under `FJORD_BENCH_LOG_DIR` when that
-/// is set (to look into a surprising run), otherwise nowhere.
-fn replica_log(id: usize) -> Stdio {
-    match std::env::var_os("FJORD_BENCH_LOG_DIR") {
-        Some(dir) => std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(Path::new(&dir).join(format!("fjord-{id}.log")))
-            .map(Stdio::from)
-            .unwrap_or_else(|_| Stdio::null()),
-        None => Stdio::null(),
-    }
+/// is set (to keep the logs of a surprising run), otherwise a file in the
+/// cluster's own directory, so a failing test can show what the replicas
+/// said ([`FjordCluster::log_tails`]).
+fn replica_log(cluster_dir: &Path, id: usize) -> Stdio {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(replica_log_path(cluster_dir, id))
+        .map(Stdio::from)
+        .unwrap_or_else(|_| Stdio::null())
+}
+
+fn replica_log_path(cluster_dir: &Path, id: usize) -> PathBuf {
+    let dir = std::env::var_os("FJORD_BENCH_LOG_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| cluster_dir.to_path_buf());
+    dir.join(format!("fjord-{id}.log"))
 }
 
 impl FjordCluster {
+    /// The last `lines` lines each replica logged, for a failing test's
+    /// message (escape sequences removed).
+    pub fn log_tails(&self, lines: usize) -> String {
+        let mut out = String::new();
+        for id in 1..=self.addrs.len() {
+            let text = std::fs::read_to_string(replica_log_path(&self.dir, id)).unwrap_or_default();
+            let all: Vec<&str> = text.lines().collect();
+            out.push_str(&format!("---- replica {id} ----\n"));
+            for line in &all[all.len().saturating_sub(lines)..] {
+                out.push_str(&strip_ansi(line));
+                out.push('\n');
+            }
+        }
+        out
+    }
+
     /// Runs `fjord ctl ARGS` against the cluster as an operator.
     pub fn ctl(&self, args: &[&str]) -> std::process::Output {
         with_tls(&mut Command::new(&self.bin), &operator(&self.ca))
@@ -506,4 +528,23 @@ pub fn media_node_with(
         "media node {id} did not start: {line:?}"
     );
     Proc(Some(child))
+}
+
+/// A log line without its terminal colour codes.
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI: ESC '[' parameters, ended by a letter.
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
