@@ -10,9 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
-use serde::Deserialize;
-
-use fjord_control_plane::k8s::decide::{Desired, PoolSpec};
+use fjord_control_plane::k8s::decide::Desired;
 
 #[derive(Args)]
 pub struct OperatorArgs {
@@ -50,52 +48,13 @@ pub struct OperatorArgs {
     tls: crate::tls_args::TlsArgs,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PoolFile {
-    name: String,
-    min_replicas: u32,
-    max_replicas: u32,
-    node_capacity: u32,
-    #[serde(default = "default_headroom")]
-    headroom_pct: u32,
-}
-
-fn default_headroom() -> u32 {
-    20
-}
-
 impl OperatorArgs {
     /// What the operator is asked to keep, checked.
     fn desired(&self) -> anyhow::Result<Desired> {
         let text = std::fs::read_to_string(&self.pools)
             .map_err(|e| anyhow::anyhow!("--pools {}: {e}", self.pools.display()))?;
-        let pools: Vec<PoolFile> = serde_json::from_str(&text)
+        let out = fjord_control_plane::k8s::pools::parse_pools(&text)
             .map_err(|e| anyhow::anyhow!("--pools {}: {e}", self.pools.display()))?;
-        let mut out = Vec::new();
-        for p in pools {
-            fjord_common::validate::name(&p.name)
-                .map_err(|e| anyhow::anyhow!("pool name {:?}: {e}", p.name))?;
-            if p.min_replicas > p.max_replicas || p.max_replicas == 0 {
-                anyhow::bail!(
-                    "pool {}: min_replicas must not exceed max_replicas (at least 1)",
-                    p.name
-                );
-            }
-            if p.node_capacity == 0 || p.headroom_pct >= 100 {
-                anyhow::bail!(
-                    "pool {}: node_capacity above 0, headroom_pct below 100",
-                    p.name
-                );
-            }
-            out.push(PoolSpec {
-                name: p.name,
-                min_replicas: p.min_replicas,
-                max_replicas: p.max_replicas,
-                node_capacity: p.node_capacity,
-                headroom_pct: p.headroom_pct,
-            });
-        }
         if !matches!(self.voters, 3 | 5) {
             anyhow::bail!("--voters must be 3 or 5");
         }

@@ -111,11 +111,16 @@ impl Kek {
             path: p.clone(),
             reason: e.to_string(),
         })?;
-        let bytes = unhex(text.trim()).filter(|b| b.len() == 32);
-        let bytes = bytes.ok_or(KekError::Malformed { path: p })?;
+        Kek::from_file_contents(&text).ok_or(KekError::Malformed { path: p })
+    }
+
+    /// Reads what [`Kek::to_file_contents`] wrote: 64 hex digits,
+    /// surrounding white space allowed. `None` for anything else.
+    pub fn from_file_contents(text: &str) -> Option<Kek> {
+        let bytes = unhex(text.trim()).filter(|b| b.len() == 32)?;
         let mut k = [0u8; 32];
         k.copy_from_slice(&bytes);
-        Ok(Kek(k))
+        Some(Kek(k))
     }
 
     /// HMAC-SHA256 of `label` and `salt` under the KEK.

@@ -27,6 +27,7 @@ pub mod placement;
 pub mod raft;
 pub mod ratelimit;
 pub mod server;
+pub mod sim;
 pub mod sla;
 pub mod state;
 pub mod telemetry;

@@ -26,7 +26,7 @@ pub use cluster::ClusterApi;
 pub use institution::InstitutionApi;
 pub use keys::SigningKeys;
 pub use licence::{ensure_price_table, LicenceApi};
-pub use meeting::MeetingApi;
+pub use meeting::{join_link, MeetingApi};
 pub use metadata::MetadataApi;
 pub use node::NodeApi;
 pub use sla::SlaApi;

@@ -10,6 +10,7 @@ pub mod decide;
 pub mod fjord_io;
 #[cfg(feature = "k8s")]
 pub mod kube_io;
+pub mod pools;
 
 pub use decide::{decide, Action, Desired, Observed};
 

@@ -77,7 +77,12 @@ impl DevIdp {
             reason,
         };
         let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-        let file: KeyFile = serde_json::from_str(&text).map_err(|_| DevIdpError::Malformed)?;
+        DevIdp::from_file_contents(&text)
+    }
+
+    /// Reads what [`DevIdp::save`] writes: `{"kid", "pkcs8" (base64)}`.
+    pub fn from_file_contents(text: &str) -> Result<DevIdp, DevIdpError> {
+        let file: KeyFile = serde_json::from_str(text).map_err(|_| DevIdpError::Malformed)?;
         let pkcs8 = base64::engine::general_purpose::STANDARD
             .decode(file.pkcs8)
             .map_err(|_| DevIdpError::Malformed)?;

@@ -84,8 +84,13 @@ pub(crate) fn from_redb(dir: &Path, legacy: &Path) -> Result<(), StoreError> {
     }
     let count = records.len();
     {
-        let (w, _) = wal::open(&staging, last_purged.map(|l| l.index), 64 << 20)
-            .map_err(|e| fail(e.to_string()))?;
+        let (w, _) = wal::open(
+            &staging,
+            last_purged.map(|l| l.index),
+            64 << 20,
+            wal::WalIo::Thread,
+        )
+        .map_err(|e| fail(e.to_string()))?;
         if !records.is_empty() {
             let (tx, rx) = std::sync::mpsc::channel();
             w.append(

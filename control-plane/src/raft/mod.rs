@@ -17,9 +17,14 @@ pub mod wal;
 pub mod watchdog;
 
 pub use network::Network;
-pub use replica::{now_ms, ClusterError, ClusterStatus, MemberInfo, Replica, ReplicaTuning};
+pub use replica::{
+    now_ms, ClusterError, ClusterStatus, MemberInfo, Operation, OperationOutput, Replica,
+    ReplicaTuning,
+};
 pub use service::RaftGrpc;
-pub use store::{open_stores, LogStore, StateMachine, StoreError};
+pub(crate) use store::HardState;
+pub use store::{open_stores, open_stores_with, Applied, LogStore, StateMachine, StoreError};
+pub use wal::WalIo;
 
 use std::io::Cursor;
 

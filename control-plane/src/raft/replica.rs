@@ -72,7 +72,7 @@ pub struct ClusterStatus {
 /// What a follower hands to the leader.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub(crate) enum Operation {
+pub enum Operation {
     Write {
         command: Command,
         op_id: u64,
@@ -96,7 +96,7 @@ pub(crate) enum Operation {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[allow(clippy::large_enum_variant)] // short-lived, serialised at once
-pub(crate) enum OperationOutput {
+pub enum OperationOutput {
     Write(Output),
     Read(QueryOutput),
     Members(Vec<MemberInfo>),

@@ -33,7 +33,7 @@ use openraft::{
 use serde::{Deserialize, Serialize};
 
 use super::codec;
-use super::wal::{self, Wal};
+use super::wal::{self, Wal, WalIo};
 use super::{NodeId, TypeConfig};
 use crate::state::{ClusterState, Response};
 
@@ -66,6 +66,12 @@ fn io_at(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
 
 /// Opens (or creates) the store under `dir` and returns its two halves.
 pub fn open_stores(dir: &Path) -> Result<(LogStore, StateMachine), StoreError> {
+    open_stores_with(dir, WalIo::Thread)
+}
+
+/// [`open_stores`] with the log's I/O mode: [`WalIo::Inline`] keeps every
+/// file operation on the calling task, for the deterministic simulation.
+pub fn open_stores_with(dir: &Path, io: WalIo) -> Result<(LogStore, StateMachine), StoreError> {
     std::fs::create_dir_all(dir).map_err(io_at(dir))?;
     let legacy = dir.join("raft.redb");
     if legacy.exists() && !dir.join("wal").exists() {
@@ -81,8 +87,13 @@ pub fn open_stores(dir: &Path) -> Result<(LogStore, StateMachine), StoreError> {
         Err(e) => return Err(io_at(&hard_path)(e)),
     };
     let wal_dir = dir.join("wal");
-    let (wal, recovered) = wal::open(&wal_dir, hard.last_purged.map(|l| l.index), SEGMENT_BYTES)
-        .map_err(io_at(&wal_dir))?;
+    let (wal, recovered) = wal::open(
+        &wal_dir,
+        hard.last_purged.map(|l| l.index),
+        SEGMENT_BYTES,
+        io,
+    )
+    .map_err(io_at(&wal_dir))?;
     if recovered.torn_bytes > 0 {
         tracing::warn!(
             bytes = recovered.torn_bytes,
@@ -98,7 +109,7 @@ pub fn open_stores(dir: &Path) -> Result<(LogStore, StateMachine), StoreError> {
         entries.push_back(e);
     }
     let snapshot_path = dir.join("snapshot");
-    let sm = StateMachine::load(snapshot_path)?;
+    let sm = StateMachine::load(snapshot_path, io)?;
     let log = LogStore {
         inner: Arc::new(LogInner {
             mem: RwLock::new(MemLog {
@@ -108,6 +119,7 @@ pub fn open_stores(dir: &Path) -> Result<(LogStore, StateMachine), StoreError> {
             hard: Mutex::new(hard),
             hard_path,
             wal,
+            io,
         }),
     };
     Ok((log, sm))
@@ -144,13 +156,18 @@ fn io_err(e: impl std::error::Error + 'static) -> StorageError<NodeId> {
     StorageIOError::write(&e).into()
 }
 
-/// Runs blocking file work off the async runtime's worker threads.
+/// Runs blocking file work off the async runtime's worker threads (in
+/// the simulation, right here: no other thread may run).
 async fn blocking<T: Send + 'static>(
+    io: WalIo,
     f: impl FnOnce() -> Result<T, StorageError<NodeId>> + Send + 'static,
 ) -> Result<T, StorageError<NodeId>> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| StorageError::from(StorageIOError::write(&e)))?
+    match io {
+        WalIo::Thread => tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|e| StorageError::from(StorageIOError::write(&e)))?,
+        WalIo::Inline => f(),
+    }
 }
 
 struct MemLog {
@@ -177,6 +194,7 @@ struct LogInner {
     hard: Mutex<HardState>,
     hard_path: PathBuf,
     wal: Wal,
+    io: WalIo,
 }
 
 #[derive(Clone)]
@@ -195,7 +213,10 @@ impl LogStore {
             codec::encode(&*hard).map_err(io_err)?
         };
         let path = self.inner.hard_path.clone();
-        blocking(move || write_atomic(&path, &[&bytes]).map_err(io_err)).await
+        blocking(self.inner.io, move || {
+            write_atomic(&path, &[&bytes]).map_err(io_err)
+        })
+        .await
     }
 }
 
@@ -362,10 +383,11 @@ pub struct StateMachine {
     path: PathBuf,
     pub applied: Arc<RwLock<Applied>>,
     snapshot_counter: Arc<std::sync::atomic::AtomicU64>,
+    io: WalIo,
 }
 
 impl StateMachine {
-    fn load(path: PathBuf) -> Result<Self, StoreError> {
+    fn load(path: PathBuf, io: WalIo) -> Result<Self, StoreError> {
         let applied = match read_snapshot(&path)? {
             Some((_, data)) => codec::decode(&data).map_err(|source| StoreError::Decode {
                 path: path.display().to_string(),
@@ -377,6 +399,7 @@ impl StateMachine {
             path,
             applied: Arc::new(RwLock::new(applied)),
             snapshot_counter: Arc::default(),
+            io,
         })
     }
 }
@@ -391,7 +414,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         // The copy, the encoding and the write all run on a blocking
         // thread: tens of MiB take long enough to starve every other task
         // of an async worker (heartbeats included) if done on one.
-        let (meta, data) = blocking(move || {
+        let (meta, data) = blocking(self.io, move || {
             // A copy under the lock, encoded and written off it, so applies
             // wait for the copy, not for the encoding or the disk.
             let copy = applied.read().expect("state lock poisoned").clone();
@@ -482,7 +505,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let data = snapshot.into_inner();
         let path = self.path.clone();
         let m = meta.clone();
-        let applied: Applied = blocking(move || {
+        let applied: Applied = blocking(self.io, move || {
             let applied: Applied = codec::decode(&data).map_err(io_err)?;
             write_snapshot(&path, &m, &data).map_err(io_err)?;
             Ok(applied)
@@ -498,7 +521,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             installed,
         );
         // Freeing a large state takes a while too: not on an async worker.
-        tokio::task::spawn_blocking(move || drop(old));
+        if self.io == WalIo::Thread {
+            tokio::task::spawn_blocking(move || drop(old));
+        }
         Ok(())
     }
 
@@ -506,7 +531,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         &mut self,
     ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
         let path = self.path.clone();
-        let found = blocking(move || {
+        let found = blocking(self.io, move || {
             read_snapshot(&path).map_err(|e| io_err(std::io::Error::other(e.to_string())))
         })
         .await?;

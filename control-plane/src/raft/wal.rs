@@ -19,7 +19,7 @@ use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 
 const MAGIC: &[u8; 8] = b"FJWAL01\n";
 const RECORD_HEADER: usize = 16;
@@ -45,10 +45,28 @@ enum Op {
     },
 }
 
+/// How the log reaches the disk.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum WalIo {
+    /// One I/O thread, group commit, `fdatasync`: what replicas run.
+    #[default]
+    Thread,
+    /// In the caller's thread and without syncing: the deterministic
+    /// simulation, where nothing may run on a thread of its own and a
+    /// crash is a process crash (the kernel keeps what was written).
+    Inline,
+}
+
 /// The handle appenders use; the I/O thread stops when every handle is gone.
 #[derive(Clone)]
 pub struct Wal {
-    tx: mpsc::Sender<Op>,
+    to_disk: ToDisk,
+}
+
+#[derive(Clone)]
+enum ToDisk {
+    Thread(mpsc::Sender<Op>),
+    Inline(Arc<Mutex<Disk>>),
 }
 
 /// What [`open`] found on disk: records in index order.
@@ -73,14 +91,19 @@ struct Disk {
     /// Where each retained record starts: (index, segment first, offset).
     index: VecDeque<(u64, u64, u64)>,
     max_segment_bytes: u64,
+    /// Whether writes are synced (not in the simulation).
+    sync: bool,
 }
 
 fn segment_path(dir: &Path, first: u64) -> PathBuf {
     dir.join(format!("{first:020}.wal"))
 }
 
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
+fn sync_dir(dir: &Path, sync: bool) -> io::Result<()> {
+    if sync {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 fn corrupt(path: &Path, at: u64, what: &str) -> io::Error {
@@ -96,6 +119,7 @@ pub fn open(
     dir: &Path,
     purged: Option<u64>,
     max_segment_bytes: u64,
+    io: WalIo,
 ) -> io::Result<(Wal, Recovered)> {
     std::fs::create_dir_all(dir)?;
     let mut firsts: Vec<u64> = std::fs::read_dir(dir)?
@@ -112,6 +136,7 @@ pub fn open(
         active: None,
         index: VecDeque::new(),
         max_segment_bytes,
+        sync: io == WalIo::Thread,
     };
     let mut records: Vec<(u64, Vec<u8>)> = Vec::new();
     let mut torn_bytes = 0;
@@ -170,12 +195,18 @@ pub fn open(
         let len = f.seek(SeekFrom::End(0))?;
         disk.active = Some((f, len));
     }
-    let (tx, rx) = mpsc::channel();
-    std::thread::Builder::new()
-        .name("fjord-wal".into())
-        .spawn(move || disk.run(rx))?;
+    let to_disk = match io {
+        WalIo::Thread => {
+            let (tx, rx) = mpsc::channel();
+            std::thread::Builder::new()
+                .name("fjord-wal".into())
+                .spawn(move || disk.run(rx))?;
+            ToDisk::Thread(tx)
+        }
+        WalIo::Inline => ToDisk::Inline(Arc::new(Mutex::new(disk))),
+    };
     Ok((
-        Wal { tx },
+        Wal { to_disk },
         Recovered {
             records,
             torn_bytes,
@@ -215,10 +246,18 @@ impl Wal {
     /// Queues records (consecutive indexes, after the last one) and calls
     /// `done` once they are durable.
     pub fn append(&self, records: Vec<(u64, Vec<u8>)>, done: Done) {
-        if let Err(mpsc::SendError(Op::Append { done, .. })) =
-            self.tx.send(Op::Append { records, done })
-        {
-            done(Err(io::Error::other("log writer stopped")));
+        match &self.to_disk {
+            ToDisk::Thread(tx) => {
+                if let Err(mpsc::SendError(Op::Append { done, .. })) =
+                    tx.send(Op::Append { records, done })
+                {
+                    done(Err(io::Error::other("log writer stopped")));
+                }
+            }
+            ToDisk::Inline(disk) => disk
+                .lock()
+                .expect("log disk lock")
+                .round(vec![Op::Append { records, done }]),
         }
     }
 
@@ -237,9 +276,12 @@ impl Wal {
         let done: Done = Box::new(move |r| {
             let _ = tx.send(r);
         });
-        self.tx
-            .send(op(done))
-            .map_err(|_| io::Error::other("log writer stopped"))?;
+        match &self.to_disk {
+            ToDisk::Thread(tx) => tx
+                .send(op(done))
+                .map_err(|_| io::Error::other("log writer stopped"))?,
+            ToDisk::Inline(disk) => disk.lock().expect("log disk lock").round(vec![op(done)]),
+        }
         rx.await
             .map_err(|_| io::Error::other("log writer stopped"))?
     }
@@ -254,6 +296,12 @@ impl Disk {
             while let Ok(op) = rx.try_recv() {
                 ops.push(op);
             }
+            self.round(ops);
+        }
+    }
+
+    fn round(&mut self, ops: Vec<Op>) {
+        {
             let mut buf = Vec::new();
             let mut waiting: Vec<Done> = Vec::new();
             for op in ops {
@@ -320,8 +368,10 @@ impl Disk {
             .write(true)
             .open(&path)?;
         f.write_all(MAGIC)?;
-        f.sync_all()?;
-        sync_dir(&self.dir)?;
+        if self.sync {
+            f.sync_all()?;
+        }
+        sync_dir(&self.dir, self.sync)?;
         self.segments.push(Segment {
             first,
             path,
@@ -343,7 +393,9 @@ impl Disk {
             }
             let (file, len) = self.active.as_mut().expect("active segment");
             file.write_all(buf)?;
-            file.sync_data()?;
+            if self.sync {
+                file.sync_data()?;
+            }
             *len += buf.len() as u64;
             metrics::counter!("fjord_raft_log_fsyncs_total").increment(1);
             metrics::counter!("fjord_raft_log_bytes_written_total").increment(buf.len() as u64);
@@ -377,7 +429,9 @@ impl Disk {
             .expect("segment of a retained record");
         let f = OpenOptions::new().append(true).open(&seg.path)?;
         f.set_len(offset)?;
-        f.sync_all()?;
+        if self.sync {
+            f.sync_all()?;
+        }
         seg.last = from.checked_sub(1).filter(|l| *l >= seg.first);
         self.active = Some((f, offset));
         Ok(())
@@ -418,7 +472,7 @@ impl Disk {
         }
         self.segments = kept;
         if removed {
-            sync_dir(&self.dir)?;
+            sync_dir(&self.dir, self.sync)?;
         }
         Ok(())
     }
@@ -469,8 +523,14 @@ mod tests {
 
     #[tokio::test]
     async fn appends_survive_reopen_truncate_and_purge() {
+        for io in [WalIo::Thread, WalIo::Inline] {
+            appends_survive_reopen_truncate_and_purge_with(io).await;
+        }
+    }
+
+    async fn appends_survive_reopen_truncate_and_purge_with(io: WalIo) {
         let dir = tempfile::tempdir().unwrap();
-        let (wal, rec) = open(dir.path(), None, 200).unwrap();
+        let (wal, rec) = open(dir.path(), None, 200, io).unwrap();
         assert!(rec.records.is_empty());
         for chunk in [1..=4, 5..=9, 10..=20] {
             sync_append(&wal, recs(chunk)).unwrap();
@@ -482,7 +542,7 @@ mod tests {
         wal.truncate(15).await.unwrap();
         sync_append(&wal, vec![(15, b"new-15".to_vec())]).unwrap();
         drop(wal);
-        let (wal, rec) = open(dir.path(), None, 200).unwrap();
+        let (wal, rec) = open(dir.path(), None, 200, io).unwrap();
         let idx: Vec<u64> = rec.records.iter().map(|(i, _)| *i).collect();
         assert_eq!(idx, (1..=15).collect::<Vec<_>>());
         assert_eq!(rec.records[14].1, b"new-15");
@@ -491,7 +551,7 @@ mod tests {
         sync_append(&wal, recs(16..=17)).unwrap();
         drop(wal);
         let before = stats(dir.path()).unwrap();
-        let (_wal, rec) = open(dir.path(), Some(12), 200).unwrap();
+        let (_wal, rec) = open(dir.path(), Some(12), 200, io).unwrap();
         let idx: Vec<u64> = rec.records.iter().map(|(i, _)| *i).collect();
         assert_eq!(idx, (13..=17).collect::<Vec<_>>());
         assert!(before.bytes < 400, "purged segments deleted: {before:?}");
@@ -500,7 +560,7 @@ mod tests {
     #[test]
     fn torn_tail_is_cut_and_corruption_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let (wal, _) = open(dir.path(), None, 1 << 20).unwrap();
+        let (wal, _) = open(dir.path(), None, 1 << 20, WalIo::Thread).unwrap();
         sync_append(&wal, recs(1..=3)).unwrap();
         drop(wal);
         let path = segment_path(dir.path(), 1);
@@ -510,12 +570,12 @@ mod tests {
         put_record(&mut torn, 4, b"entry-4");
         torn.truncate(torn.len() - 3);
         std::fs::write(&path, &torn).unwrap();
-        let (wal, rec) = open(dir.path(), None, 1 << 20).unwrap();
+        let (wal, rec) = open(dir.path(), None, 1 << 20, WalIo::Thread).unwrap();
         assert_eq!(rec.records.len(), 3);
         assert!(rec.torn_bytes > 0);
         sync_append(&wal, recs(4..=4)).unwrap();
         drop(wal);
-        let (wal, rec) = open(dir.path(), None, 1 << 20).unwrap();
+        let (wal, rec) = open(dir.path(), None, 1 << 20, WalIo::Thread).unwrap();
         assert_eq!(rec.records.len(), 4);
         drop(wal);
         // A flipped bit in a sealed (non-last) segment is refused.
@@ -523,7 +583,9 @@ mod tests {
         bad[MAGIC.len() + RECORD_HEADER + 1] ^= 0x40;
         std::fs::write(&path, &bad).unwrap();
         std::fs::write(segment_path(dir.path(), 5), MAGIC).unwrap();
-        let err = open(dir.path(), None, 1 << 20).err().unwrap();
+        let err = open(dir.path(), None, 1 << 20, WalIo::Thread)
+            .err()
+            .unwrap();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
     }
 }
