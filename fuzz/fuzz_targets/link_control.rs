@@ -30,7 +30,7 @@ fuzz_target!(|data: &[u8]| {
     // A genuine hello from the peer the meeting is cascaded with.
     let hello = pb::LinkHello {
         node_id: PEER.into(),
-        token: link_token(PEER),
+        token: link_token(),
     };
     let peer = sfu.verify_link_hello(now, &hello).expect("a genuine hello");
     sfu.sync_assignments(now, &[(MEETING, vec![PEER.to_string()])], &[]);

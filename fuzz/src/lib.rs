@@ -71,8 +71,20 @@ pub fn open_meeting() -> pb::MeetingSettings {
     }
 }
 
-/// A valid join token for participant `pid` of [`MEETING`] on [`NODE`].
+/// A valid join token for participant `pid` of [`MEETING`] on [`NODE`]
+/// (signed once per process and pid: signing is most of a run's cost).
 pub fn join_token(pid: u64, role: pb::Role) -> Vec<u8> {
+    type Tokens = std::sync::Mutex<std::collections::HashMap<(u64, i32), Vec<u8>>>;
+    static TOKENS: OnceLock<Tokens> = OnceLock::new();
+    let tokens = TOKENS.get_or_init(Default::default);
+    let mut tokens = tokens.lock().expect("token cache");
+    tokens
+        .entry((pid, role as i32))
+        .or_insert_with(|| sign_join_token(pid, role))
+        .clone()
+}
+
+fn sign_join_token(pid: u64, role: pb::Role) -> Vec<u8> {
     signer().sign(&pb::JoinClaims {
         meeting_id: MEETING,
         participant_id: pid,
@@ -86,8 +98,13 @@ pub fn join_token(pid: u64, role: pb::Role) -> Vec<u8> {
     })
 }
 
-/// A valid cascade-link token for node `node_id`.
-pub fn link_token(node_id: &str) -> Vec<u8> {
+/// A valid cascade-link token for [`PEER`] (signed once per process).
+pub fn link_token() -> Vec<u8> {
+    static TOKEN: OnceLock<Vec<u8>> = OnceLock::new();
+    TOKEN.get_or_init(|| sign_link_token(PEER)).clone()
+}
+
+fn sign_link_token(node_id: &str) -> Vec<u8> {
     signer().sign(&pb::JoinClaims {
         meeting_id: 0,
         participant_id: 0,
