@@ -83,8 +83,12 @@ fn caught(bug: InjectedBug, budget: u64) -> Option<(u64, Vec<String>)> {
 
 #[test]
 fn a_replica_that_forgets_its_vote_is_caught() {
-    let found = caught(InjectedBug::ForgetVoteOnRestart, 60);
-    assert!(found.is_some(), "no seed of 60 caught a forgotten vote");
+    let (seed, violations) = caught(InjectedBug::ForgetVoteOnRestart, 60)
+        .expect("no seed of 60 caught a forgotten vote");
+    assert!(
+        violations.iter().any(|v| v.contains("vote went back")),
+        "seed {seed}: {violations:?}"
+    );
 }
 
 #[test]

@@ -6,8 +6,9 @@
 //! loss, crashes and restarts from disk, isolated replicas, clock jumps in
 //! the commands' time stamps and membership changes.
 //!
-//! After every step it checks Raft's safety (one leader per term; any two
-//! replicas that applied the same log index hold the same state) and
+//! After every step it checks Raft's safety (votes only grow, across
+//! restarts too, and leaders lead on granted votes; any two replicas that
+//! applied the same log index hold the same state) and
 //! Fjord's invariants on every replica's state
 //! ([`ClusterState::check_invariants`]: residency, capacity, no meeting
 //! placed twice on a node, reservations and shares in step). At the end
@@ -191,8 +192,9 @@ struct World {
     election_due: BTreeMap<NodeId, u64>,
     history: Arc<Mutex<Vec<WriteRecord>>>,
     next_write: u64,
-    /// Term -> the replica seen leading it.
-    leaders: BTreeMap<u64, NodeId>,
+    /// The highest vote each replica was seen holding (kept across its
+    /// restarts: votes are durable).
+    votes: BTreeMap<NodeId, openraft::Vote<NodeId>>,
     /// Log index -> fingerprint of the state after applying it.
     states: BTreeMap<u64, u64>,
     media_nodes: Vec<(String, &'static str)>,
@@ -232,7 +234,7 @@ impl World {
             election_due: BTreeMap::new(),
             history: Arc::default(),
             next_write: 1,
-            leaders: BTreeMap::new(),
+            votes: BTreeMap::new(),
             states: BTreeMap::new(),
             media_nodes: Vec::new(),
             meetings: Vec::new(),
@@ -382,7 +384,7 @@ impl World {
             let d = left.min(slice);
             tokio::time::sleep(Duration::from_millis(d)).await;
             left -= d;
-            self.check_leaders();
+            self.check_votes();
             self.drive_elections().await;
         }
     }
@@ -800,36 +802,49 @@ impl World {
         self.check_step();
     }
 
-    /// One leader per term, looked at every slice of simulated time (a
-    /// leader deposed within a step would escape a look per step).
-    fn check_leaders(&mut self) {
-        let leading: Vec<(u64, NodeId)> = self
-            .replicas
-            .iter()
-            .filter_map(|(id, r)| {
-                let m = r.raft.metrics().borrow().clone();
-                (m.state == ServerState::Leader).then_some((m.current_term, *id))
-            })
-            .collect();
-        for (term, id) in leading {
-            self.report.max_term = self.report.max_term.max(term);
-            match self.leaders.get(&term) {
-                Some(other) if *other != id => {
-                    let other = *other;
-                    self.violation(format!("two leaders in term {term}: {other} and {id}"));
+    /// Election safety as openraft defines it, looked at every slice of
+    /// simulated time (a change within a step would escape a look per
+    /// step). openraft identifies a leader by (term, node id), ordered, so
+    /// a term can see more than one leader, each deposed by the next; what
+    /// must hold is that a replica's vote only ever grows, across restarts
+    /// too (a replica that forgets whom it voted for can elect two leaders
+    /// with one vote), and that a leader leads on a vote a quorum granted
+    /// to it.
+    fn check_votes(&mut self) {
+        let mut seen = Vec::new();
+        for (id, r) in &self.replicas {
+            let m = r.raft.metrics().borrow().clone();
+            self.report.max_term = self.report.max_term.max(m.current_term);
+            if m.state == ServerState::Leader
+                && (!m.vote.is_committed() || m.vote.leader_id().voted_for() != Some(*id))
+            {
+                seen.push(format!(
+                    "replica {id} leads on vote {} (not its own, granted)",
+                    m.vote
+                ));
+            }
+            match self.votes.get(id) {
+                Some(last) if m.vote.partial_cmp(last) == Some(std::cmp::Ordering::Less) => {
+                    seen.push(format!(
+                        "replica {id}'s vote went back from {last} to {}",
+                        m.vote
+                    ));
                 }
-                Some(_) => {}
-                None => {
-                    self.leaders.insert(term, id);
+                Some(last) if m.vote.partial_cmp(last) != Some(std::cmp::Ordering::Greater) => {}
+                _ => {
+                    self.votes.insert(*id, m.vote);
                 }
             }
         }
+        for v in seen {
+            self.violation(v);
+        }
     }
 
-    /// After every step: one leader per term, the same state at the same
-    /// index everywhere, Fjord's invariants on every replica.
+    /// After every step: votes, the same state at the same index
+    /// everywhere, Fjord's invariants on every replica.
     fn check_step(&mut self) {
-        self.check_leaders();
+        self.check_votes();
         let mut diverged = Vec::new();
         let mut broken = Vec::new();
         for (id, r) in &self.replicas {
