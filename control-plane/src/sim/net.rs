@@ -141,6 +141,20 @@ impl SimConnection {
     }
 }
 
+impl SimConnection {
+    /// `to` took an append or a snapshot from a leader: the election
+    /// driver leaves it alone for a while.
+    fn heard_from_leader(&self, to: NodeId) {
+        let now = (self.net.clock)();
+        self.net
+            .fabric
+            .lock()
+            .expect("fabric lock")
+            .last_contact
+            .insert(to, now);
+    }
+}
+
 impl RaftNetwork<TypeConfig> for SimConnection {
     async fn append_entries(
         &mut self,
@@ -155,13 +169,7 @@ impl RaftNetwork<TypeConfig> for SimConnection {
             )
             .await;
         if matches!(&r, Ok(a) if !matches!(a, AppendEntriesResponse::HigherVote(_))) {
-            let now = (self.net.clock)();
-            self.net
-                .fabric
-                .lock()
-                .expect("fabric lock")
-                .last_contact
-                .insert(to, now);
+            self.heard_from_leader(to);
         }
         r
     }
@@ -182,13 +190,7 @@ impl RaftNetwork<TypeConfig> for SimConnection {
             )
             .await;
         if r.is_ok() {
-            let now = (self.net.clock)();
-            self.net
-                .fabric
-                .lock()
-                .expect("fabric lock")
-                .last_contact
-                .insert(to, now);
+            self.heard_from_leader(to);
         }
         r
     }
