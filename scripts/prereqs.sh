@@ -19,6 +19,10 @@ command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)
 /usr/bin/python3 -c 'import pandas' >/dev/null 2>&1 || need+=(python3-pandas)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
+# The chaos schedules: network namespaces and veth (iproute2), partitions
+# and loss (nftables).
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
+command -v nft >/dev/null 2>&1 || need+=(nftables)
 if [ ${#need[@]} -gt 0 ]; then
   echo "==> installing ${need[*]}"
   sudo_cmd=""

@@ -23,6 +23,11 @@ echo "==> simulation: seeds 1001-1960"
 target/debug/sim_bench --seeds 960 --first-seed 1001 --steps 150 \
   > target/sim_bench.json || { cat target/sim_bench.json; exit 1; }
 python3 -c 'import json; r = json.load(open("target/sim_bench.json")); print(r["seeds"], "seeds,", r["seeds_with_violations"], "with violations,", r["seeds_per_minute"], "seeds/min")'
+# Real processes in network namespaces under kills, pauses, partitions
+# and loss: a short subset (scripts/chaos.sh --schedules 50 is the long run).
+echo "==> chaos: 2 schedules"
+scripts/chaos.sh --schedules 2 --seed 1 > target/chaos.json || { cat target/chaos.json; exit 1; }
+python3 -c 'import json; r = json.load(open("target/chaos.json")); print(r["schedules"], "schedules,", r["anomalies"], "anomalies,", r["acked_meetings"], "meetings acknowledged,", sum(r["faults"].values()), "faults")'
 echo "==> fuzz targets, 10 s each"
 scripts/fuzz.sh --seconds 10 --jobs 2
 echo "==> all tests passed"

@@ -315,3 +315,127 @@ fn kill_the_leader_keep_scheduling_restart_and_catch_up() {
     .unwrap();
     assert_eq!(m["institution"], "cern");
 }
+
+/// SIGSTOP/SIGCONT of replicas, as a long GC-like stall or a paused
+/// container would do: a healthy node must not be declared down for it.
+/// The whole cluster paused beyond the node lease (its leader must not
+/// fail every node on resuming: it heard no beat because it did not
+/// run), then each replica alone (a node beating to a paused replica
+/// moves to another well inside its lease). Found by `scripts/chaos.sh`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paused_replicas_do_not_fail_healthy_nodes() {
+    const LEASE_MS: u64 = 3000;
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = fjord_benches::FjordCluster::start_with(
+        Path::new(FJORD),
+        dir.path(),
+        &[
+            "--node-heartbeat-interval-ms",
+            "100",
+            "--node-lease-ms",
+            &LEASE_MS.to_string(),
+        ],
+    );
+    let cp = Client::from_files(
+        &cluster.addrs,
+        &operator(&cluster.ca),
+        ClientConfig::default(),
+    )
+    .unwrap();
+    cp.create_institution(pb::CreateInstitutionRequest {
+        name: "uni".into(),
+        residency: "nordic".into(),
+        max_participants: 100,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    cp.sample_licence("uni", &[]).await.unwrap();
+    let _nodes: Vec<fjord_benches::Proc> = ["n1", "n2"]
+        .iter()
+        .map(|id| {
+            fjord_benches::media_node_with(
+                Path::new(FJORD),
+                &cluster.ca,
+                id,
+                "nordic",
+                &cluster.addrs.join(","),
+                8,
+                &[],
+            )
+        })
+        .collect();
+    // `fjord ctl -o json`, retried while an election is under way.
+    let ctl_json = |args: &[&str]| -> Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let mut all = vec!["-o", "json"];
+            all.extend_from_slice(args);
+            let out = cluster.ctl(&all);
+            if out.status.success() {
+                return serde_json::from_slice(&out.stdout).expect("ctl -o json");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "fjord ctl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let ready = || {
+        ctl_json(&["node", "list"])
+            .as_array()
+            .map_or(0, |n| n.iter().filter(|n| n["state"] == "ready").count())
+    };
+    wait_for("both nodes ready", Duration::from_secs(20), || ready() == 2);
+    let mut meetings = Vec::new();
+    for _ in 0..4 {
+        let m = cp
+            .schedule_meeting(pb::ScheduleMeetingRequest {
+                institution: "uni".into(),
+                participants: 2,
+                request_id: fjord_control_plane::client::request_id(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        meetings.push(m.meeting.unwrap().id);
+    }
+    let pids: Vec<i32> = cluster
+        .procs
+        .iter()
+        .map(|p| p.0.as_ref().unwrap().id() as i32)
+        .collect();
+    let pause = |which: &[i32]| {
+        for pid in which {
+            // SAFETY: signals to replicas this test started.
+            unsafe { libc::kill(*pid, libc::SIGSTOP) };
+        }
+        std::thread::sleep(Duration::from_millis(LEASE_MS + 1500));
+        for pid in which {
+            unsafe { libc::kill(*pid, libc::SIGCONT) };
+        }
+    };
+    // Every meeting still on its first placement: no node was failed.
+    let check = |after: &str| {
+        for id in &meetings {
+            let m = ctl_json(&["meeting", "get", &id.to_string()]);
+            assert_eq!(
+                m["placements"],
+                1,
+                "meeting {id} re-placed after {after}: a healthy node was declared down\n{}",
+                cluster.log_tails(20)
+            );
+        }
+        assert_eq!(ready(), 2, "after {after}");
+    };
+    pause(&pids);
+    std::thread::sleep(Duration::from_millis(LEASE_MS + 1000));
+    check("pausing the whole cluster");
+    for (i, pid) in pids.iter().enumerate() {
+        pause(&[*pid]);
+        std::thread::sleep(Duration::from_millis(1500));
+        check(&format!("pausing replica {}", i + 1));
+    }
+}

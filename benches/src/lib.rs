@@ -2,6 +2,8 @@
 //! tests: starting `fjord control-plane`, `fjord media-node` and `etcd`
 //! processes on loopback, and percentiles.
 
+pub mod netns;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;

@@ -280,7 +280,11 @@ pub async fn run_node_session(
         .await?
         .into_inner();
     let interval = Duration::from_millis(registered.heartbeat_interval_ms.max(10));
-    let answer_within = Duration::from_millis(registered.lease_ms.max(100));
+    // A replica that stops answering (paused, cut off) is left well inside
+    // the lease: the next one must commit a beat before the lease ends, or
+    // the node is declared down though it is fine.
+    let lease = Duration::from_millis(registered.lease_ms.max(100));
+    let answer_within = (lease / 4).max(interval * 3).min(lease / 2);
     on_event(NodeEvent::Registered(registered));
     let mut endpoint = client.current.load(Ordering::Relaxed);
     let mut tick = tokio::time::interval(interval);

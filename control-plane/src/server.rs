@@ -718,10 +718,22 @@ async fn health_loop(replica: Arc<Replica>, health: tonic_health::server::Health
 async fn lease_loop(replica: Arc<Replica>, lease: Duration) {
     let mut tick = tokio::time::interval(lease / 4);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut leader_since: Option<tokio::time::Instant> = None;
+    // When this replica's current leadership began to count: (term, since).
+    let mut leader_since: Option<(u64, tokio::time::Instant)> = None;
+    let mut last_tick = tokio::time::Instant::now();
     let lease_ms = lease.as_millis() as u64;
     loop {
         tick.tick().await;
+        // A replica that did not run for a while (paused, starved of CPU)
+        // committed no heartbeat meanwhile, so the nodes' silence is its
+        // own: like a new leader, it waits a whole lease of running again
+        // before it declares anyone down. Otherwise a leader resumed after
+        // a long pause failed every node at once.
+        let stalled = last_tick.elapsed() > lease / 2;
+        last_tick = tokio::time::Instant::now();
+        if stalled {
+            leader_since = None;
+        }
         let status = replica.status();
         metrics::gauge!("fjord_raft_term").set(status.term as f64);
         metrics::gauge!("fjord_raft_last_applied_index").set(status.last_applied_index as f64);
@@ -731,7 +743,12 @@ async fn lease_loop(replica: Arc<Replica>, lease: Duration) {
             leader_since = None;
             continue;
         }
-        let since = *leader_since.get_or_insert_with(tokio::time::Instant::now);
+        // Leadership lost and won again between two ticks starts afresh.
+        if leader_since.is_some_and(|(term, _)| term != status.term) {
+            leader_since = None;
+        }
+        let (_, since) =
+            *leader_since.get_or_insert_with(|| (status.term, tokio::time::Instant::now()));
         let now = crate::raft::now_ms();
         let (counts, expired) = replica.local_state(|s| {
             let mut counts = [0usize; 3];
