@@ -544,7 +544,7 @@ async fn write_step(
             sessions.push((meeting.id, Session::start(cp.clone(), req, true)));
         }
         report.participants += 2;
-    } else if acked.len() % 4 == 0 {
+    } else if acked.len().is_multiple_of(4) {
         let id = meeting.id;
         let end = cp.call(|ch| async move {
             pb::meeting_service_client::MeetingServiceClient::new(ch)
