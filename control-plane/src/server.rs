@@ -729,7 +729,12 @@ async fn lease_loop(replica: Arc<Replica>, lease: Duration) {
         // own: like a new leader, it waits a whole lease of running again
         // before it declares anyone down. Otherwise a leader resumed after
         // a long pause failed every node at once.
-        let stalled = last_tick.elapsed() > lease / 2;
+        // A leader cut off from its quorum (partitioned, its peers paused)
+        // committed no beat meanwhile either: the same.
+        let cut_off = replica
+            .millis_since_quorum_ack()
+            .is_some_and(|ms| ms > lease_ms / 2);
+        let stalled = last_tick.elapsed() > lease / 2 || cut_off;
         last_tick = tokio::time::Instant::now();
         if stalled {
             leader_since = None;

@@ -263,6 +263,19 @@ impl World {
         serde_json::from_slice(&out.stdout).ok()
     }
 
+    /// Appends a line to the schedule's `events.log` (wall-clock ms, as
+    /// the processes' logs and the ledger have them).
+    fn event(&self, what: &str) {
+        use std::io::Write;
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("events.log"))
+        {
+            let _ = writeln!(f, "{} {what}", fjord_control_plane::raft::now_ms());
+        }
+    }
+
     /// Records processes that exited though nobody killed them.
     fn check_alive(&mut self) {
         for m in self.replicas.iter_mut().chain(self.nodes.iter_mut()) {
@@ -585,6 +598,7 @@ fn inject(
             Undo::Heal(h) => h == host,
         })
     };
+    let before = pending.len();
     let kind = rng.below(8);
     let r = rng.below(REPLICAS.len());
     let n = rng.below(NODES.len());
@@ -648,9 +662,36 @@ fn inject(
         }
         _ => {}
     }
+    if let Some((until, undo)) = pending.get(before) {
+        world.event(&format!(
+            "fault on {} for {} ms: {}",
+            undo.host(),
+            until.saturating_duration_since(now).as_millis(),
+            undo.fault()
+        ));
+    }
+}
+
+impl Undo {
+    fn host(&self) -> &str {
+        match self {
+            Undo::RestartReplica(i) | Undo::Resume(ProcRef::Replica(i)) => REPLICAS[*i],
+            Undo::RestartNode(i) | Undo::Resume(ProcRef::Node(i)) => NODES[*i].0,
+            Undo::Heal(h) => h,
+        }
+    }
+
+    fn fault(&self) -> &'static str {
+        match self {
+            Undo::RestartReplica(_) | Undo::RestartNode(_) => "killed (SIGKILL)",
+            Undo::Resume(_) => "paused (SIGSTOP)",
+            Undo::Heal(_) => "network (cut or loss)",
+        }
+    }
 }
 
 fn apply_undo(world: &mut World, undo: Undo) {
+    world.event(&format!("undo on {}: {}", undo.host(), undo.fault()));
     match undo {
         Undo::RestartReplica(i) => {
             world.check_alive();

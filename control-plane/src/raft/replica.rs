@@ -338,6 +338,17 @@ impl Replica {
         self.raft.metrics().borrow().current_leader == Some(self.id)
     }
 
+    /// As leader: how long ago a quorum last acknowledged it (`None` when
+    /// not leading or not known).
+    pub fn millis_since_quorum_ack(&self) -> Option<u64> {
+        let m = self.raft.metrics().borrow().clone();
+        if m.current_leader == Some(self.id) {
+            m.millis_since_quorum_ack
+        } else {
+            None
+        }
+    }
+
     pub fn status(&self) -> ClusterStatus {
         let m = self.raft.metrics().borrow().clone();
         let membership = m.membership_config.membership();

@@ -485,11 +485,19 @@ async fn serve_connection(shared: Arc<Shared>, incoming: quinn::Incoming, id: Co
             Err(_) => break,
         }
     }
+    // A connection that timed out was last heard one idle timeout ago.
+    let now = now_ms();
+    let last_heard = match conn.close_reason() {
+        Some(quinn::ConnectionError::TimedOut) => {
+            now.saturating_sub(crate::tls::IDLE_TIMEOUT.as_millis() as u64)
+        }
+        _ => now,
+    };
     let outs = shared
         .sfu
         .write()
         .expect("sfu lock")
-        .disconnect(now_ms(), id);
+        .disconnect_at(now, last_heard, id);
     shared.dispatch(outs);
     shared.writers.lock().expect("writers lock").remove(&id);
     datagrams.abort();

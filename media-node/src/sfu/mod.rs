@@ -444,12 +444,34 @@ impl<H: Clone> Sfu<H> {
     /// without handing over passes the role to the longest-present member,
     /// so no meeting is left without one.
     pub fn disconnect(&mut self, now_ms: u64, conn: ConnId) -> Vec<Output> {
+        self.disconnect_at(now_ms, now_ms, conn)
+    }
+
+    /// [`Sfu::disconnect`] of a connection last heard at `last_heard_ms`
+    /// (one that timed out): the participant's stay, in the usage journal,
+    /// ends then, not when the silence was noticed. A node resumed from a
+    /// pause notices late, and would otherwise bill the time it was not
+    /// serving anyone.
+    pub fn disconnect_at(&mut self, now_ms: u64, last_heard_ms: u64, conn: ConnId) -> Vec<Output> {
         self.now_ms = self.now_ms.max(now_ms);
         self.unjoined.remove(&conn);
         if let Some(c) = self.conns.get(&conn) {
             let is_link = c.link.is_some();
             if let Some((meeting, pid)) = c.member {
+                let admitted_ms = self
+                    .rooms
+                    .get(&meeting)
+                    .and_then(|r| r.members.get(&pid))
+                    .map_or(self.now_ms, |m| m.admitted_ms);
+                let journaled = self.usage.len();
                 self.remove_member(meeting, pid, true, usage::LEFT);
+                if let Some(left) = self
+                    .usage
+                    .get_mut(journaled)
+                    .filter(|r| r.participant == pid && !r.joined)
+                {
+                    left.at_ms = last_heard_ms.clamp(admitted_ms, self.now_ms);
+                }
             }
             if is_link {
                 self.link_lost(conn);
@@ -803,6 +825,7 @@ impl<H: Clone> Sfu<H> {
                 joined_seq,
                 // Made a panelist when it becomes the host.
                 panelist: false,
+                admitted_ms: 0,
             },
         );
         let c = self.conns.get_mut(&conn).expect("checked");
@@ -938,6 +961,7 @@ impl<H: Clone> Sfu<H> {
         let room = self.rooms.get_mut(&meeting).expect("present");
         let m = room.members.get_mut(&pid).expect("member");
         m.admission = Admission::Admitted;
+        m.admitted_ms = self.now_ms;
         let mut features = 0;
         if room.webinar && !m.panelist {
             features |= usage::FEATURE_WEBINAR_ATTENDEE;

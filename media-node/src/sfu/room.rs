@@ -28,6 +28,8 @@ pub struct Member {
     pub joined_seq: u64,
     /// In a webinar: may send media (the host, and whom the host makes one).
     pub panelist: bool,
+    /// When they were let in (0 while waiting): a stay ends no earlier.
+    pub admitted_ms: u64,
 }
 
 impl Member {

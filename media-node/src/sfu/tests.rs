@@ -1159,3 +1159,36 @@ fn usage_records_joins_leaves_and_a_minute_of_quality_with_names_only_in_connect
     assert_eq!(connections.len(), 2);
     assert_eq!(connections[0].display_name, "p1");
 }
+
+#[test]
+fn a_timed_out_stay_ends_when_last_heard_never_before_admission() {
+    let mut w = World::default();
+    let settings = open_meeting();
+    let _a = w.join_with(1, pb::Role::Participant, settings);
+    let b = w.join_with(2, pb::Role::Participant, settings);
+    let c = w.join_with(3, pb::Role::Participant, settings);
+    let admitted: std::collections::HashMap<u64, u64> = w
+        .sfu
+        .take_usage()
+        .iter()
+        .filter(|u| u.joined)
+        .map(|u| (u.participant, u.at_ms))
+        .collect();
+    // b went silent 1.5 s before the node noticed (a node resumed from a
+    // pause notices late): its stay ends when it was last heard.
+    let noticed = NOW + 10_000;
+    let outs = w.sfu.disconnect_at(noticed, noticed - 1_500, b);
+    w.apply(outs);
+    // c's silence began before it was let in: its stay is empty, never
+    // negative.
+    let outs = w.sfu.disconnect_at(noticed, admitted[&3] - 5_000, c);
+    w.apply(outs);
+    let left: Vec<(u64, u64)> = w
+        .sfu
+        .take_usage()
+        .iter()
+        .filter(|u| !u.joined && u.quality.is_none())
+        .map(|u| (u.participant, u.at_ms))
+        .collect();
+    assert_eq!(left, [(2, noticed - 1_500), (3, admitted[&3])]);
+}
