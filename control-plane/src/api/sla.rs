@@ -341,17 +341,14 @@ impl SlaService for SlaApi {
             validate::name("institution", &r.institution)?;
             caller.check_institution(&r.institution)?;
             // Only for institutions that exist: the secret of a name not yet
-            // created is nobody's.
-            let known = self
-                .replica
-                .local_state(|s| s.institutions.contains_key(&r.institution));
-            if !known {
-                return Err(ApiError::Cluster(crate::raft::ClusterError::State(
-                    crate::state::StateError::UnknownInstitution {
-                        name: r.institution.clone(),
-                    },
-                )));
-            }
+            // created is nobody's. A linearizable read (unknown institutions
+            // are refused by it), so an institution created just before is
+            // known even to a follower that has not applied it yet.
+            self.replica
+                .read(crate::state::Query::Institution {
+                    name: r.institution.clone(),
+                })
+                .await?;
             Ok(pb::WebhookSecretResponse {
                 secret: self.kek.webhook_secret(&r.institution),
             })
