@@ -136,7 +136,20 @@ impl Cluster {
     /// still a member).
     pub async fn restart(&mut self, id: u64, wipe: bool) {
         if wipe {
-            std::fs::remove_dir_all(self.data_dir(id)).unwrap();
+            // An in-process kill cannot stop a blocking task the replica
+            // started (a snapshot of a large state still being written),
+            // as a real kill would: wipe once it has finished writing.
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                match std::fs::remove_dir_all(self.data_dir(id)) {
+                    Ok(()) => break,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                    Err(_) if Instant::now() < deadline => {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    Err(e) => panic!("wiping replica {id}'s data: {e}"),
+                }
+            }
         }
         let l = tokio::net::TcpListener::bind(&self.addrs[&id])
             .await
