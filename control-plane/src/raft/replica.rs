@@ -341,7 +341,8 @@ impl Replica {
     /// As leader: how long ago a quorum last acknowledged it (`None` when
     /// not leading or not known).
     pub fn millis_since_quorum_ack(&self) -> Option<u64> {
-        let m = self.raft.metrics().borrow().clone();
+        let m = self.raft.metrics();
+        let m = m.borrow();
         if m.current_leader == Some(self.id) {
             m.millis_since_quorum_ack
         } else {
