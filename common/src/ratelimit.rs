@@ -33,7 +33,7 @@ struct Bucket {
 /// Token buckets by key. Memory is bounded: when `max_keys` is reached,
 /// buckets that have refilled completely (they carry no information) are
 /// forgotten, and if none has, the fullest ones go first.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct KeyedLimiter<K> {
     rate: Rate,
     buckets: HashMap<K, Bucket>,

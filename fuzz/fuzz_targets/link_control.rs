@@ -5,6 +5,7 @@
 #![no_main]
 
 use std::net::IpAddr;
+use std::sync::OnceLock;
 
 use fjord_fuzz::{join_token, link_token, Script, MEETING, NODE, NOW, PEER};
 use fjord_media_node::sfu::{ConnId, Sfu, SfuConfig};
@@ -14,40 +15,52 @@ use prost::Message;
 
 const LINK: ConnId = 10_000;
 
+/// The node with a verified link to the peer the meeting is cascaded
+/// with and two local participants. Built once per process: the hello and
+/// the joins verify genuine Ed25519 tokens, which would otherwise be most
+/// of every run's cost.
+fn prepared() -> &'static Sfu<ConnId> {
+    static PREPARED: OnceLock<Sfu<ConnId>> = OnceLock::new();
+    PREPARED.get_or_init(|| {
+        let mut sfu: Sfu<ConnId> = Sfu::new(SfuConfig::new(NODE));
+        sfu.set_join_key(fjord_fuzz::signer().public_key());
+        sfu.set_node_index(1);
+        let hello = pb::LinkHello {
+            node_id: PEER.into(),
+            token: link_token(),
+        };
+        let peer = sfu.verify_link_hello(NOW, &hello).expect("a genuine hello");
+        sfu.sync_assignments(NOW, &[(MEETING, vec![PEER.to_string()])], &[]);
+        sfu.connect_link(LINK, LINK, IpAddr::from([127, 0, 0, 1]), peer);
+        for (conn, role) in [(1, pb::Role::Host), (2, pb::Role::Participant)] {
+            sfu.connect(conn, conn, IpAddr::from([127, 0, 0, 1]));
+            sfu.control(
+                NOW,
+                conn,
+                pb::ClientMessage {
+                    msg: Some(pb::client_message::Msg::Join(pb::MediaJoin {
+                        token: join_token(conn, role),
+                        meeting_id: MEETING,
+                        ..Default::default()
+                    })),
+                },
+            );
+        }
+        assert_eq!(sfu.participants(), 2, "the local joins");
+        sfu
+    })
+}
+
 fuzz_target!(|data: &[u8]| {
     let mut s = Script::new(data);
-    let mut sfu: Sfu<ConnId> = Sfu::new(SfuConfig::new(NODE));
-    sfu.set_join_key(fjord_fuzz::signer().public_key());
-    sfu.set_node_index(1);
+    let mut sfu = prepared().clone();
     let mut now = NOW;
-    // The fuzzer's own hello first: it must never panic the check, and a
-    // hello the node accepts names a node other than itself.
+    // The fuzzer's own hello: it must never panic the check, and a hello
+    // the node accepts names a node other than itself.
     if let Ok(hello) = pb::LinkHello::decode(s.chunk()) {
         if let Ok(peer) = sfu.verify_link_hello(now, &hello) {
             assert_ne!(peer, NODE);
         }
-    }
-    // A genuine hello from the peer the meeting is cascaded with.
-    let hello = pb::LinkHello {
-        node_id: PEER.into(),
-        token: link_token(),
-    };
-    let peer = sfu.verify_link_hello(now, &hello).expect("a genuine hello");
-    sfu.sync_assignments(now, &[(MEETING, vec![PEER.to_string()])], &[]);
-    sfu.connect_link(LINK, LINK, IpAddr::from([127, 0, 0, 1]), peer);
-    for (conn, role) in [(1, pb::Role::Host), (2, pb::Role::Participant)] {
-        sfu.connect(conn, conn, IpAddr::from([127, 0, 0, 1]));
-        sfu.control(
-            now,
-            conn,
-            pb::ClientMessage {
-                msg: Some(pb::client_message::Msg::Join(pb::MediaJoin {
-                    token: join_token(conn, role),
-                    meeting_id: MEETING,
-                    ..Default::default()
-                })),
-            },
-        );
     }
     let mut ops = 0;
     while !s.is_empty() && ops < 256 {

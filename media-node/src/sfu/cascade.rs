@@ -26,7 +26,7 @@ use pb::server_message::Msg as OutMsg;
 use super::{Admission, Conn, ConnId, MemberChange, Output, Sfu, Track};
 
 /// What the core knows about one link.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub(super) struct Link {
     pub peer: String,
     /// Meetings the peer has a room for and wants media of.

@@ -183,10 +183,28 @@ struct DatagramCounters {
     link_datagrams_in: AtomicU64,
 }
 
+/// A copy holds the counts at the moment of copying.
+impl Clone for DatagramCounters {
+    fn clone(&self) -> Self {
+        let copy = |c: &AtomicU64| AtomicU64::new(c.load(Ordering::Relaxed));
+        DatagramCounters {
+            datagrams_in: copy(&self.datagrams_in),
+            datagrams_out: copy(&self.datagrams_out),
+            dropped_malformed: copy(&self.dropped_malformed),
+            dropped_unknown_track: copy(&self.dropped_unknown_track),
+            dropped_not_owner: copy(&self.dropped_not_owner),
+            dropped_disabled: copy(&self.dropped_disabled),
+            link_datagrams_out: copy(&self.link_datagrams_out),
+            link_datagrams_in: copy(&self.link_datagrams_in),
+        }
+    }
+}
+
 fn bump(c: &AtomicU64, n: u64) {
     c.fetch_add(n, Ordering::Relaxed);
 }
 
+#[derive(Clone)]
 struct Conn<H> {
     handle: H,
     source: IpAddr,
@@ -226,6 +244,7 @@ impl<H> Conn<H> {
     }
 }
 
+#[derive(Clone)]
 struct Track<H> {
     meeting: u64,
     owner_conn: ConnId,
@@ -242,6 +261,9 @@ struct Track<H> {
     remote: bool,
 }
 
+/// Cloneable so that a fuzzer (or a test) can start many runs from one
+/// prepared state without paying for the joins again.
+#[derive(Clone)]
 pub struct Sfu<H> {
     config: SfuConfig,
     join_key: Option<Vec<u8>>,

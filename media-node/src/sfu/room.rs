@@ -79,7 +79,7 @@ impl Recording {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Room {
     pub meeting_id: u64,
     pub settings: pb::MeetingSettings,

@@ -616,6 +616,31 @@ fn malformed_datagrams_and_control_messages_are_dropped_and_counted() {
 }
 
 #[test]
+fn a_copied_core_carries_on_like_the_original_and_apart_from_it() {
+    let (mut w, open) = World::new(open_meeting());
+    let conns: Vec<ConnId> = (1..=3)
+        .map(|p| w.join_with(p, pb::Role::Participant, open))
+        .collect();
+    let t = w.publish(conns[0], pb::TrackKind::Video).unwrap();
+    assert!(w.sfu.route(conns[0], b"short").is_err());
+    let mut copy = w.sfu.clone();
+    let before = w.sfu.counters();
+    assert_eq!(copy.participants(), 3);
+    assert_eq!(copy.counters(), before);
+    let routed = copy.route(conns[0], &World::datagram(t)).unwrap();
+    let mut routed = routed.to_vec();
+    routed.sort();
+    assert_eq!(routed, vec![conns[1], conns[2]]);
+    // What happens to the copy leaves the original alone.
+    copy.disconnect(NOW, conns[2]);
+    assert_eq!(copy.participants(), 2);
+    assert_eq!(w.sfu.participants(), 3);
+    assert_eq!(w.sfu.counters(), before);
+    assert_eq!(copy.counters().datagrams_in, before.datagrams_in + 1);
+    assert_eq!(w.receivers(conns[0], t), vec![conns[1], conns[2]]);
+}
+
+#[test]
 fn an_ended_meeting_closes_its_room_after_two_missing_assignments() {
     let (mut w, open) = World::new(open_meeting());
     let a = w.join_with(1, pb::Role::Participant, open);

@@ -58,7 +58,7 @@ pub const MAX_GOOD_JITTER_US: u32 = 30_000;
 
 /// The minute being summed for one meeting: per participant, whether all
 /// its reports so far were good.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct QualityAccumulator {
     pub minute: u64,
     pub good: std::collections::HashMap<u64, bool>,
