@@ -64,7 +64,7 @@ fn main() {
     let started = Instant::now();
     let mut failing = Vec::new();
     let mut totals = json!({});
-    let mut sums = [0u64; 9];
+    let mut sums = [0u64; 13];
     for (n, &seed) in seeds.iter().enumerate() {
         let config = SimConfig {
             replicas: args.replicas.unwrap_or(if seed % 2 == 1 { 3 } else { 5 }),
@@ -90,6 +90,10 @@ fn main() {
             report.membership_changes as u64,
             report.elections_started as u64,
             report.simulated_ms,
+            report.pauses as u64,
+            report.usage_events as u64,
+            report.usage_events_acked,
+            report.replicas_added as u64,
         ]) {
             *sum += v;
         }
@@ -134,6 +138,10 @@ fn main() {
         "membership_changes": sums[6],
         "elections_started": sums[7],
         "simulated_seconds": sums[8] / 1000,
+        "pauses": sums[9],
+        "usage_events": sums[10],
+        "usage_events_acked": sums[11],
+        "replicas_added": sums[12],
         "injected_bug": args.inject,
         "seeds_with_violations": failing.len(),
         "failing": failing,

@@ -180,6 +180,38 @@ impl MemLog {
         self.entries.front().map(|e| e.log_id.index)
     }
 
+    /// The entries in `range`, in order: what is there from its start on,
+    /// or nothing if its start is purged.
+    fn entries_in(&self, range: impl RangeBounds<u64>) -> Vec<Entry<TypeConfig>> {
+        let first_wanted = match range.start_bound() {
+            Bound::Included(i) => Some(*i),
+            Bound::Excluded(i) => Some(i.saturating_add(1)),
+            Bound::Unbounded => None,
+        };
+        // Never the entries after a hole: a leader sends what this returns
+        // after the `prev_log_id` it asked for, so entries 32.. returned
+        // for 24.. would land on a follower as if they followed entry 23.
+        // (A replication retry can read a range its leader purged
+        // meanwhile; openraft takes an empty answer as a heartbeat and
+        // then sends a snapshot. Found by the simulation.)
+        if let (Some(wanted), Some(first)) = (first_wanted, self.first_index()) {
+            if wanted < first && range.contains(&wanted) {
+                return Vec::new();
+            }
+        }
+        let start = first_wanted.map_or(0, |i| self.position(i));
+        let end = match range.end_bound() {
+            Bound::Included(i) => self.position(i.saturating_add(1)),
+            Bound::Excluded(i) => self.position(*i),
+            Bound::Unbounded => self.entries.len(),
+        };
+        self.entries
+            .range(start..end.max(start))
+            .filter(|e| range.contains(&e.log_id.index))
+            .cloned()
+            .collect()
+    }
+
     /// Position of `index` in `entries` (clamped to the ends).
     fn position(&self, index: u64) -> usize {
         match self.first_index() {
@@ -226,22 +258,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
         range: RB,
     ) -> Result<Vec<Entry<TypeConfig>>, StorageError<NodeId>> {
         let mem = self.inner.mem.read().expect("log lock poisoned");
-        let start = match range.start_bound() {
-            Bound::Included(i) => mem.position(*i),
-            Bound::Excluded(i) => mem.position(i.saturating_add(1)),
-            Bound::Unbounded => 0,
-        };
-        let end = match range.end_bound() {
-            Bound::Included(i) => mem.position(i.saturating_add(1)),
-            Bound::Excluded(i) => mem.position(*i),
-            Bound::Unbounded => mem.entries.len(),
-        };
-        Ok(mem
-            .entries
-            .range(start..end.max(start))
-            .filter(|e| range.contains(&e.log_id.index))
-            .cloned()
-            .collect())
+        Ok(mem.entries_in(range))
     }
 }
 
@@ -539,5 +556,48 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             meta,
             snapshot: Box::new(Cursor::new(data)),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn log_from(first: u64, last: u64) -> MemLog {
+        let entries = (first..=last)
+            .map(|index| Entry::<TypeConfig> {
+                log_id: LogId::new(openraft::CommittedLeaderId::new(1, 1), index),
+                payload: openraft::EntryPayload::Blank,
+            })
+            .collect();
+        MemLog {
+            entries,
+            last_purged: first
+                .checked_sub(1)
+                .map(|i| LogId::new(openraft::CommittedLeaderId::new(1, 1), i)),
+        }
+    }
+
+    fn indexes(entries: Vec<Entry<TypeConfig>>) -> Vec<u64> {
+        entries.iter().map(|e| e.log_id.index).collect()
+    }
+
+    #[test]
+    fn a_range_reads_what_is_there_from_its_start() {
+        let log = log_from(0, 9);
+        assert_eq!(indexes(log.entries_in(3..6)), vec![3, 4, 5]);
+        assert_eq!(indexes(log.entries_in(8..20)), vec![8, 9]);
+        assert_eq!(indexes(log.entries_in(..2)), vec![0, 1]);
+        assert_eq!(indexes(log.entries_in(12..20)), Vec::<u64>::new());
+    }
+
+    #[test]
+    fn a_range_whose_start_is_purged_reads_nothing_not_the_entries_after_the_hole() {
+        // Purged up to 31: a replication retry asking for 24..40 must not
+        // get 32..39, which its leader would send as if they followed 23.
+        let log = log_from(32, 70);
+        assert_eq!(indexes(log.entries_in(24..40)), Vec::<u64>::new());
+        assert_eq!(indexes(log.entries_in(31..33)), Vec::<u64>::new());
+        assert_eq!(indexes(log.entries_in(32..35)), vec![32, 33, 34]);
     }
 }

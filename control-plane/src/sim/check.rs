@@ -7,12 +7,15 @@
 //! before another was invoked sits at a lower index; no two writes share
 //! an index; and the answers are those of that order (meeting ids, which
 //! the state hands out in sequence, grow with the index). Every
-//! acknowledged write is durable: its effect is in the healed state.
+//! acknowledged write is durable: its effect is in the healed state. And
+//! the usage ledger is complete: every event a node journaled up to what
+//! the ledger acknowledged is counted once.
 
 use std::collections::BTreeMap;
 
 use crate::state::{
-    ClusterState, Command, InstitutionCommand, MeetingCommand, NodeCommand, Output,
+    ClusterState, Command, InstitutionCommand, LedgerCommand, LicenceCommand, MeetingCommand,
+    NodeCommand, Output, UsageEvent, UsageEventKind,
 };
 
 /// How a write ended, as its client saw it.
@@ -134,6 +137,21 @@ pub fn durable(history: &[WriteRecord], state: &ClusterState) -> Vec<String> {
                 // stay until pruned, long after a simulated run).
                 state.meetings.get(&meeting.id).is_none()
             }
+            (Command::Licence(LicenceCommand::Set(c)), _) => {
+                let acknowledged = history
+                    .iter()
+                    .filter(|o| o.op_id <= w.op_id && is_acknowledged_licence(o, &c.institution))
+                    .count();
+                state
+                    .licences
+                    .by_institution
+                    .get(&c.institution)
+                    .map_or(0, |l| l.history.len())
+                    < acknowledged
+            }
+            (Command::Ledger(LedgerCommand::Record(r)), Output::UsageAcked { acked_seq }) => {
+                state.ledger.acked_seq(&r.node) < *acked_seq
+            }
             _ => false,
         };
         if missing {
@@ -141,6 +159,49 @@ pub fn durable(history: &[WriteRecord], state: &ClusterState) -> Vec<String> {
                 "write {} acknowledged at index {index} is missing from the healed state: {:?}",
                 w.op_id, w.command
             ));
+        }
+    }
+    out
+}
+
+fn is_acknowledged_licence(w: &WriteRecord, institution: &str) -> bool {
+    matches!(&w.command, Command::Licence(LicenceCommand::Set(c)) if c.institution == institution)
+        && matches!(&w.ack, Ack::Applied { answer, .. } if answer.is_ok())
+}
+
+/// Every `joined` event a node journaled up to what the ledger
+/// acknowledged is one session in the healed ledger, and the ledger never
+/// acknowledged an event the node had not journaled.
+pub fn ledger_complete(
+    journals: &BTreeMap<String, Vec<UsageEvent>>,
+    state: &ClusterState,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut sessions: BTreeMap<(&str, u64), usize> = BTreeMap::new();
+    for s in &state.ledger.sessions {
+        *sessions.entry((s.node.as_str(), s.join_seq)).or_default() += 1;
+    }
+    for (node, meetings) in &state.ledger.open {
+        for o in meetings.values().flat_map(|p| p.values()) {
+            *sessions.entry((node.as_str(), o.join_seq)).or_default() += 1;
+        }
+    }
+    for (node, events) in journals {
+        let acked = state.ledger.acked_seq(node);
+        if acked > events.len() as u64 {
+            out.push(format!(
+                "{node}: the ledger acknowledged event {acked} of {} journaled",
+                events.len()
+            ));
+        }
+        for e in events.iter().take(acked as usize) {
+            let rows = sessions.get(&(node.as_str(), e.seq)).copied().unwrap_or(0);
+            if e.kind == UsageEventKind::Joined && rows != 1 {
+                out.push(format!(
+                    "{node}'s joined event {} is {rows} sessions in the ledger",
+                    e.seq
+                ));
+            }
         }
     }
     out
@@ -199,5 +260,97 @@ mod tests {
         };
         let v = durable(&[w], &ClusterState::default());
         assert_eq!(v.len(), 1, "{v:?}");
+    }
+
+    fn usage(seq: u64, participant: u64, kind: UsageEventKind) -> UsageEvent {
+        UsageEvent {
+            seq,
+            boot: 1,
+            at_ms: 1_793_491_200_000 + seq,
+            meeting: 7,
+            participant,
+            kind,
+            features: 0,
+            reason: crate::state::SessionEnd::Left,
+            minutes: 0,
+            good_minutes: 0,
+            join_ok: false,
+            join_latency_ms: 0,
+        }
+    }
+
+    /// A node with three journaled events (two joins, one leave) that the
+    /// real state machine took in, one of them twice (a resend).
+    fn ledger_with_three_events() -> (BTreeMap<String, Vec<UsageEvent>>, ClusterState) {
+        let journal = vec![
+            usage(1, 1, UsageEventKind::Joined),
+            usage(2, 2, UsageEventKind::Joined),
+            usage(3, 1, UsageEventKind::Left),
+        ];
+        let mut state = ClusterState::default();
+        let commands = [
+            Command::Node(NodeCommand::Register(crate::state::RegisterNode {
+                id: "no-1".into(),
+                region: "nordic".into(),
+                address: "127.0.0.1:9".into(),
+                capacity: 10,
+                certificate: Vec::new(),
+                boot: 1,
+            })),
+            Command::Ledger(LedgerCommand::Record(crate::state::RecordUsage {
+                node: "no-1".into(),
+                events: journal[..2].to_vec(),
+            })),
+            Command::Ledger(LedgerCommand::Record(crate::state::RecordUsage {
+                node: "no-1".into(),
+                events: journal[1..].to_vec(),
+            })),
+        ];
+        for (i, command) in commands.into_iter().enumerate() {
+            let request = crate::state::Request {
+                now_ms: 1_793_491_200_000,
+                seed: 0,
+                strategy: Default::default(),
+                op_id: i as u64 + 1,
+                command,
+            };
+            state.apply(&request).expect("applies");
+        }
+        (BTreeMap::from([("no-1".to_string(), journal)]), state)
+    }
+
+    #[test]
+    fn a_ledger_that_took_every_event_once_is_complete() {
+        let (journals, state) = ledger_with_three_events();
+        assert_eq!(state.ledger.acked_seq("no-1"), 3);
+        assert_eq!(ledger_complete(&journals, &state), Vec::<String>::new());
+        assert_eq!(state.check_invariants(), Ok(()));
+    }
+
+    #[test]
+    fn a_join_counted_twice_or_lost_is_reported() {
+        let (journals, mut state) = ledger_with_three_events();
+        let row = state.ledger.sessions[0].clone();
+        state.ledger.sessions.push_back(row);
+        let v = ledger_complete(&journals, &state);
+        assert!(v.iter().any(|s| s.contains("is 2 sessions")), "{v:?}");
+        let e = state.check_invariants().unwrap_err();
+        assert!(e.contains("counted twice"), "{e}");
+
+        let (journals, mut state) = ledger_with_three_events();
+        state.ledger.open.clear();
+        let v = ledger_complete(&journals, &state);
+        assert!(v.iter().any(|s| s.contains("is 0 sessions")), "{v:?}");
+    }
+
+    #[test]
+    fn an_acknowledgement_beyond_the_journal_is_reported() {
+        let (mut journals, state) = ledger_with_three_events();
+        journals.get_mut("no-1").unwrap().truncate(2);
+        let v = ledger_complete(&journals, &state);
+        assert!(
+            v.iter().any(|s| s.contains("acknowledged event 3 of 2")),
+            "{v:?}"
+        );
     }
 }

@@ -2,9 +2,12 @@
 //! replicas (openraft, the real log and snapshot store on disk, the real
 //! state machine and placement) in one thread on a paused clock, talking
 //! over a simulated network ([`net`]), driven by a seeded schedule of
-//! client writes and faults — partitions and one-way link loss, message
-//! loss, crashes and restarts from disk, isolated replicas, clock jumps in
-//! the commands' time stamps and membership changes.
+//! client writes (institutions, licences and price tables, nodes and their
+//! heartbeats, drains and lease expiry, meetings, usage reports resent as a
+//! node resends them) and faults — partitions and one-way link loss,
+//! message loss, crashes and restarts from disk, paused replicas whose
+//! messages arrive late, clock jumps in the commands' time stamps and
+//! membership changes.
 //!
 //! After every step it checks Raft's safety (votes only grow, across
 //! restarts too, and leaders lead on granted votes; any two replicas that
@@ -32,11 +35,14 @@ use std::time::Duration;
 use openraft::{BasicNode, ServerState};
 use serde::Serialize;
 
+use crate::licensing::{LicenceTerms, PriceTable, Tier};
 use crate::placement::SplitMix64;
 use crate::raft::{codec, open_stores_with, Applied, HardState, NodeId, Raft, WalIo};
 use crate::state::{
     Command, CreateInstitution, EndMeeting, ExpireLeases, Heartbeat, Host, InstitutionCommand,
-    MeetingCommand, NodeCommand, Proposal, RegisterNode, Request, ScheduleMeeting, SetNodeDraining,
+    LedgerCommand, LicenceCommand, LoadPriceTable, MeetingCommand, NodeCommand, Proposal,
+    RecordUsage, RegisterNode, Reporter, Request, ScheduleMeeting, SessionEnd, SetLicence,
+    SetNodeDraining, UsageEvent, UsageEventKind,
 };
 use check::{Ack, WriteRecord};
 use net::{Fabric, SharedFabric, SimNetwork};
@@ -138,10 +144,16 @@ pub struct SeedReport {
     pub unknown: usize,
     pub crashes: usize,
     pub restarts: usize,
+    pub pauses: usize,
     pub partitions: usize,
     pub clock_jumps: usize,
     pub membership_changes: usize,
+    /// Brand-new replicas (empty disks) added.
+    pub replicas_added: usize,
     pub elections_started: usize,
+    /// Usage events the nodes journaled, and those the ledger acknowledged.
+    pub usage_events: usize,
+    pub usage_events_acked: u64,
     /// Steps that ended with a replica leading (availability).
     pub steps_with_leader: usize,
     pub max_term: u64,
@@ -185,7 +197,11 @@ struct World {
     fabric: SharedFabric,
     replicas: BTreeMap<NodeId, Replica>,
     crashed: BTreeSet<NodeId>,
+    /// Replicas in the cluster (voters and learners), running or crashed.
+    members: BTreeSet<NodeId>,
     voters: BTreeSet<NodeId>,
+    /// The id the next brand-new replica gets.
+    next_replica: NodeId,
     /// Added to the commands' time stamps (clock jumps).
     clock_offset_ms: i64,
     /// When each replica may stand next (simulated ms).
@@ -198,8 +214,19 @@ struct World {
     /// Log index -> fingerprint of the state after applying it.
     states: BTreeMap<u64, u64>,
     media_nodes: Vec<(String, &'static str)>,
+    /// Each media node's usage journal, numbered from 1 (index = seq - 1),
+    /// and the participants it has open.
+    journals: BTreeMap<String, UsageJournal>,
+    next_participant: u64,
     meetings: Vec<u64>,
     report: SeedReport,
+}
+
+/// What a media node journaled, as the simulation's node keeps it.
+#[derive(Debug, Default)]
+struct UsageJournal {
+    events: Vec<UsageEvent>,
+    open: Vec<(u64, u64)>,
 }
 
 impl World {
@@ -210,6 +237,7 @@ impl World {
             cut: BTreeSet::new(),
             loss_permille: 0,
             latency_ms: (1, 5),
+            frozen: BTreeMap::new(),
             last_contact: BTreeMap::new(),
             rng: SplitMix64::new(rng.next_u64()),
             delivered: 0,
@@ -229,7 +257,9 @@ impl World {
             fabric: Arc::new(Mutex::new(fabric)),
             replicas: BTreeMap::new(),
             crashed: BTreeSet::new(),
+            members: BTreeSet::new(),
             voters: BTreeSet::new(),
+            next_replica: 0,
             clock_offset_ms: 0,
             election_due: BTreeMap::new(),
             history: Arc::default(),
@@ -237,6 +267,8 @@ impl World {
             votes: BTreeMap::new(),
             states: BTreeMap::new(),
             media_nodes: Vec::new(),
+            journals: BTreeMap::new(),
+            next_participant: 1,
             meetings: Vec::new(),
         }
     }
@@ -318,6 +350,8 @@ impl World {
             self.start_replica(id).await;
         }
         self.voters = (1..=n).collect();
+        self.members = self.voters.clone();
+        self.next_replica = n + 1;
         let members: BTreeMap<NodeId, BasicNode> = (1..=n)
             .map(|id| (id, BasicNode::new(format!("sim-{id}"))))
             .collect();
@@ -394,7 +428,7 @@ impl World {
         let ids: Vec<NodeId> = self.replicas.keys().copied().collect();
         for id in ids {
             let m = self.replicas[&id].raft.metrics().borrow().clone();
-            if m.state == ServerState::Leader || !self.voters.contains(&id) {
+            if m.state == ServerState::Leader || !self.voters.contains(&id) || self.is_frozen(id) {
                 continue;
             }
             let contact = self
@@ -413,6 +447,13 @@ impl World {
                 self.election_due.insert(id, next);
             }
         }
+    }
+
+    /// A paused replica's timers do not fire (its election waits).
+    fn is_frozen(&self, id: NodeId) -> bool {
+        let now = self.now();
+        let f = self.fabric.lock().expect("fabric lock");
+        f.frozen.get(&id).is_some_and(|until| *until > now)
     }
 
     /// The replica that believes it leads, if one does.
@@ -463,13 +504,15 @@ impl World {
             87..=89 if faults => self.clock_jump(),
             90..=91 if faults => self.set_loss(),
             92..=93 if faults => self.change_membership().await,
+            94..=95 if faults => self.pause_one(),
             _ => self.client_write(),
         }
     }
 
     fn pick_command(&mut self) -> Command {
-        // Institutions and nodes first, then a mix.
-        if self.next_write <= INSTITUTIONS.len() as u64 {
+        // Institutions, the price table and licences first, then a mix.
+        let first = INSTITUTIONS.len() as u64;
+        if self.next_write <= first {
             let (name, residency) = INSTITUTIONS[self.next_write as usize - 1];
             return Command::Institution(InstitutionCommand::Create(CreateInstitution {
                 name: name.into(),
@@ -477,6 +520,13 @@ impl World {
                 home_region: None,
                 max_participants: 500,
             }));
+        }
+        if self.next_write == first + 1 {
+            return load_price_table();
+        }
+        if self.next_write <= 2 * first + 1 {
+            let name = INSTITUTIONS[(self.next_write - first - 2) as usize].0;
+            return self.set_licence(name);
         }
         let roll = self.rng.below(100);
         if self.media_nodes.len() < 2 || (roll < 8 && self.media_nodes.len() < 8) {
@@ -489,14 +539,14 @@ impl World {
                 address: "127.0.0.1:7000".into(),
                 capacity: 20 + self.rng.below(80) as u32,
                 certificate: Vec::new(),
-                boot: 1,
+                boot: NODE_BOOT,
             }));
         }
         let node = self.media_nodes[self.rng.below(self.media_nodes.len())]
             .0
             .clone();
         match roll {
-            0..=44 => Command::Meeting(MeetingCommand::Schedule(ScheduleMeeting {
+            0..=39 => Command::Meeting(MeetingCommand::Schedule(ScheduleMeeting {
                 request_id: None,
                 institution: INSTITUTIONS[self.rng.below(INSTITUTIONS.len())].0.into(),
                 participants: 2 + self.rng.below(30) as u32,
@@ -506,22 +556,125 @@ impl World {
                 kind: Default::default(),
                 host: Host::OnBehalf,
             })),
-            45..=59 if !self.meetings.is_empty() => {
+            40..=51 if !self.meetings.is_empty() => {
                 let id = self.meetings[self.rng.below(self.meetings.len())];
                 Command::Meeting(MeetingCommand::End(EndMeeting { id }))
             }
-            60..=84 => Command::Node(NodeCommand::Heartbeat(Heartbeat {
+            52..=71 => Command::Node(NodeCommand::Heartbeat(Heartbeat {
                 id: node,
                 participants: self.rng.below(50) as u32,
                 seen_ms: None,
             })),
-            85..=92 => Command::Node(NodeCommand::SetDraining(SetNodeDraining {
+            72..=78 => Command::Node(NodeCommand::SetDraining(SetNodeDraining {
                 id: node,
                 draining: self.rng.below(2) == 0,
                 evacuate: self.rng.below(2) == 0,
             })),
+            79..=81 => Command::Node(NodeCommand::ExpireLeases(ExpireLeases { lease_ms: 5_000 })),
+            82..=94 => self.usage_report(node),
+            95..=97 => {
+                let name = INSTITUTIONS[self.rng.below(INSTITUTIONS.len())].0;
+                self.set_licence(name)
+            }
+            98 => load_price_table(),
             _ => Command::Node(NodeCommand::ExpireLeases(ExpireLeases { lease_ms: 5_000 })),
         }
+    }
+
+    /// A new licence version: the operator's, or the institution admin's
+    /// report of FTE and student licences.
+    fn set_licence(&mut self, institution: &str) -> Command {
+        Command::Licence(LicenceCommand::Set(SetLicence {
+            institution: institution.into(),
+            effective: None,
+            terms: LicenceTerms {
+                tier: Tier::Education,
+                staff_fte_centi: 1_000 + self.rng.below(200_000) as u64,
+                student_licences: self.rng.below(1_000) as u32,
+                add_ons: Default::default(),
+                agreement_start: jiff::civil::date(2026, 10, 1),
+                agreement_contact: format!("agreement@{institution}.example"),
+                technical_contact: format!("https://alerts.{institution}.example/fjord"),
+                allow_overage: self.rng.below(2) == 0,
+            },
+            reporter: if self.rng.below(3) == 0 {
+                Reporter::InstitutionAdmin
+            } else {
+                Reporter::Operator
+            },
+        }))
+    }
+
+    /// A node's usage report, as a node sends it: one to three new events
+    /// (a participant joins a meeting or an open one leaves), with every
+    /// event after the last acknowledgement it saw. The node reads that
+    /// from a replica's applied state, which may lag (a resend), and now
+    /// and then resends a few acknowledged ones too (an answer it lost).
+    fn usage_report(&mut self, node: String) -> Command {
+        let at_ms = self.clock_ms();
+        let meeting = match self.meetings.len() {
+            // A meeting the state no longer knows: kept, unattributed.
+            0 => 1_000_000,
+            n => self.meetings[self.rng.below(n)],
+        };
+        let new = 1 + self.rng.below(3);
+        let journal = self.journals.entry(node.clone()).or_default();
+        for _ in 0..new {
+            let seq = journal.events.len() as u64 + 1;
+            let leave = !journal.open.is_empty() && self.rng.below(2) == 0;
+            let (meeting, participant, kind) = if leave {
+                let (m, p) = journal.open.remove(self.rng.below(journal.open.len()));
+                (m, p, UsageEventKind::Left)
+            } else {
+                let p = self.next_participant;
+                self.next_participant += 1;
+                journal.open.push((meeting, p));
+                (meeting, p, UsageEventKind::Joined)
+            };
+            journal.events.push(UsageEvent {
+                seq,
+                boot: NODE_BOOT,
+                at_ms,
+                meeting,
+                participant,
+                kind,
+                features: 0,
+                reason: SessionEnd::Left,
+                minutes: 0,
+                good_minutes: 0,
+                join_ok: false,
+                join_latency_ms: 0,
+            });
+            self.report.usage_events += 1;
+        }
+        let seen_acked = self
+            .replicas
+            .values()
+            .nth(self.rng.below(self.replicas.len().max(1)))
+            .map_or(0, |r| {
+                r.applied
+                    .read()
+                    .expect("state lock")
+                    .state
+                    .ledger
+                    .acked_seq(&node)
+            });
+        let resend = if self.rng.below(4) == 0 {
+            1 + self.rng.below(3) as u64
+        } else {
+            0
+        };
+        let journal = &self.journals[&node];
+        let from = (seen_acked.saturating_sub(resend) as usize).min(journal.events.len() - 1);
+        Command::Ledger(LedgerCommand::Record(RecordUsage {
+            node,
+            events: journal.events[from..].to_vec(),
+        }))
+    }
+
+    /// The commands' wall clock: simulated time plus the jumps so far.
+    fn clock_ms(&self) -> u64 {
+        (EPOCH_MS + self.now()).saturating_add_signed(self.clock_offset_ms)
     }
 
     fn client_write(&mut self) {
@@ -537,7 +690,7 @@ impl World {
                 (!ids.is_empty()).then(|| ids[self.rng.below(ids.len())])
             }
         };
-        let now_ms = (EPOCH_MS + self.now()).saturating_add_signed(self.clock_offset_ms);
+        let now_ms = self.clock_ms();
         let request = Request {
             now_ms,
             seed: self.rng.next_u64(),
@@ -658,8 +811,26 @@ impl World {
         }
     }
 
+    /// Pauses a running replica (SIGSTOP) for 0.3 to 3 simulated seconds:
+    /// its election timer stops, and messages to and from it wait and
+    /// arrive when it resumes, stale by then.
+    fn pause_one(&mut self) {
+        let ids: Vec<NodeId> = self.replicas.keys().copied().collect();
+        if ids.is_empty() {
+            return;
+        }
+        let id = ids[self.rng.below(ids.len())];
+        let until = self.now() + 300 + self.rng.below(2_700) as u64;
+        self.fabric
+            .lock()
+            .expect("fabric lock")
+            .frozen
+            .insert(id, until);
+        self.report.pauses += 1;
+    }
+
     fn partition(&mut self) {
-        let ids: Vec<NodeId> = (1..=self.config.replicas as u64).collect();
+        let ids: Vec<NodeId> = self.members.iter().copied().collect();
         let mut f = self.fabric.lock().expect("fabric lock");
         match self.rng.below(3) {
             // One replica cut off both ways (isolated, as if paused).
@@ -722,10 +893,10 @@ impl World {
     }
 
     async fn change_membership(&mut self) {
-        // With five replicas: move between three and five voters, the
-        // others staying learners.
+        // With three: replace a voter by a brand-new replica. With five:
+        // move between three and five voters, the others staying learners.
         if self.config.replicas != 5 {
-            return;
+            return self.replace_voter().await;
         }
         let Some(leader) = self.leader() else {
             return;
@@ -750,11 +921,91 @@ impl World {
         }
     }
 
+    /// Adds a brand-new replica (an empty disk: it catches up by log or
+    /// snapshot) as a learner, then makes it a voter in place of another
+    /// voter — running or crashed, as an operator replaces a dead one —
+    /// which leaves the cluster.
+    async fn replace_voter(&mut self) {
+        let Some(leader) = self.leader() else {
+            return;
+        };
+        let new = self.next_replica;
+        self.next_replica += 1;
+        self.start_replica(new).await;
+        if !self.replicas.contains_key(&new) {
+            return;
+        }
+        self.members.insert(new);
+        self.report.replicas_added += 1;
+        let raft = self.replicas[&leader].raft.clone();
+        let add = raft.add_learner(new, BasicNode::new(format!("sim-{new}")), true);
+        if !matches!(
+            tokio::time::timeout(Duration::from_secs(3), add).await,
+            Ok(Ok(_))
+        ) {
+            // Maybe added, maybe not: `sync_membership` finds out at the end.
+            return;
+        }
+        let others: Vec<NodeId> = self
+            .voters
+            .iter()
+            .copied()
+            .filter(|v| *v != leader)
+            .collect();
+        let old = others[self.rng.below(others.len())];
+        let mut target = self.voters.clone();
+        target.remove(&old);
+        target.insert(new);
+        let change = raft.change_membership(target.clone(), false);
+        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(3), change).await {
+            self.voters = target;
+            self.retire(old).await;
+            self.report.membership_changes += 1;
+        }
+    }
+
+    /// A replica that left the cluster stops for good.
+    async fn retire(&mut self, id: NodeId) {
+        self.members.remove(&id);
+        self.crashed.remove(&id);
+        self.election_due.remove(&id);
+        self.fabric.lock().expect("fabric lock").running.remove(&id);
+        if let Some(r) = self.replicas.remove(&id) {
+            let _ = r.raft.shutdown().await;
+        }
+    }
+
+    /// Takes the membership the most advanced replica applied (a change
+    /// whose answer timed out may have committed after all) and retires
+    /// the replicas outside it: they receive nothing more and would never
+    /// converge.
+    async fn sync_membership(&mut self) {
+        let newest = self
+            .replicas
+            .values()
+            .map(|r| r.applied.read().expect("state lock"))
+            .max_by_key(|a| a.last_applied.map(|l| l.index))
+            .map(|a| a.membership.membership().clone());
+        let Some(membership) = newest else {
+            return;
+        };
+        let members: BTreeSet<NodeId> = membership.nodes().map(|(id, _)| *id).collect();
+        if members.is_empty() {
+            return;
+        }
+        self.voters = membership.voter_ids().collect();
+        let gone: Vec<NodeId> = self.members.difference(&members).copied().collect();
+        for id in gone {
+            self.retire(id).await;
+        }
+    }
+
     async fn heal(&mut self) {
         {
             let mut f = self.fabric.lock().expect("fabric lock");
             f.cut.clear();
             f.loss_permille = 0;
+            f.frozen.clear();
         }
         let crashed: Vec<NodeId> = self.crashed.iter().copied().collect();
         for id in crashed {
@@ -778,6 +1029,7 @@ impl World {
         self.client_write();
         for _ in 0..600 {
             self.advance(100).await;
+            self.sync_membership().await;
             let applied: BTreeSet<Option<u64>> = self
                 .replicas
                 .values()
@@ -899,11 +1151,11 @@ impl World {
                 "replicas did not converge after healing: {states:?}"
             ));
         }
-        if self.replicas.len() != self.config.replicas {
+        if self.replicas.len() != self.members.len() {
             self.violation(format!(
                 "{} of {} replicas running at the end",
                 self.replicas.len(),
-                self.config.replicas
+                self.members.len()
             ));
         }
         let history = self.history.lock().expect("history lock").clone();
@@ -917,7 +1169,29 @@ impl World {
         for v in check::durable(&history, &state) {
             self.violation(v);
         }
+        let journals: BTreeMap<String, Vec<UsageEvent>> = self
+            .journals
+            .iter()
+            .map(|(node, j)| (node.clone(), j.events.clone()))
+            .collect();
+        self.report.usage_events_acked = journals
+            .keys()
+            .map(|node| state.ledger.acked_seq(node))
+            .sum();
+        for v in check::ledger_complete(&journals, &state) {
+            self.violation(v);
+        }
     }
+}
+
+/// The boot number every simulated media node registers and reports with.
+const NODE_BOOT: u64 = 1;
+
+fn load_price_table() -> Command {
+    Command::Licence(LicenceCommand::LoadPriceTable(LoadPriceTable {
+        table: PriceTable::builtin(),
+        only_if_none: true,
+    }))
 }
 
 /// A stable fingerprint of a state: FNV-1a over its binary encoding.

@@ -32,6 +32,9 @@ pub(super) struct Fabric {
     pub loss_permille: u64,
     /// One-way latency, uniformly in `latency_ms.0..=latency_ms.1`.
     pub latency_ms: (u64, u64),
+    /// Paused replicas (SIGSTOP) and when each resumes (simulated ms):
+    /// messages to and from one wait in the socket buffers until then.
+    pub frozen: BTreeMap<NodeId, u64>,
     /// When each replica last took an append from a leader (simulated ms),
     /// for the election driver.
     pub last_contact: BTreeMap<NodeId, u64>,
@@ -44,6 +47,16 @@ impl Fabric {
     fn latency(&mut self) -> Duration {
         let (lo, hi) = self.latency_ms;
         Duration::from_millis(lo + self.rng.next_u64() % (hi - lo + 1))
+    }
+
+    /// Until when a message between `from` and `to` must wait because one
+    /// of them is paused at `now`.
+    fn held_until(&self, from: NodeId, to: NodeId, now: u64) -> Option<u64> {
+        [from, to]
+            .iter()
+            .filter_map(|id| self.frozen.get(id).copied())
+            .filter(|until| *until > now)
+            .max()
     }
 
     /// Whether a message from `from` to `to` gets through now.
@@ -105,24 +118,55 @@ impl SimConnection {
         call: F,
     ) -> Result<Resp, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>
     where
-        Req: Serialize + DeserializeOwned,
-        Resp: Serialize + DeserializeOwned,
-        E: std::error::Error,
-        F: FnOnce(Raft, Req) -> Fut,
-        Fut: std::future::Future<Output = Result<Resp, RaftError<NodeId, E>>>,
+        Req: Serialize + DeserializeOwned + Send + 'static,
+        Resp: Serialize + DeserializeOwned + Send + 'static,
+        E: std::error::Error + Send + 'static,
+        F: FnOnce(Raft, Req) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<Resp, RaftError<NodeId, E>>> + Send + 'static,
     {
         let (from, to) = (self.net.from, self.target);
         let req = through_codec(&req)?;
-        let latency = self.net.fabric.lock().expect("fabric lock").latency();
-        tokio::time::sleep(latency).await;
-        let target = {
+        let now = (self.net.clock)();
+        let (latency, held) = {
             let mut f = self.net.fabric.lock().expect("fabric lock");
-            if !f.passes(from, to) {
-                return Err(Unreachable::new(&SimWireError("request lost")).into());
-            }
-            f.running.get(&to).cloned().expect("passes checks it runs")
+            (f.latency(), f.held_until(from, to, now))
         };
-        let answer = call(target, req).await;
+        let answer = match held {
+            None => {
+                tokio::time::sleep(latency).await;
+                let target = {
+                    let mut f = self.net.fabric.lock().expect("fabric lock");
+                    if !f.passes(from, to) {
+                        return Err(Unreachable::new(&SimWireError("request lost")).into());
+                    }
+                    f.running.get(&to).cloned().expect("passes checks it runs")
+                };
+                call(target, req).await
+            }
+            // One end is paused: the request waits in a socket buffer and
+            // is handled when the process resumes, even if its sender has
+            // given up by then (a stale message, as SIGCONT delivers it).
+            Some(until) => {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                let fabric = self.net.fabric.clone();
+                tokio::spawn(async move {
+                    let wait = Duration::from_millis(until - now) + latency;
+                    tokio::time::sleep(wait).await;
+                    let target = {
+                        let mut f = fabric.lock().expect("fabric lock");
+                        if !f.passes(from, to) {
+                            return;
+                        }
+                        f.running.get(&to).cloned().expect("passes checks it runs")
+                    };
+                    let _ = tx.send(call(target, req).await);
+                });
+                match rx.await {
+                    Ok(answer) => answer,
+                    Err(_) => return Err(Unreachable::new(&SimWireError("request lost")).into()),
+                }
+            }
+        };
         let latency = self.net.fabric.lock().expect("fabric lock").latency();
         tokio::time::sleep(latency).await;
         if !self

@@ -91,6 +91,56 @@ impl ClusterState {
                 ));
             }
         }
+        self.check_ledger()?;
+        self.check_licences()
+    }
+
+    /// Every `joined` event the ledger took in is one session, open or
+    /// closed, and none is beyond what it acknowledged.
+    fn check_ledger(&self) -> Result<(), String> {
+        let mut joins = BTreeSet::new();
+        let open = self.ledger.open.iter().flat_map(|(node, meetings)| {
+            meetings
+                .values()
+                .flat_map(|p| p.values())
+                .map(move |o| (node.as_str(), o.join_seq))
+        });
+        let closed = self
+            .ledger
+            .sessions
+            .iter()
+            .map(|s| (s.node.as_str(), s.join_seq));
+        for (node, seq) in open.chain(closed) {
+            if !joins.insert((node, seq)) {
+                return Err(format!("{node}'s usage event {seq} counted twice"));
+            }
+            if seq > self.ledger.acked_seq(node) {
+                return Err(format!(
+                    "{node}'s usage event {seq} counted beyond its acknowledged {}",
+                    self.ledger.acked_seq(node)
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Licence versions are numbered 1, 2, ... in recording order, for
+    /// known institutions.
+    fn check_licences(&self) -> Result<(), String> {
+        for (name, licence) in &self.licences.by_institution {
+            if self.institutions.get(name).is_none() {
+                return Err(format!("licence of unknown institution {name}"));
+            }
+            for (i, v) in licence.history.iter().enumerate() {
+                if v.version as usize != i + 1 {
+                    return Err(format!(
+                        "{name}'s licence version {} recorded as number {}",
+                        v.version,
+                        i + 1
+                    ));
+                }
+            }
+        }
         Ok(())
     }
 }

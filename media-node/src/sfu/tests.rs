@@ -641,6 +641,30 @@ fn a_copied_core_carries_on_like_the_original_and_apart_from_it() {
 }
 
 #[test]
+fn receive_reports_with_counts_near_u64_max_are_judged_without_overflow() {
+    // Found by the node_control fuzz target: a report claiming u64::MAX
+    // packets expected overflowed the loss check.
+    let mut q = usage::QualityAccumulator::default();
+    q.record(1, u64::MAX, u64::MAX, 0);
+    q.record(2, u64::MAX, 0, 0);
+    q.record(3, u64::MAX, u64::MAX - u64::MAX / 50, 0);
+    q.record(4, u64::MAX, u64::MAX - u64::MAX / 49, 0);
+    let good: Vec<bool> = (1..=4).map(|p| q.good[&p]).collect();
+    assert_eq!(good, vec![true, false, true, false]);
+    // And through the node's control path, as the fuzzer sent it.
+    let (mut w, open) = World::new(open_meeting());
+    let a = w.join_with(1, pb::Role::Participant, open);
+    w.send(
+        a,
+        In::ReceiveReport(pb::ReceiveReport {
+            expected: u64::MAX,
+            ..Default::default()
+        }),
+    );
+    assert_eq!(w.sfu.participants(), 1);
+}
+
+#[test]
 fn an_ended_meeting_closes_its_room_after_two_missing_assignments() {
     let (mut w, open) = World::new(open_meeting());
     let a = w.join_with(1, pb::Role::Participant, open);

@@ -66,9 +66,11 @@ pub struct QualityAccumulator {
 
 impl QualityAccumulator {
     pub fn record(&mut self, pid: u64, expected: u64, received: u64, jitter_us: u32) {
-        let lost = expected.saturating_sub(received);
-        let good =
-            lost * 1000 <= expected * MAX_GOOD_LOSS_PERMILLE && jitter_us <= MAX_GOOD_JITTER_US;
+        // In u128: the counts come from the participant and may be anything
+        // up to u64::MAX (an overflow here was found by fuzzing).
+        let lost = u128::from(expected.saturating_sub(received));
+        let good = lost * 1000 <= u128::from(expected) * u128::from(MAX_GOOD_LOSS_PERMILLE)
+            && jitter_us <= MAX_GOOD_JITTER_US;
         let e = self.good.entry(pid).or_insert(true);
         *e &= good;
     }
