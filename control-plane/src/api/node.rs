@@ -209,10 +209,61 @@ impl NodeApi {
 }
 
 /// One heartbeat: validate, commit a summary when due, answer the node's state.
+/// How much later than the beats before it a beat may be read and still
+/// count as a sign of life now (a busy replica reads late too).
+const STALE_BEAT_MS: u64 = 1_000;
+
+/// When a node sent its beats, on this replica's clock. The node stamps
+/// each beat with its own clock; the smallest difference between reading
+/// and sending seen on the stream is the delivery delay plus the clocks'
+/// offset, so a beat's `sent_at_ms` plus that minimum is when it was sent
+/// here, whatever the two clocks say. A replica paused or stalled (SIGSTOP,
+/// a long GC-like stall, a full run queue) reads the beats that waited in
+/// its socket late: they are evidence of when the node was alive, never of
+/// life at the time they were read (found by the chaos runs: a dead node's
+/// sessions were billed for as long as the replica that held its stream
+/// was paused).
+#[derive(Debug, Default)]
+struct BeatClock {
+    min_offset_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct BeatSent {
+    /// When the node sent the beat, on this replica's clock.
+    at_ms: u64,
+    /// Read more than [`STALE_BEAT_MS`] after it was sent.
+    stale: bool,
+}
+
+impl BeatClock {
+    fn observe(&mut self, read_ms: u64, sent_at_ms: u64) -> BeatSent {
+        if sent_at_ms == 0 {
+            // An older node: reading is all there is to go by.
+            return BeatSent {
+                at_ms: read_ms,
+                stale: false,
+            };
+        }
+        let offset = read_ms as i64 - sent_at_ms as i64;
+        let min = self.min_offset_ms.map_or(offset, |m| m.min(offset));
+        self.min_offset_ms = Some(min);
+        let at_ms = (sent_at_ms as i64)
+            .saturating_add(min)
+            .clamp(0, read_ms as i64) as u64;
+        BeatSent {
+            at_ms,
+            stale: read_ms - at_ms > STALE_BEAT_MS,
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn beat(
     replica: &Replica,
     keys: &SigningKeys,
     hb: pb::HeartbeatRequest,
+    sent: BeatSent,
     last: &mut Option<(Instant, u32)>,
     last_committed_ms: &mut u64,
     commit_interval: Duration,
@@ -226,7 +277,22 @@ async fn beat(
         None => true,
         Some((at, _)) => at.elapsed() >= commit_interval,
     };
-    let state = if due {
+    let state = if sent.stale {
+        // Committed as what it is: the node was alive when it sent this
+        // (it neither revives a node declared down nor reports load now).
+        metrics::counter!("fjord_heartbeats_stale_total").increment(1);
+        let out = replica
+            .write(Command::Node(NodeCommand::Heartbeat(Heartbeat {
+                id: hb.node_id.clone(),
+                participants: hb.participants,
+                seen_ms: Some(sent.at_ms),
+            })))
+            .await?;
+        match out {
+            Output::Node(n) => n.state,
+            other => unreachable!("heartbeat answered {other:?}"),
+        }
+    } else if due {
         let out = replica
             .write(Command::Node(NodeCommand::Heartbeat(Heartbeat {
                 id: hb.node_id.clone(),
@@ -376,9 +442,11 @@ impl NodeService for NodeApi {
             // When this stream last heard the node, if later than the last
             // summary committed.
             let mut heard: Option<u64> = None;
+            let mut clock = BeatClock::default();
             while let Some(msg) = inbound.next().await {
                 let Ok(hb) = msg else { break };
-                heard = Some(now_ms());
+                let sent = clock.observe(now_ms(), hb.sent_at_ms);
+                heard = Some(sent.at_ms);
                 let superseded = streams
                     .lock()
                     .expect("streams lock")
@@ -403,6 +471,7 @@ impl NodeService for NodeApi {
                             &replica,
                             &keys,
                             hb,
+                            sent,
                             &mut last,
                             &mut last_committed_ms,
                             commit_interval,
@@ -482,5 +551,76 @@ impl NodeService for NodeApi {
             self.list().await
         };
         finish("list_nodes", r.await).map(Response::new)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn beats_read_on_time_are_life_now_whatever_the_node_s_clock_says() {
+        // The node's clock is 7 s behind this replica's; beats take 5 ms.
+        let mut clock = BeatClock::default();
+        for i in 0..5u64 {
+            let read = 100_000 + i * 500;
+            let sent = clock.observe(read, read - 7_000 - 5);
+            assert_eq!(
+                sent,
+                BeatSent {
+                    at_ms: read,
+                    stale: false
+                }
+            );
+        }
+        // Ahead by an hour: the same.
+        let mut clock = BeatClock::default();
+        let sent = clock.observe(100_000, 3_700_000);
+        assert_eq!(
+            sent,
+            BeatSent {
+                at_ms: 100_000,
+                stale: false
+            }
+        );
+        assert!(!clock.observe(100_500, 3_700_500).stale);
+    }
+
+    #[test]
+    fn beats_read_after_a_pause_count_from_when_they_were_sent() {
+        let mut clock = BeatClock::default();
+        assert!(!clock.observe(10_000, 9_990).stale);
+        assert!(!clock.observe(10_500, 10_490).stale);
+        // The replica was paused from 10.6 s to 14.9 s: two beats waited.
+        let first = clock.observe(14_900, 10_990);
+        assert_eq!(
+            first,
+            BeatSent {
+                at_ms: 11_000,
+                stale: true
+            }
+        );
+        let second = clock.observe(14_901, 11_490);
+        assert_eq!(
+            second,
+            BeatSent {
+                at_ms: 11_500,
+                stale: true
+            }
+        );
+        // And then on time again.
+        assert!(!clock.observe(15_000, 14_990).stale);
+    }
+
+    #[test]
+    fn beats_of_older_nodes_count_when_read() {
+        let mut clock = BeatClock::default();
+        assert_eq!(
+            clock.observe(50_000, 0),
+            BeatSent {
+                at_ms: 50_000,
+                stale: false
+            }
+        );
     }
 }

@@ -63,6 +63,7 @@ pub(super) async fn sample(
             packets_per_second: pps,
             cpu_permille,
             rooms: Vec::new(), // filled at each beat
+            sent_at_ms: 0,     // stamped at each beat
         };
         metrics::gauge!("fjord_media_participants").set(participants as f64);
         metrics::gauge!("fjord_media_tracks").set(tracks as f64);

@@ -355,6 +355,7 @@ pub async fn start(config: MediaNodeConfig) -> Result<MediaNodeHandle, NodeError
             let beat = || {
                 let mut b = load.lock().expect("load lock").clone();
                 b.rooms = shared.sfu.read().expect("sfu lock").room_ids();
+                b.sent_at_ms = now_ms();
                 b
             };
             if let Err(e) = run_node_session(&client, reg, beat, on_event, stop).await {

@@ -2,11 +2,18 @@
 //! tests: one namespace per host, each joined by a veth pair to a bridge
 //! in a switch namespace, and the faults a network can have — partitions
 //! (both ways or one way) and random loss with nftables, delay with
-//! `tc netem` where the kernel has it. Everything lives in namespaces this
-//! fabric made (addresses too), and is removed when it is dropped.
+//! jitter (hence reordering) through a netfilter queue ([`delay`]).
+//! Everything lives in namespaces this fabric made (addresses too), and is
+//! removed when it is dropped.
 
+pub mod delay;
+
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::Mutex;
+
+use delay::{Delay, DelayStats};
 
 /// The subnet every host of a fabric is on (inside its own namespaces).
 const SUBNET_PREFIX: &str = "10.99.0";
@@ -29,12 +36,12 @@ pub struct Host {
 }
 
 pub struct Fabric {
-    /// Prefix of every namespace and interface name (unique per run).
-    prefix: String,
     switch: String,
     pub hosts: Vec<Host>,
-    /// Whether `tc qdisc ... netem` works in this kernel.
-    pub netem: bool,
+    /// Delays in force, per host.
+    delays: Mutex<BTreeMap<String, Delay>>,
+    /// What the delays stopped so far did.
+    delay_stats: Mutex<DelayStats>,
 }
 
 fn run(args: &[&str]) -> Result<(), NetnsError> {
@@ -101,10 +108,10 @@ impl Fabric {
         let prefix = format!("fj{tag}");
         let switch = format!("{prefix}-sw");
         let mut fabric = Fabric {
-            prefix: prefix.clone(),
             switch: switch.clone(),
             hosts: Vec::new(),
-            netem: false,
+            delays: Mutex::new(BTreeMap::new()),
+            delay_stats: Mutex::new(DelayStats::default()),
         };
         run(&["ip", "netns", "add", &switch])?;
         run(&["ip", "-n", &switch, "link", "add", "br0", "type", "bridge"])?;
@@ -144,11 +151,6 @@ impl Fabric {
                  chain input { type filter hook input priority 0; policy accept; }\n\
                  chain output { type filter hook output priority 0; policy accept; }\n}\n",
             )?;
-        }
-        let probe = fabric.hosts[0].name.clone();
-        fabric.netem = fabric.set_delay(&probe, 1).is_ok();
-        if fabric.netem {
-            fabric.clear_delay(&probe);
         }
         Ok(fabric)
     }
@@ -193,35 +195,49 @@ impl Fabric {
         )
     }
 
-    /// Adds `ms` of delay (with some jitter, hence reordering) to what
-    /// `host` sends, when the kernel has netem.
-    pub fn set_delay(&self, host: &str, ms: u32) -> Result<(), NetnsError> {
-        let h = self.host(host);
-        let dev = format!("{}{}", self.prefix, h.name);
+    /// Delays `percent` % of what `host` sends, at random, each packet by
+    /// `ms / 2 ..= 3 * ms / 2` milliseconds (so packets overtake each
+    /// other), until [`Fabric::heal`].
+    pub fn delay(&self, host: &str, ms: u64, percent: u32, seed: u64) -> Result<(), NetnsError> {
+        let index = self
+            .hosts
+            .iter()
+            .position(|h| h.name == host)
+            .unwrap_or_else(|| panic!("no host {host}"));
+        let h = &self.hosts[index];
+        let queue_num = 100 + index as u16;
+        let mut delays = self.delays.lock().expect("delays lock");
+        if delays.contains_key(host) {
+            return Ok(());
+        }
+        let d = Delay::start(format!("/var/run/netns/{}", h.netns), queue_num, ms, seed)?;
+        delays.insert(host.to_string(), d);
         run(&[
             "ip",
             "netns",
             "exec",
             &h.netns,
-            "tc",
-            "qdisc",
-            "replace",
-            "dev",
-            &dev,
-            "root",
-            "netem",
-            "delay",
-            &format!("{ms}ms"),
-            &format!("{}ms", ms / 2),
+            "iptables",
+            "-w",
+            "-A",
+            "OUTPUT",
+            "-m",
+            "statistic",
+            "--mode",
+            "random",
+            "--probability",
+            &format!("{:.2}", f64::from(percent.min(100)) / 100.0),
+            "-j",
+            "NFQUEUE",
+            "--queue-num",
+            &queue_num.to_string(),
+            "--queue-bypass",
         ])
     }
 
-    fn clear_delay(&self, host: &str) {
-        let h = self.host(host);
-        let dev = format!("{}{}", self.prefix, h.name);
-        let _ = run(&[
-            "ip", "netns", "exec", &h.netns, "tc", "qdisc", "del", "dev", &dev, "root",
-        ]);
+    /// Packets delayed and reordered by the delays stopped so far.
+    pub fn delay_stats(&self) -> DelayStats {
+        *self.delay_stats.lock().expect("delay stats lock")
     }
 
     /// Removes every partition, loss and delay rule of `host`.
@@ -231,8 +247,17 @@ impl Fabric {
             netns,
             "flush chain inet fjord_chaos input\nflush chain inet fjord_chaos output\n",
         )?;
-        if self.netem {
-            self.clear_delay(host);
+        let delay = self.delays.lock().expect("delays lock").remove(host);
+        if let Some(d) = delay {
+            // The rule first, so nothing new is queued; then what is held
+            // goes.
+            run(&[
+                "ip", "netns", "exec", netns, "iptables", "-w", "-F", "OUTPUT",
+            ])?;
+            let stats = d.stop()?;
+            let mut total = self.delay_stats.lock().expect("delay stats lock");
+            total.delayed += stats.delayed;
+            total.reordered += stats.reordered;
         }
         Ok(())
     }
@@ -247,28 +272,34 @@ impl Fabric {
     /// Moves the calling thread into `host`'s namespace; threads it starts
     /// afterwards (a tokio runtime's workers) are there too.
     pub fn enter(&self, host: &str) -> Result<(), NetnsError> {
-        use std::os::fd::AsRawFd;
-        let path = format!("/var/run/netns/{}", self.host(host).netns);
-        let file = std::fs::File::open(&path).map_err(|e| NetnsError {
-            command: format!("open {path}"),
-            stderr: e.to_string(),
-        })?;
-        // SAFETY: setns on a namespace file we hold open; it changes only
-        // the calling thread's network namespace.
-        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-        if rc == 0 {
-            Ok(())
-        } else {
-            Err(NetnsError {
-                command: format!("setns {path}"),
-                stderr: std::io::Error::last_os_error().to_string(),
-            })
-        }
+        enter_path(&format!("/var/run/netns/{}", self.host(host).netns))
+    }
+}
+
+/// Moves the calling thread into the network namespace at `path`.
+fn enter_path(path: &str) -> Result<(), NetnsError> {
+    use std::os::fd::AsRawFd;
+    let file = std::fs::File::open(path).map_err(|e| NetnsError {
+        command: format!("open {path}"),
+        stderr: e.to_string(),
+    })?;
+    // SAFETY: setns on a namespace file we hold open; it changes only the
+    // calling thread's network namespace.
+    let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(NetnsError {
+            command: format!("setns {path}"),
+            stderr: std::io::Error::last_os_error().to_string(),
+        })
     }
 }
 
 impl Drop for Fabric {
     fn drop(&mut self) {
+        // Held packets go before their namespaces do.
+        self.delays.lock().expect("delays lock").clear();
         for h in &self.hosts {
             let _ = run(&["ip", "netns", "del", &h.netns]);
         }
