@@ -1,7 +1,8 @@
 //! The usage ledger through real processes: three `fjord control-plane`
 //! replicas, three `fjord media-node`s with journals on disk, and
-//! participants that stay in their meetings. Mid-run a media node and then
-//! the Raft leader are killed with SIGKILL and restarted. Afterwards the
+//! participants that stay in their meetings. Mid-run a media node (while
+//! every replica is paused) and then the Raft leader are killed with
+//! SIGKILL and restarted. Afterwards the
 //! ledger's participant-seconds per meeting match what the participants
 //! recorded themselves, no node sequence number is counted twice, the
 //! billing export (CSV and JSON, through `fjord ctl`) is reproducible and
@@ -173,8 +174,25 @@ async fn nothing_lost_nothing_doubled_through_a_node_kill_and_a_leader_kill() {
                 .load(std::sync::atomic::Ordering::Acquire)
         })
         .collect();
+    // The replicas are paused (SIGSTOP, as a long stall) across the kill:
+    // whichever holds the node's heartbeat stream reads its last beats
+    // late, and must not take them for life at the time it reads them.
+    let pids: Vec<i32> = cluster
+        .procs
+        .iter()
+        .map(|p| p.0.as_ref().unwrap().id() as i32)
+        .collect();
+    for pid in &pids {
+        // SAFETY: signals to replicas this test started.
+        unsafe { libc::kill(*pid, libc::SIGSTOP) };
+    }
+    std::thread::sleep(Duration::from_millis(300));
     let killed_at_ms = fjord_control_plane::raft::now_ms();
     nodes.get_mut(&victim).unwrap().kill9();
+    std::thread::sleep(Duration::from_millis(2_000));
+    for pid in &pids {
+        unsafe { libc::kill(*pid, libc::SIGCONT) };
+    }
     for (i, g) in affected.iter().zip(&generations) {
         sessions[*i]
             .1

@@ -10,6 +10,7 @@
 
 mod link;
 mod load;
+mod stalls;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -174,6 +175,8 @@ struct Shared {
     handshaking: std::sync::atomic::AtomicUsize,
     /// Retries sent to unvalidated addresses during storms.
     retries_sent: AtomicU64,
+    /// When this process was not running (ticked every 50 ms).
+    stalls: Mutex<stalls::Stalls>,
 }
 
 impl Shared {
@@ -254,6 +257,7 @@ pub async fn start(config: MediaNodeConfig) -> Result<MediaNodeHandle, NodeError
         links: link::Links::new(config.id.clone(), endpoint.clone(), own_cert),
         handshaking: Default::default(),
         retries_sent: AtomicU64::new(0),
+        stalls: Mutex::new(stalls::Stalls::default()),
     });
     let client = Arc::new(
         Client::from_files(&config.control_plane, &config.tls, ClientConfig::default())
@@ -380,6 +384,7 @@ pub async fn start(config: MediaNodeConfig) -> Result<MediaNodeHandle, NodeError
         config.retry_above_handshakes,
         stop_rx.clone(),
     )));
+    tasks.push(tokio::spawn(tick_stalls(shared.clone(), stop_rx.clone())));
     tracing::info!(id = %config.id, region = %config.region, addr = %local_addr, "media node serving");
     Ok(MediaNodeHandle {
         shared,
@@ -393,6 +398,18 @@ pub async fn start(config: MediaNodeConfig) -> Result<MediaNodeHandle, NodeError
         usage,
         reporter: Some(reporter),
     })
+}
+
+/// Ticks the stall record every 50 ms until the node stops.
+async fn tick_stalls(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let mut every = tokio::time::interval(Duration::from_millis(50));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = every.tick() => shared.stalls.lock().expect("stalls lock").tick(now_ms()),
+            _ = stop.changed() => return,
+        }
+    }
 }
 
 async fn accept_loop(
@@ -486,11 +503,18 @@ async fn serve_connection(shared: Arc<Shared>, incoming: quinn::Incoming, id: Co
             Err(_) => break,
         }
     }
-    // A connection that timed out was last heard one idle timeout ago.
+    // A connection that timed out was last heard one idle timeout ago —
+    // or, if this process was stopped then, when it stopped (its timer
+    // fired late; found by the chaos runs).
     let now = now_ms();
     let last_heard = match conn.close_reason() {
         Some(quinn::ConnectionError::TimedOut) => {
-            now.saturating_sub(crate::tls::IDLE_TIMEOUT.as_millis() as u64)
+            let idle = now.saturating_sub(crate::tls::IDLE_TIMEOUT.as_millis() as u64);
+            shared
+                .stalls
+                .lock()
+                .expect("stalls lock")
+                .running_at_or_before(idle, now)
         }
         _ => now,
     };
