@@ -73,7 +73,36 @@ pub(crate) async fn check_meetings(cp: &Client, acked: &[Acked], anomalies: &mut
             continue;
         }
         if m.state != pb::MeetingState::Placed as i32 {
-            anomalies.push(format!("meeting {} unplaced 30 s after healing", a.id));
+            // Why, in the placement's own words: its decisions' triggers
+            // and refusals, and how many nodes each rejected for what.
+            let id = a.id;
+            let explained = cp
+                .call(|ch| async move {
+                    pb::meeting_service_client::MeetingServiceClient::new(ch)
+                        .explain_meeting(pb::ExplainMeetingRequest { id })
+                        .await
+                })
+                .await
+                .map(|r| {
+                    r.into_inner()
+                        .decisions
+                        .iter()
+                        .map(|d| {
+                            let counts: Vec<String> = d
+                                .rejection_counts
+                                .iter()
+                                .map(|c| format!("{}×{}", c.count, c.reason))
+                                .collect();
+                            format!("{} → {:?} [{}]", d.trigger, d.refusal, counts.join(", "))
+                        })
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                })
+                .unwrap_or_else(|e| format!("not explained: {e}"));
+            anomalies.push(format!(
+                "meeting {} unplaced 30 s after healing: {explained}",
+                a.id
+            ));
             continue;
         }
         let nodes = carriers(&m);
