@@ -59,10 +59,7 @@ impl Ord for Held {
 }
 
 fn queue_err(what: &str, e: std::io::Error) -> NetnsError {
-    NetnsError {
-        command: format!("netfilter queue: {what}"),
-        stderr: e.to_string(),
-    }
+    super::failed(format!("netfilter queue: {what}"), e)
 }
 
 impl Delay {
@@ -108,10 +105,7 @@ impl Delay {
                 result
             })
             .map_err(|e| queue_err("spawn", e))?;
-        let failed = |stderr: String| NetnsError {
-            command: format!("netfilter queue {queue_num}"),
-            stderr,
-        };
+        let failed = |stderr: String| super::failed(format!("netfilter queue {queue_num}"), stderr);
         match ready_rx.recv() {
             Ok(Ok(())) => Ok(Delay {
                 stop,
@@ -133,10 +127,7 @@ impl Delay {
         self.stop.store(true, Ordering::Relaxed);
         match self.thread.take().map(JoinHandle::join) {
             Some(Ok(r)) => r,
-            Some(Err(_)) => Err(NetnsError {
-                command: "netfilter queue thread".into(),
-                stderr: "panicked".into(),
-            }),
+            Some(Err(_)) => Err(super::failed("netfilter queue thread".into(), "panicked")),
             None => Ok(DelayStats::default()),
         }
     }

@@ -44,59 +44,51 @@ pub struct Fabric {
     delay_stats: Mutex<DelayStats>,
 }
 
+fn failed(command: String, e: impl std::fmt::Display) -> NetnsError {
+    NetnsError {
+        command,
+        stderr: e.to_string(),
+    }
+}
+
+/// A finished command's result: its stderr when it failed.
+fn judged(command: impl FnOnce() -> String, out: std::process::Output) -> Result<(), NetnsError> {
+    if out.status.success() {
+        Ok(())
+    } else {
+        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        Err(failed(command(), stderr))
+    }
+}
+
 fn run(args: &[&str]) -> Result<(), NetnsError> {
     let out = Command::new(args[0])
         .args(&args[1..])
         .stdin(Stdio::null())
         .output()
-        .map_err(|e| NetnsError {
-            command: args.join(" "),
-            stderr: e.to_string(),
-        })?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(NetnsError {
-            command: args.join(" "),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        })
-    }
+        .map_err(|e| failed(args.join(" "), e))?;
+    judged(|| args.join(" "), out)
 }
 
 /// `nft` reading its script from stdin, in namespace `netns`.
 fn nft(netns: &str, script: &str) -> Result<(), NetnsError> {
     use std::io::Write;
+    let what = || format!("nft in {netns}");
     let mut child = Command::new("ip")
         .args(["netns", "exec", netns, "nft", "-f", "-"])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| NetnsError {
-            command: format!("nft in {netns}"),
-            stderr: e.to_string(),
-        })?;
+        .map_err(|e| failed(what(), e))?;
     child
         .stdin
         .take()
         .expect("piped")
         .write_all(script.as_bytes())
-        .map_err(|e| NetnsError {
-            command: format!("nft in {netns}"),
-            stderr: e.to_string(),
-        })?;
-    let out = child.wait_with_output().map_err(|e| NetnsError {
-        command: format!("nft in {netns}"),
-        stderr: e.to_string(),
-    })?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(NetnsError {
-            command: format!("nft in {netns}: {script}"),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        })
-    }
+        .map_err(|e| failed(what(), e))?;
+    let out = child.wait_with_output().map_err(|e| failed(what(), e))?;
+    judged(|| format!("nft in {netns}: {script}"), out)
 }
 
 impl Fabric {
@@ -279,20 +271,17 @@ impl Fabric {
 /// Moves the calling thread into the network namespace at `path`.
 fn enter_path(path: &str) -> Result<(), NetnsError> {
     use std::os::fd::AsRawFd;
-    let file = std::fs::File::open(path).map_err(|e| NetnsError {
-        command: format!("open {path}"),
-        stderr: e.to_string(),
-    })?;
+    let file = std::fs::File::open(path).map_err(|e| failed(format!("open {path}"), e))?;
     // SAFETY: setns on a namespace file we hold open; it changes only the
     // calling thread's network namespace.
     let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
     if rc == 0 {
         Ok(())
     } else {
-        Err(NetnsError {
-            command: format!("setns {path}"),
-            stderr: std::io::Error::last_os_error().to_string(),
-        })
+        Err(failed(
+            format!("setns {path}"),
+            std::io::Error::last_os_error(),
+        ))
     }
 }
 
