@@ -208,10 +208,13 @@ impl NodeApi {
     }
 }
 
-/// One heartbeat: validate, commit a summary when due, answer the node's state.
 /// How much later than the beats before it a beat may be read and still
 /// count as a sign of life now (a busy replica reads late too).
 const STALE_BEAT_MS: u64 = 1_000;
+/// Late beats that keep coming for this long are not a backlog (one
+/// drains in a burst) but a node whose clock stepped back: the stream's
+/// reckoning starts again from them.
+const STALE_RUN_MS: u64 = 2 * STALE_BEAT_MS;
 
 /// When a node sent its beats, on this replica's clock. The node stamps
 /// each beat with its own clock; the smallest difference between reading
@@ -222,10 +225,16 @@ const STALE_BEAT_MS: u64 = 1_000;
 /// its socket late: they are evidence of when the node was alive, never of
 /// life at the time they were read (found by the chaos runs: a dead node's
 /// sessions were billed for as long as the replica that held its stream
-/// was paused).
+/// was paused). The stream's last word, when it breaks, carries when the
+/// last beat was sent. A node clock stepped back (an NTP correction) makes
+/// its beats look late too, but they keep coming at the node's pace
+/// instead of in a burst: after [`STALE_RUN_MS`] of them the reckoning
+/// starts again, so such a node is never taken for dead.
 #[derive(Debug, Default)]
 struct BeatClock {
     min_offset_ms: Option<i64>,
+    /// When the current run of late beats began to be read.
+    late_since_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -246,18 +255,30 @@ impl BeatClock {
             };
         }
         let offset = read_ms as i64 - sent_at_ms as i64;
-        let min = self.min_offset_ms.map_or(offset, |m| m.min(offset));
-        self.min_offset_ms = Some(min);
-        let at_ms = (sent_at_ms as i64)
-            .saturating_add(min)
-            .clamp(0, read_ms as i64) as u64;
-        BeatSent {
-            at_ms,
-            stale: read_ms - at_ms > STALE_BEAT_MS,
+        let mut min = self.min_offset_ms.map_or(offset, |m| m.min(offset));
+        let late = |min: i64| {
+            let at_ms = (sent_at_ms as i64)
+                .saturating_add(min)
+                .clamp(0, read_ms as i64) as u64;
+            (at_ms, read_ms - at_ms > STALE_BEAT_MS)
+        };
+        let (mut at_ms, mut stale) = late(min);
+        if stale {
+            let since = *self.late_since_ms.get_or_insert(read_ms);
+            if read_ms.saturating_sub(since) > STALE_RUN_MS {
+                min = offset;
+                (at_ms, stale) = late(min);
+            }
         }
+        if !stale {
+            self.late_since_ms = None;
+        }
+        self.min_offset_ms = Some(min);
+        BeatSent { at_ms, stale }
     }
 }
 
+/// One heartbeat: validate, commit a summary when due, answer the node's state.
 #[allow(clippy::too_many_arguments)]
 async fn beat(
     replica: &Replica,
@@ -605,6 +626,34 @@ mod tests {
         );
         // And then on time again.
         assert!(!clock.observe(15_000, 14_990).stale);
+    }
+
+    #[test]
+    fn a_node_clock_stepped_back_is_late_for_a_moment_then_on_time_again() {
+        let mut clock = BeatClock::default();
+        for i in 0..4u64 {
+            assert!(!clock.observe(10_000 + i * 500, 9_995 + i * 500).stale);
+        }
+        // From 12,000 on the node's clock runs 5 s behind; beats keep
+        // coming every 500 ms.
+        let mut stale_for = 0;
+        for i in 4..12u64 {
+            let read = 10_000 + i * 500;
+            if clock.observe(read, read - 5 - 5_000).stale {
+                stale_for += 500;
+            }
+        }
+        assert!(
+            (1..=STALE_RUN_MS + 500).contains(&stale_for),
+            "late for {stale_for} ms"
+        );
+        assert_eq!(
+            clock.observe(16_000, 10_995),
+            BeatSent {
+                at_ms: 16_000,
+                stale: false
+            }
+        );
     }
 
     #[test]
