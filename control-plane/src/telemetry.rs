@@ -49,6 +49,7 @@ pub const CATALOGUE: &[M] = &[
     M::counter("fjord_commands_applied_total", "Replicated commands applied to the state machine, by command kind and outcome (ok or an error id)."),
     M::counter("fjord_forwarded_requests_total", "Writes this replica forwarded to the leader because the client sent them to a follower."),
     M::counter("fjord_heartbeat_streams_superseded_total", "Node heartbeat streams closed because the same node opened a newer one."),
+    M::counter("fjord_heartbeats_stale_total", "Node heartbeats read more than a second after they were sent (the replica was paused or stalled): evidence of the past, not committed as life now."),
     M::counter("fjord_join_denied_total", "Join-token requests refused (wrong passcode, ended meeting, ...)."),
     M::counter("fjord_join_rate_limited_total", "Join-token requests refused by the per-meeting or per-source rate limit."),
     M::counter("fjord_join_tokens_issued_total", "Join tokens issued to participants."),
