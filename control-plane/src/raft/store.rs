@@ -180,25 +180,14 @@ impl MemLog {
         self.entries.front().map(|e| e.log_id.index)
     }
 
-    /// The entries in `range`, in order: what is there from its start on,
-    /// or nothing if its start is purged.
+    /// The entries in `range`, in order: what is there (openraft's
+    /// contract for `try_get_log_entries`: purged entries are skipped).
     fn entries_in(&self, range: impl RangeBounds<u64>) -> Vec<Entry<TypeConfig>> {
         let first_wanted = match range.start_bound() {
             Bound::Included(i) => Some(*i),
             Bound::Excluded(i) => Some(i.saturating_add(1)),
             Bound::Unbounded => None,
         };
-        // Never the entries after a hole: a leader sends what this returns
-        // after the `prev_log_id` it asked for, so entries 32.. returned
-        // for 24.. would land on a follower as if they followed entry 23.
-        // (A replication retry can read a range its leader purged
-        // meanwhile; openraft takes an empty answer as a heartbeat and
-        // then sends a snapshot. Found by the simulation.)
-        if let (Some(wanted), Some(first)) = (first_wanted, self.first_index()) {
-            if wanted < first && range.contains(&wanted) {
-                return Vec::new();
-            }
-        }
         let start = first_wanted.map_or(0, |i| self.position(i));
         let end = match range.end_bound() {
             Bound::Included(i) => self.position(i.saturating_add(1)),
@@ -210,6 +199,20 @@ impl MemLog {
             .filter(|e| range.contains(&e.log_id.index))
             .cloned()
             .collect()
+    }
+
+    /// What a leader replicates for `start..end`: never the entries after
+    /// a purged hole. openraft sends what this returns after the
+    /// `prev_log_id` it asked for, so entries 32.. returned for 24.. would
+    /// land on a follower as if they followed entry 23. A replication
+    /// retry can read a range its leader purged meanwhile; openraft takes
+    /// an empty answer as a heartbeat and then sends a snapshot. (Found by
+    /// the simulation.)
+    fn entries_to_replicate(&self, start: u64, end: u64) -> Vec<Entry<TypeConfig>> {
+        if self.last_purged.is_some_and(|p| start <= p.index) && start < end {
+            return Vec::new();
+        }
+        self.entries_in(start..end)
     }
 
     /// Position of `index` in `entries` (clamped to the ends).
@@ -259,6 +262,15 @@ impl RaftLogReader<TypeConfig> for LogStore {
     ) -> Result<Vec<Entry<TypeConfig>>, StorageError<NodeId>> {
         let mem = self.inner.mem.read().expect("log lock poisoned");
         Ok(mem.entries_in(range))
+    }
+
+    async fn limited_get_log_entries(
+        &mut self,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<Entry<TypeConfig>>, StorageError<NodeId>> {
+        let mem = self.inner.mem.read().expect("log lock poisoned");
+        Ok(mem.entries_to_replicate(start, end))
     }
 }
 
@@ -592,12 +604,22 @@ mod tests {
     }
 
     #[test]
-    fn a_range_whose_start_is_purged_reads_nothing_not_the_entries_after_the_hole() {
+    fn a_log_that_never_purged_reads_what_it_has_from_below_its_start() {
+        let mut log = log_from(1, 5);
+        log.last_purged = None;
+        assert_eq!(indexes(log.entries_in(0..)), vec![1, 2, 3, 4, 5]);
+        assert_eq!(indexes(log.entries_to_replicate(0, 3)), vec![1, 2]);
+    }
+
+    #[test]
+    fn a_range_to_replicate_whose_start_is_purged_is_nothing_not_the_entries_after_the_hole() {
         // Purged up to 31: a replication retry asking for 24..40 must not
         // get 32..39, which its leader would send as if they followed 23.
         let log = log_from(32, 70);
-        assert_eq!(indexes(log.entries_in(24..40)), Vec::<u64>::new());
-        assert_eq!(indexes(log.entries_in(31..33)), Vec::<u64>::new());
-        assert_eq!(indexes(log.entries_in(32..35)), vec![32, 33, 34]);
+        assert_eq!(indexes(log.entries_to_replicate(24, 40)), Vec::<u64>::new());
+        assert_eq!(indexes(log.entries_to_replicate(31, 33)), Vec::<u64>::new());
+        assert_eq!(indexes(log.entries_to_replicate(32, 35)), vec![32, 33, 34]);
+        // A plain read skips what is purged, as openraft's contract says.
+        assert_eq!(indexes(log.entries_in(24..35)), vec![32, 33, 34]);
     }
 }
