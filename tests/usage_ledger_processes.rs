@@ -454,3 +454,172 @@ for amount, (inv, l) in zip(frame["amount"], lines):
     assert round(float(amount) * 10 ** inv["minor_unit_digits"]) == l["amount_minor"], (amount, l)
 print(f"csv and pandas read {len(rows)} lines matching the JSON")
 "#;
+
+/// A participant that vanishes while its node is stopped (SIGSTOP, a
+/// paused VM, a machine too busy to run it) is billed until the node
+/// stopped, and its session is closed soon after the node resumes. QUIC's
+/// own idle timer would keep it "connected" for seconds more: the resumed
+/// node takes what was sent during the stop as round trips of that length,
+/// and the timer is at least three probe timeouts (found by the chaos
+/// runs; the node's hearing watch closes silent connections itself).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_participant_gone_while_its_node_was_stopped_is_billed_until_the_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    // A lease far longer than the stop: the node is not declared down.
+    let (_cp_proc, addr) =
+        fjord_benches::control_plane(Path::new(FJORD), dir.path(), HEARTBEAT_MS, 30_000);
+    let ca = fjord_benches::local_ca(dir.path());
+    let op = operator(&ca);
+    let cp = Arc::new(
+        Client::from_files(std::slice::from_ref(&addr), &op, ClientConfig::default()).unwrap(),
+    );
+    cp.create_institution(pb::CreateInstitutionRequest {
+        name: "uni".into(),
+        residency: "nordic".into(),
+        max_participants: 100,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    cp.sample_licence("uni", &[]).await.unwrap();
+    let mut n1 = media_node_with(
+        Path::new(FJORD),
+        &ca,
+        "n1",
+        "nordic",
+        &addr,
+        8,
+        &["--usage-flush-interval".into(), format!("{FLUSH_MS}ms")],
+    );
+    let m = cp
+        .schedule_meeting(pb::ScheduleMeetingRequest {
+            institution: "uni".into(),
+            participants: 2,
+            request_id: request_id(),
+            settings: Some(pb::MeetingSettings {
+                disable_waiting_room: true,
+                allow_join_before_host: true,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let id = m.meeting.unwrap().id;
+    let a = Session::start(
+        cp.clone(),
+        JoinRequest {
+            meeting_id: id,
+            passcode: m.passcode.clone(),
+            display_name: "a".into(),
+            ..Default::default()
+        },
+        true,
+    );
+    // The one who vanishes: its own process, killed without a word.
+    let mut b = fjord_benches::Proc(Some(
+        std::process::Command::new(FJORD)
+            .env("FJORD_CA", &op.ca)
+            .args(["join", "--endpoints", &addr, "--meeting", &id.to_string()])
+            .args(["--passcode", &m.passcode, "--name", "b"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    ));
+    let ctl = |args: &[&str]| -> serde_json::Value {
+        let out = fjord_benches::with_tls(&mut Command::new(FJORD), &op)
+            .args(["ctl", "-o", "json", "--endpoints", &addr])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let today = fjord_control_plane::licensing::service_date(fjord_control_plane::raft::now_ms());
+    let period = format!(
+        "{}..{}",
+        today.yesterday().unwrap(),
+        today.tomorrow().unwrap()
+    );
+    let sessions = || -> Vec<serde_json::Value> {
+        ctl(&[
+            "usage",
+            "show",
+            "--institution",
+            "uni",
+            "--period",
+            &period,
+            "--sessions",
+        ])["sessions"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+    // Both in, hearing each other, and both joins in the ledger.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while a.stats.received() == 0 || sessions().iter().filter(|s| s["end"] == "open").count() < 2 {
+        assert!(Instant::now() < deadline, "both participants in the ledger");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let generation = a
+        .state
+        .generation
+        .load(std::sync::atomic::Ordering::Acquire);
+    let node_pid = n1.child().id() as i32;
+    let stopped_ms = fjord_control_plane::raft::now_ms();
+    // Stopped for less than the idle timeout, so the node's timer has not
+    // run out when it reads what arrived meanwhile.
+    // SAFETY: signals to the node this test started.
+    unsafe { libc::kill(node_pid, libc::SIGSTOP) };
+    std::thread::sleep(Duration::from_millis(300));
+    b.kill9();
+    std::thread::sleep(Duration::from_millis(900));
+    unsafe { libc::kill(node_pid, libc::SIGCONT) };
+    let resumed = Instant::now();
+
+    // `b`'s session ends, billed until the node stopped; `a` stays.
+    let closed = loop {
+        let all = sessions();
+        assert_eq!(all.len(), 2, "{all:?}");
+        if let Some(c) = all.iter().find(|s| s["end"] != "open") {
+            break c.clone();
+        }
+        assert!(
+            resumed.elapsed() < Duration::from_secs(3),
+            "b's session still open {:?} after the node resumed: {all:?}",
+            resumed.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    println!(
+        "closed {:?} after the node resumed: {closed}",
+        resumed.elapsed()
+    );
+    let end = closed["end_ms"].as_u64().unwrap();
+    assert!(
+        end + 300 >= stopped_ms && end <= stopped_ms + 300,
+        "billed until {end}; the node stopped at {stopped_ms} and b was gone 300 ms later: {closed}"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let all = sessions();
+    assert_eq!(
+        all.iter().filter(|s| s["end"] == "open").count(),
+        1,
+        "a stays in its session: {all:?}"
+    );
+    assert_eq!(
+        a.state
+            .generation
+            .load(std::sync::atomic::Ordering::Acquire),
+        generation,
+        "a did not need to join again"
+    );
+    a.stop().await;
+}

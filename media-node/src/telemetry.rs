@@ -86,6 +86,10 @@ pub const CATALOGUE: &[M] = &[
         "Retransmissions sent to participants that asked for them.",
     ),
     M::counter(
+        "fjord_media_silent_closes_total",
+        "Participant connections this node closed after 1.5 s of running without hearing them.",
+    ),
+    M::counter(
         "fjord_media_stalls_total",
         "Times this process was not running for over 250 ms (stopped, or its machine too busy).",
     ),

@@ -344,24 +344,39 @@ impl Participant {
                 }
             }));
         }
-        ctl_tx
-            .send(pb::ClientMessage {
-                msg: Some(In::Join(pb::MediaJoin {
-                    token: token.token.clone(),
-                    meeting_id: req.meeting_id,
-                    traceparent: token.traceparent.clone(),
-                })),
-            })
-            .await
-            .map_err(|_| ClientError::Closed("control stream ended".into()))?;
-        let admission = loop {
-            match tokio::time::timeout(Duration::from_secs(10), ev_rx.recv()).await {
-                Ok(Some(OutMsg::Joined(j))) => break Admission::Joined(j),
-                Ok(Some(OutMsg::Waiting(w))) => break Admission::Waiting(w),
-                Ok(Some(OutMsg::Closed(c))) => return Err(closed(c)),
-                Ok(Some(_)) => continue,
-                Ok(None) => return Err(ClientError::ConnectionLost),
-                Err(_) => return Err(ClientError::Timeout("the node's answer to join")),
+        let answer = async {
+            ctl_tx
+                .send(pb::ClientMessage {
+                    msg: Some(In::Join(pb::MediaJoin {
+                        token: token.token.clone(),
+                        meeting_id: req.meeting_id,
+                        traceparent: token.traceparent.clone(),
+                    })),
+                })
+                .await
+                .map_err(|_| ClientError::Closed("control stream ended".into()))?;
+            loop {
+                match tokio::time::timeout(Duration::from_secs(10), ev_rx.recv()).await {
+                    Ok(Some(OutMsg::Joined(j))) => return Ok(Admission::Joined(j)),
+                    Ok(Some(OutMsg::Waiting(w))) => return Ok(Admission::Waiting(w)),
+                    Ok(Some(OutMsg::Closed(c))) => return Err(closed(c)),
+                    Ok(Some(_)) => continue,
+                    Ok(None) => return Err(ClientError::ConnectionLost),
+                    Err(_) => return Err(ClientError::Timeout("the node's answer to join")),
+                }
+            }
+        };
+        let admission = match answer.await {
+            Ok(a) => a,
+            Err(e) => {
+                // Nothing may keep this connection alive once we give up
+                // on it: the receive reports would, and a node that let us
+                // in late would then count a participant nobody is.
+                for t in &tasks {
+                    t.abort();
+                }
+                conn.close(0u32.into(), b"join abandoned");
+                return Err(e);
             }
         };
         Ok(Participant {
@@ -551,13 +566,23 @@ impl Participant {
 
     /// Drops the connection without a word (like a crashed client).
     pub fn close(self) {
+        // Drop does the rest.
+        let endpoint = self.endpoint.clone();
+        drop(self);
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
+        });
+    }
+}
+
+/// A participant dropped anywhere (a session aborted mid-join, a test that
+/// forgets it) takes its tasks and connection along: nothing it spawned
+/// may keep the node counting someone who is gone.
+impl Drop for Participant {
+    fn drop(&mut self) {
         self.conn.close(0u32.into(), b"bye");
         for t in &self.tasks {
             t.abort();
         }
-        let endpoint = self.endpoint.clone();
-        tokio::spawn(async move {
-            let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
-        });
     }
 }

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
 use fjord_common::client::Client;
@@ -87,13 +87,10 @@ impl Session {
         let stats = Arc::new(ReceiveStats::new(Instant::now()));
         let state = Arc::new(SessionState::default());
         let (stop, stop_rx) = watch::channel(false);
-        let task = tokio::spawn(supervise(
-            cp,
-            req,
-            publish,
-            stats.clone(),
-            state.clone(),
-            stop_rx,
+        let span = tracing::info_span!("session", meeting.id = req.meeting_id);
+        let task = tokio::spawn(tracing::Instrument::instrument(
+            supervise(cp, req, publish, stats.clone(), state.clone(), stop_rx),
+            span,
         ));
         Session {
             stats,
@@ -134,9 +131,20 @@ impl Session {
     }
 
     /// Leaves the meeting and ends the session.
-    pub async fn stop(self) {
+    pub async fn stop(mut self) {
         let _ = self.stop.send(true);
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.task).await;
+        if tokio::time::timeout(Duration::from_secs(5), &mut self.task)
+            .await
+            .is_err()
+        {
+            // Still asking for a token or entering a node: gone now, and
+            // whatever it held with it (a participant closes on drop), so
+            // no join lands after the session ended.
+            self.task.abort();
+            if let Some(at) = self.state.admitted_at.lock().expect("session lock").take() {
+                self.state.close_stay(at, Instant::now());
+            }
+        }
     }
 }
 
@@ -154,7 +162,7 @@ async fn supervise(
     };
     let mut unreachable: Option<String> = None;
     // After a Moved: the old node's participant, kept until the new one is in.
-    let mut old: Option<(Participant, Vec<JoinHandle<()>>)> = None;
+    let mut old: Option<OldNode> = None;
     loop {
         let token = match request_token(&cp, &req, REJOIN_GIVE_UP, unreachable.as_deref()).await {
             Ok(t) => t,
@@ -167,6 +175,7 @@ async fn supervise(
             }
         };
         let node = token.node_id.clone();
+        tracing::debug!(%node, participant = token.participant_id, "entering the node");
         *state.node.lock().expect("session lock") = node.clone();
         state
             .received_at_generation
@@ -189,6 +198,7 @@ async fn supervise(
             return end(e.to_string());
         }
         let admitted = Instant::now();
+        tracing::debug!(%node, participant = p.participant_id, "let in");
         // The previous node (after a move) counts until we leave it below.
         let previous = state
             .admitted_at
@@ -209,13 +219,13 @@ async fn supervise(
         } else {
             Vec::new()
         };
-        if let Some((o, handles)) = old.take() {
-            for h in handles {
-                h.abort();
-            }
+        if let Some(o) = old.take() {
+            let (o, closed_at) = o.stop().await;
             o.leave().await;
             if let Some(at) = previous {
-                state.close_stay(at, Instant::now());
+                // The old node may have closed the room (its grace over)
+                // while the new node kept us waiting: the stay ended then.
+                state.close_stay(at, closed_at.unwrap_or_else(Instant::now));
             }
         }
         let stay_ends = |until: Instant| {
@@ -250,7 +260,7 @@ async fn supervise(
             Ok(()) => {
                 state.moves.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(%node, "meeting moved; joining its new node");
-                old = Some((p, media));
+                old = Some(OldNode::watch(p, media));
             }
             Err(ClientError::ConnectionLost) => {
                 state.rejoins_after_loss.fetch_add(1, Ordering::Relaxed);
@@ -281,5 +291,46 @@ async fn supervise(
                 return end(e.to_string());
             }
         }
+    }
+}
+
+/// The node a moved meeting is leaving, kept (media flowing) until the new
+/// node lets the participant in, and watched: when it closes the room
+/// first, the participant's stay there ends at that moment.
+struct OldNode {
+    media: Vec<JoinHandle<()>>,
+    stop: oneshot::Sender<()>,
+    watcher: JoinHandle<(Participant, Option<Instant>)>,
+}
+
+impl OldNode {
+    fn watch(mut p: Participant, media: Vec<JoinHandle<()>>) -> OldNode {
+        let (stop, stopped) = oneshot::channel();
+        let watcher = tokio::spawn(async move {
+            let closed_at = tokio::select! {
+                _ = stopped => None,
+                // Nothing is waited for: this returns when the node closes
+                // the room or the connection ends.
+                _ = p.wait_for(Duration::from_secs(365 * 86400), |_| None::<()>) => {
+                    Some(Instant::now())
+                }
+            };
+            (p, closed_at)
+        });
+        OldNode {
+            media,
+            stop,
+            watcher,
+        }
+    }
+
+    /// Stops the media and the watch; the participant and when the node
+    /// closed it, if it did.
+    async fn stop(self) -> (Participant, Option<Instant>) {
+        for h in self.media {
+            h.abort();
+        }
+        let _ = self.stop.send(());
+        self.watcher.await.expect("the watch does not panic")
     }
 }

@@ -8,6 +8,7 @@
 //! Cascade links to peer nodes (`link.rs`) run the same three tasks on a
 //! connection with the link ALPN.
 
+mod hearing;
 mod link;
 mod load;
 mod stalls;
@@ -477,6 +478,11 @@ async fn serve_connection(shared: Arc<Shared>, incoming: quinn::Incoming, id: Co
     shared.dispatch(outs);
     let writer = tokio::spawn(write_control(send, rx, conn.clone()));
     let datagrams = tokio::spawn(forward_datagrams(shared.clone(), conn.clone(), id));
+    let hearing = Arc::new(Mutex::new(hearing::Hearing::new(
+        now_ms(),
+        conn.stats().udp_rx.datagrams,
+    )));
+    let watch = tokio::spawn(watch_hearing(conn.clone(), hearing.clone()));
 
     loop {
         match wire::read_frame(&mut recv).await {
@@ -503,20 +509,25 @@ async fn serve_connection(shared: Arc<Shared>, incoming: quinn::Incoming, id: Co
             Err(_) => break,
         }
     }
-    // A connection that timed out was last heard one idle timeout ago —
-    // or, if this process was stopped then, when it stopped (its timer
-    // fired late; found by the chaos runs).
+    watch.abort();
+    // A connection that fell silent (QUIC's idle timer, or the hearing
+    // watch first) ends the stay when the participant was last heard — or,
+    // if this process was stopped then, when it stopped (found by the
+    // chaos runs).
     let now = now_ms();
-    let last_heard = match conn.close_reason() {
-        Some(quinn::ConnectionError::TimedOut) => {
-            let idle = now.saturating_sub(crate::tls::IDLE_TIMEOUT.as_millis() as u64);
-            shared
-                .stalls
-                .lock()
-                .expect("stalls lock")
-                .running_at_or_before(idle, now)
-        }
-        _ => now,
+    let (silenced, heard) = {
+        let h = hearing.lock().expect("hearing lock");
+        (h.silenced(), h.heard_ms())
+    };
+    let timed_out = matches!(conn.close_reason(), Some(quinn::ConnectionError::TimedOut));
+    let last_heard = if timed_out || silenced {
+        shared
+            .stalls
+            .lock()
+            .expect("stalls lock")
+            .served_until(heard, now)
+    } else {
+        now
     };
     let outs = shared
         .sfu
@@ -527,6 +538,26 @@ async fn serve_connection(shared: Arc<Shared>, incoming: quinn::Incoming, id: Co
     shared.writers.lock().expect("writers lock").remove(&id);
     datagrams.abort();
     let _ = writer.await;
+}
+
+/// Samples what the connection has received every [`hearing::SAMPLE_MS`]
+/// and closes it once it has been silent too long (see [`hearing`]).
+async fn watch_hearing(conn: quinn::Connection, hearing: Arc<Mutex<hearing::Hearing>>) {
+    let mut every = tokio::time::interval(Duration::from_millis(hearing::SAMPLE_MS));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let received = conn.stats().udp_rx.datagrams;
+        let verdict = hearing
+            .lock()
+            .expect("hearing lock")
+            .sample(now_ms(), received);
+        if let hearing::Verdict::Silent { .. } = verdict {
+            metrics::counter!("fjord_media_silent_closes_total").increment(1);
+            conn.close(4u32.into(), b"silent");
+            return;
+        }
+    }
 }
 
 async fn write_control(

@@ -137,10 +137,15 @@ pub(crate) async fn check_participants(
             report.participants_ended_with_reason += 1;
             continue;
         }
-        // In its meeting: receiving media in its current join, on a node
-        // that carries the meeting now.
+        // In its meeting: receiving media in its current join, and lately
+        // (a node killed at the last moment leaves a join that received
+        // once and never will again), on a node that carries the meeting.
         let ok = loop {
-            let (g, receiving) = s.receiving();
+            let (g, received) = s.receiving();
+            let receiving = received
+                && s.stats
+                    .last_received()
+                    .is_some_and(|t| t.elapsed() < Duration::from_millis(500));
             let carried = match get_meeting(cp, *meeting).await {
                 Ok(m) => carriers(&m).contains(&s.node()),
                 Err(_) => false,
@@ -169,7 +174,7 @@ pub(crate) async fn check_participants(
 pub(crate) async fn check_ledger(
     world: &World,
     acked: &[Acked],
-    recorded: &BTreeMap<u64, (Duration, u64)>,
+    recorded: &BTreeMap<u64, Recorded>,
     report: &mut ScheduleReport,
 ) {
     let today = fjord_control_plane::licensing::service_date(fjord_control_plane::raft::now_ms());
@@ -219,14 +224,16 @@ pub(crate) async fn check_ledger(
         world.dir.join("ledger.json"),
         serde_json::to_string_pretty(&json!({
             "rows": rows,
-            "participants_ms": recorded.iter().map(|(m, (d, joins))| json!({
-                "meeting": m, "in_meeting_ms": d.as_millis() as u64, "joins": joins,
+            "participants_ms": recorded.iter().map(|(m, r)| json!({
+                "meeting": m, "in_meeting_ms": r.in_meeting.as_millis() as u64, "joins": r.joins,
+                "participants": r.participants,
             })).collect::<Vec<_>>(),
         }))
         .unwrap_or_default(),
     );
     let mut seen = HashSet::new();
     let mut per_meeting: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
+    let mut sessions_of: BTreeMap<u64, Vec<String>> = BTreeMap::new();
     for r in &rows {
         let node = r["node_id"].as_str().unwrap_or_default().to_string();
         for key in ["join_seq", "left_seq"] {
@@ -242,6 +249,11 @@ pub(crate) async fn check_ledger(
             .as_u64()
             .unwrap_or(0)
             .saturating_sub(r["start_ms"].as_u64().unwrap_or(0));
+        sessions_of.entry(m).or_default().push(format!(
+            "{node} {} ms {}",
+            ms,
+            r["end"].as_str().unwrap_or("?")
+        ));
         let e = per_meeting.entry(m).or_default();
         e.0 += ms;
         if r["end"] == "failure" {
@@ -258,9 +270,10 @@ pub(crate) async fn check_ledger(
                 .push(format!("ledger rows for meeting {m} nobody joined"));
         }
     }
-    for (m, (own, joins)) in recorded {
+    for (m, rec) in recorded {
         let (ledger_ms, failures) = per_meeting.get(m).copied().unwrap_or((0, 0));
-        let own_ms = own.as_millis() as u64;
+        let own_ms = rec.in_meeting.as_millis() as u64;
+        let joins = rec.joins;
         // Each join and leave agrees within a flush interval (joins
         // counts the re-joins too); a session a node's death closed ends
         // when the node was last heard, at most a summary interval and a
@@ -272,7 +285,10 @@ pub(crate) async fn check_ledger(
         report.ledger_worst_gap_ms = report.ledger_worst_gap_ms.max(gap);
         if gap > allowed {
             report.anomalies.push(format!(
-                "meeting {m}: ledger {ledger_ms} ms, participants recorded {own_ms} ms (allowed ±{allowed} ms)"
+                "meeting {m}: ledger {ledger_ms} ms, participants recorded {own_ms} ms (allowed ±{allowed} ms); \
+                 ledger sessions: [{}]; participants: [{}]",
+                sessions_of.get(m).map(|s| s.join(", ")).unwrap_or_default(),
+                rec.participants.join(", ")
             ));
         }
     }

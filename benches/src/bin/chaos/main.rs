@@ -96,6 +96,16 @@ struct Acked {
     ended: bool,
 }
 
+/// What a meeting's participants recorded themselves.
+#[derive(Default)]
+struct Recorded {
+    in_meeting: Duration,
+    /// Join answers over every participant (re-joins included).
+    joins: u64,
+    /// One line per participant, for an anomaly's explanation.
+    participants: Vec<String>,
+}
+
 #[derive(Default)]
 struct ScheduleReport {
     seed: u64,
@@ -238,16 +248,25 @@ async fn run_schedule(args: &Args, fabric: Arc<Fabric>, seed: u64) -> ScheduleRe
     check_meetings(&cp, &acked, &mut world.anomalies).await;
     check_participants(&cp, &sessions, &mut world.anomalies, &mut report).await;
     // Everyone leaves; the ledger against the participants' own record.
-    let mut recorded: BTreeMap<u64, (Duration, u64)> = BTreeMap::new();
+    let mut recorded: BTreeMap<u64, Recorded> = BTreeMap::new();
     let mut states = Vec::new();
     for (m, s) in sessions.drain(..) {
         states.push((m, s.state.clone()));
         s.stop().await;
     }
     for (m, st) in &states {
+        use std::sync::atomic::Ordering::Acquire;
         let e = recorded.entry(*m).or_default();
-        e.0 += st.in_meeting();
-        e.1 += st.generation.load(std::sync::atomic::Ordering::Acquire);
+        let own = st.in_meeting();
+        let joins = st.generation.load(Acquire);
+        e.in_meeting += own;
+        e.joins += joins;
+        e.participants.push(format!(
+            "{} ms in {joins} joins ({} after a loss, {} moves)",
+            own.as_millis(),
+            st.rejoins_after_loss.load(Acquire),
+            st.moves.load(Acquire),
+        ));
     }
     check_ledger(&world, &acked, &recorded, &mut report).await;
     world.check_alive();
@@ -260,6 +279,11 @@ async fn run_schedule(args: &Args, fabric: Arc<Fabric>, seed: u64) -> ScheduleRe
         }
     }
     report.anomalies.append(&mut world.anomalies);
+    if !report.anomalies.is_empty() {
+        // What happened, for a run that kept no directory (CI).
+        let events = std::fs::read_to_string(dir.join("events.log")).unwrap_or_default();
+        eprintln!("chaos: seed {seed}: events (wall-clock ms):\n{events}");
+    }
     report.acked = acked.len() as u64;
     report.ended = acked.iter().filter(|a| a.ended).count() as u64;
     report.seconds = started.elapsed().as_secs_f64();
@@ -335,6 +359,19 @@ fn main() -> anyhow::Result<()> {
         "no fjord binary at {}",
         args.fjord.display()
     );
+    if let Some(keep) = &args.keep {
+        // The participants' own account (joins, losses, moves), for a
+        // failing seed's post-mortem next to the processes' logs.
+        std::fs::create_dir_all(keep)?;
+        let log = std::fs::File::create(keep.join("participants.log"))?;
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(
+                "warn,fjord_media_node::client=debug",
+            ))
+            .with_ansi(false)
+            .with_writer(std::sync::Mutex::new(log))
+            .init();
+    }
     let tag = format!("c{}", std::process::id() % 100_000);
     let mut hosts: Vec<&str> = REPLICAS.to_vec();
     hosts.extend(NODES.iter().map(|(h, _)| *h));
