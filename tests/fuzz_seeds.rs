@@ -195,6 +195,7 @@ fn seeds() -> BTreeMap<&'static str, Vec<(&'static str, Vec<u8>)>> {
                 id: "nordic-1".into(),
                 participants: 12,
                 seen_ms: None,
+                sent_ms: Some(5),
             }))),
             request(Command::Node(NodeCommand::ExpireLeases(ExpireLeases {
                 lease_ms: 3000,

@@ -314,6 +314,7 @@ async fn beat(
                 id: hb.node_id.clone(),
                 participants: hb.participants,
                 seen_ms: None,
+                sent_ms: Some(sent.at_ms),
             })))
             .await?;
         *last = Some((Instant::now(), hb.participants));
@@ -512,6 +513,7 @@ impl NodeService for NodeApi {
                             id: node_id.clone(),
                             participants,
                             seen_ms: Some(seen),
+                            sent_ms: None,
                         })))
                         .await;
                 }

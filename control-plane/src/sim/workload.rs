@@ -65,6 +65,7 @@ impl World {
                 id: node,
                 participants: self.rng.below(50) as u32,
                 seen_ms: None,
+                sent_ms: None,
             })),
             72..=78 => Command::Node(NodeCommand::SetDraining(SetNodeDraining {
                 id: node,

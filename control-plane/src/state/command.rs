@@ -142,6 +142,13 @@ pub struct Heartbeat {
     /// heartbeat forward to then and never brings a node back.
     #[serde(default)]
     pub seen_ms: Option<u64>,
+    /// When the node sent the beat this summary commits (the receiving
+    /// replica's clock, Unix ms): the last heartbeat moves to it, at most
+    /// to the commit's own time. Without it, a commit that waited (an
+    /// election in progress) would date a beat late, and a node that died
+    /// meanwhile would be billed until the commit.
+    #[serde(default)]
+    pub sent_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -541,6 +548,7 @@ mod tests {
                 id: "n1".into(),
                 participants: 4,
                 seen_ms: None,
+                sent_ms: None,
             })
             .into(),
             NodeCommand::SetDraining(SetNodeDraining {

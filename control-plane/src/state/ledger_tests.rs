@@ -118,6 +118,44 @@ fn a_resent_batch_is_answered_and_never_counted_twice() {
 }
 
 #[test]
+fn a_beat_committed_late_dates_the_node_s_life_by_when_it_was_sent() {
+    // Found by the chaos runs: the replica read the node's last beat just
+    // before the node was killed, and its commit waited out an election.
+    let t = at("2026-11-24");
+    let (mut s, m) = licensed(t, MeetingKind::Meeting);
+    s.apply(&req(
+        t + 1_000,
+        record(vec![ev(1, BOOT_A, t + 1_000, m, 7, true)]),
+    ))
+    .unwrap();
+    let sent = t + 30_000;
+    let beat = |sent_ms| {
+        NodeCommand::Heartbeat(Heartbeat {
+            id: "no-1".into(),
+            participants: 1,
+            seen_ms: None,
+            sent_ms,
+        })
+    };
+    s.apply(&req(sent + 1_600, beat(Some(sent)))).unwrap();
+    assert_eq!(s.nodes["no-1"].last_heartbeat_ms, sent);
+    // The restarted process closes the dead one's session at the last
+    // beat sent, not at its commit.
+    s.apply(&req(sent + 2_000, register(BOOT_B))).unwrap();
+    let row = s.ledger.sessions.back().unwrap();
+    assert_eq!((row.end_ms, row.end), (sent, SessionEnd::Failure));
+    // A beat is never dated after its commit, nor moves the last one back.
+    let now = sent + 3_000;
+    s.apply(&req(now, beat(Some(now + 9_000)))).unwrap();
+    assert_eq!(s.nodes["no-1"].last_heartbeat_ms, now);
+    s.apply(&req(now + 100, beat(Some(sent)))).unwrap();
+    assert_eq!(s.nodes["no-1"].last_heartbeat_ms, now);
+    // An older replica's summary (no send time) counts at its commit.
+    s.apply(&req(now + 200, beat(None))).unwrap();
+    assert_eq!(s.nodes["no-1"].last_heartbeat_ms, now + 200);
+}
+
+#[test]
 fn a_dead_node_s_sessions_end_at_its_last_heartbeat_marked_by_failure() {
     let t = at("2026-11-24");
     let (mut s, m) = licensed(t, MeetingKind::Meeting);
@@ -133,6 +171,7 @@ fn a_dead_node_s_sessions_end_at_its_last_heartbeat_marked_by_failure() {
             id: "no-1".into(),
             participants: 1,
             seen_ms: None,
+            sent_ms: None,
         }),
     ))
     .unwrap();
@@ -144,6 +183,7 @@ fn a_dead_node_s_sessions_end_at_its_last_heartbeat_marked_by_failure() {
             id: "no-1".into(),
             participants: 1,
             seen_ms: Some(seen),
+            sent_ms: None,
         })
     };
     s.apply(&req(last_beat + 300, final_beat(heard))).unwrap();

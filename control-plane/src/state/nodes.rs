@@ -118,6 +118,7 @@ impl ClusterState {
             id,
             participants,
             seen_ms,
+            sent_ms,
         }: &Heartbeat,
         req: &Request,
         rng: &mut SplitMix64,
@@ -137,7 +138,8 @@ impl ClusterState {
                 drop(node);
                 return Ok(Output::Node(self.node_view(id, req.now_ms)));
             }
-            node.last_heartbeat_ms = node.last_heartbeat_ms.max(req.now_ms);
+            let beat_ms = sent_ms.map_or(req.now_ms, |sent| sent.min(req.now_ms));
+            node.last_heartbeat_ms = node.last_heartbeat_ms.max(beat_ms);
             node.load_participants = *participants;
             // Its meetings already moved; it comes back empty and ready.
             let came_back = node.state == NodeState::Down;

@@ -71,6 +71,7 @@ fn a_failed_node_notifies_the_institutions_it_carried_once_and_again_when_back()
             id: "eu-1".into(),
             participants: 0,
             seen_ms: None,
+            sent_ms: None,
         }),
     ))
     .unwrap();

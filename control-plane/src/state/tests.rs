@@ -188,6 +188,7 @@ fn lease_expiry_replaces_meetings_inside_residency() {
                 id: n.to_string(),
                 participants: 0,
                 seen_ms: None,
+                sent_ms: None,
             })),
         ))
         .unwrap();
@@ -224,6 +225,7 @@ fn unplaced_meetings_wait_for_a_node_and_retry() {
             id: "eu-1".into(),
             participants: 0,
             seen_ms: None,
+            sent_ms: None,
         })),
     ))
     .unwrap();
@@ -330,6 +332,7 @@ fn a_lost_share_is_replaced_and_the_rest_of_the_cascade_stays() {
                     id: n.into(),
                     participants: 0,
                     seen_ms: None,
+                    sent_ms: None,
                 })),
             ))
             .unwrap();
@@ -378,6 +381,7 @@ fn a_cascade_that_lost_a_share_with_nowhere_to_go_gets_its_seats_back_when_a_nod
                     id: n.into(),
                     participants: 0,
                     seen_ms: None,
+                    sent_ms: None,
                 })),
             ))
             .unwrap();
@@ -575,6 +579,7 @@ fn arb_command() -> impl Gen<Value = Command> {
                 id: n.into(),
                 participants: p,
                 seen_ms: None,
+                sent_ms: None,
             }
         ))),
         (node.clone(), any::<bool>(), any::<bool>()).prop_map(|(n, d, e)| {
