@@ -57,6 +57,9 @@ pub const TRACK_INDEX_SHIFT: u32 = 20;
 const TRACK_COUNTER_MASK: u32 = (1 << TRACK_INDEX_SHIFT) - 1;
 /// How long a moved room keeps forwarding while its participants switch.
 pub const MOVE_GRACE_MS: u64 = 10_000;
+/// A room the control plane stops listing (not moved) has ended once it is
+/// missing from two updates at least this far apart.
+pub const ENDED_AFTER_MS: u64 = 1_000;
 /// How often the shell calls [`Sfu::tick`].
 pub const TICK_MS: u64 = 250;
 /// Why a session closes when the meeting reached its time limit.
@@ -605,8 +608,9 @@ impl<H: Clone> Sfu<H> {
     /// A moved room's participants are told to join again (and get the new
     /// node from the control plane); the room keeps forwarding for
     /// [`MOVE_GRACE_MS`] so nobody drops out while switching, then closes.
-    /// A room missing from two updates in a row, and not moved, has ended;
-    /// one miss is tolerated because a lagging replica may answer.
+    /// A room missing from two updates in a row, [`ENDED_AFTER_MS`] apart
+    /// or more, and not moved, has ended; one miss, or a burst of them, is
+    /// tolerated because a lagging replica may answer.
     pub fn sync_assignments(
         &mut self,
         now_ms: u64,
@@ -626,6 +630,7 @@ impl<H: Clone> Sfu<H> {
         for (id, room) in &mut self.rooms {
             if self.assignments.contains_key(id) {
                 room.missing_from_assignments = 0;
+                room.missing_since_ms = None;
                 room.moved_at_ms = None;
             } else if moved.contains(id) || room.moved_at_ms.is_some() {
                 match room.moved_at_ms {
@@ -638,7 +643,13 @@ impl<H: Clone> Sfu<H> {
                 }
             } else {
                 room.missing_from_assignments += 1;
-                if room.missing_from_assignments >= 2 {
+                let since = *room.missing_since_ms.get_or_insert(now_ms);
+                // Two misses, over a second apart: a replica answering a
+                // backlog of beats (resumed, or behind) sends many answers
+                // at once from a state that may not know this room yet.
+                if room.missing_from_assignments >= 2
+                    && now_ms.saturating_sub(since) >= ENDED_AFTER_MS
+                {
                     gone.push(*id);
                 }
             }

@@ -94,6 +94,8 @@ pub struct Room {
     next_seq: u64,
     /// Consecutive control-plane updates that did not list this meeting.
     pub missing_from_assignments: u32,
+    /// When the first of them came (node clock, ms).
+    pub missing_since_ms: Option<u64>,
     /// Participants of a cascaded meeting who are on other nodes, with the
     /// link they are behind.
     pub remote: BTreeMap<u64, (ConnId, pb::ParticipantInfo)>,
@@ -160,6 +162,7 @@ impl Room {
             tracks: BTreeSet::new(),
             next_seq: 0,
             missing_from_assignments: 0,
+            missing_since_ms: None,
             remote: BTreeMap::new(),
             remote_waiting: BTreeMap::new(),
             moved_at_ms: None,
