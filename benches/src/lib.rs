@@ -4,6 +4,7 @@
 
 pub mod netns;
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -37,12 +38,26 @@ pub fn operator(ca: &LocalCa) -> TlsFiles {
     ca.operator("bench-operator").expect("operator certificate")
 }
 
+/// A loopback port free now and never handed out before by this process.
+///
+/// The listener that found it is closed before the caller's process binds
+/// the port, and the kernel may offer the same port to the next `bind(0)`:
+/// two replicas of one test, or of two tests running side by side, would
+/// then race for one port, and the loser's endpoint would answer with the
+/// winner's service.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
+    static HANDED_OUT: std::sync::Mutex<BTreeSet<u16>> = std::sync::Mutex::new(BTreeSet::new());
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
+        if handed_out.insert(port) {
+            return port;
+        }
+    }
 }
 
 /// Percentile of sorted durations, in milliseconds.

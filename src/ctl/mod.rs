@@ -245,6 +245,14 @@ impl From<Status> for Failure {
         // Transport failures (a refused certificate, an unreachable host)
         // carry the reason in their sources, not in the message.
         let mut message = format!("{:?}: {}", s.code(), s.message());
+        // tonic's answer for a service the server does not have: say what
+        // that usually means instead of an empty message.
+        if s.code() == Code::Unimplemented && s.message().is_empty() {
+            message.push_str(
+                "the endpoint does not serve this call (a replica's peer port \
+                 in --endpoints, or a replica of an older version?)",
+            );
+        }
         let mut source = std::error::Error::source(&s);
         while let Some(e) = source {
             message.push_str(&format!(": {e}"));
