@@ -126,7 +126,7 @@ pub fn decision(d: &Decision) -> pb::Decision {
             .candidates
             .iter()
             .map(|c| pb::Candidate {
-                node_id: c.node.clone(),
+                node_id: c.node.to_string(),
                 score_permille: c.score_permille,
                 in_home_region: c.in_home_region,
             })
@@ -135,8 +135,8 @@ pub fn decision(d: &Decision) -> pb::Decision {
             .rejections
             .iter()
             .map(|r| pb::Rejection {
-                node_id: r.node.clone(),
-                node_region: r.region.clone(),
+                node_id: r.node.to_string(),
+                node_region: r.region.to_string(),
                 reason: r.reason.as_str().to_string(),
                 detail: r
                     .free

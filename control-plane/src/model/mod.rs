@@ -6,8 +6,10 @@
 
 mod node;
 mod node_table;
+mod profile;
 mod reservations;
 
 pub use node::{Node, NodeState, Reservation};
 pub use node_table::{NodeMut, NodeRow, NodeTable, RegionMask};
+pub use profile::{SLOTS, SLOT_MS};
 pub use reservations::Reservations;

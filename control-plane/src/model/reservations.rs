@@ -17,6 +17,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use super::profile::Profile;
 use super::Reservation;
 
 const NIL: u32 = u32::MAX;
@@ -281,40 +282,64 @@ impl Steps {
         before.max(inside.map_or(before, |r| before + r.max_prefix))
     }
 
+    /// The earliest and latest step, if any.
+    fn span(&self) -> Option<(u64, u64)> {
+        (self.root != NIL).then(|| {
+            let x = &self.nodes[self.root as usize];
+            (x.min_t, x.max_t)
+        })
+    }
+
     /// The highest level at any instant (0 when nothing is reserved).
     fn max_level(&self) -> i64 {
         self.run(self.root).map_or(0, |r| r.max_prefix.max(0))
     }
 }
 
-/// Reservations by meeting id, with the peak index kept in step.
+/// Reservations by meeting id, with the peak index and its coarse profile
+/// kept in step.
 #[derive(Debug, Clone, Default)]
 pub struct Reservations {
     by_meeting: BTreeMap<u64, Reservation>,
     steps: Steps,
+    profile: Profile,
 }
 
 impl Reservations {
     /// Holds `r` for `meeting`, replacing what it held before.
     pub fn insert(&mut self, meeting: u64, r: Reservation) -> Option<Reservation> {
         let old = self.remove(&meeting);
-        if r.end_ms > r.start_ms && r.participants > 0 {
-            let p = i64::from(r.participants);
-            self.steps.add(r.start_ms, p);
-            self.steps.add(r.end_ms, -p);
-        }
+        self.change(&r, 1);
         self.by_meeting.insert(meeting, r);
         old
     }
 
     pub fn remove(&mut self, meeting: &u64) -> Option<Reservation> {
         let r = self.by_meeting.remove(meeting)?;
-        if r.end_ms > r.start_ms && r.participants > 0 {
-            let p = i64::from(r.participants);
-            self.steps.add(r.start_ms, -p);
-            self.steps.add(r.end_ms, p);
-        }
+        self.change(&r, -1);
         Some(r)
+    }
+
+    /// Adds (`sign` 1) or takes away (-1) `r`'s participants over its window.
+    fn change(&mut self, r: &Reservation, sign: i64) {
+        if r.end_ms <= r.start_ms || r.participants == 0 {
+            return;
+        }
+        let p = sign * i64::from(r.participants);
+        self.steps.add(r.start_ms, p);
+        self.steps.add(r.end_ms, -p);
+        let steps = &self.steps;
+        self.profile
+            .changed(r.start_ms, r.end_ms, p, steps.span(), |start, end| {
+                steps.peak(start, end).clamp(0, i64::from(u32::MAX)) as u32
+            });
+    }
+
+    /// Bounds on [`Reservations::peak`] over `[start, end)` from the coarse
+    /// profile, in a few array reads: a lower bound, and an upper bound
+    /// unless the window reaches past the profile.
+    pub fn peak_bounds(&self, start_ms: u64, end_ms: u64) -> (u32, Option<u32>) {
+        self.profile.bounds(start_ms, end_ms)
     }
 
     /// The most participants reserved at any one instant of `[start, end)`.
@@ -425,6 +450,7 @@ impl<'de> Deserialize<'de> for Reservations {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::SLOT_MS;
     use proptest::prelude::*;
 
     /// The definition: sweep every reservation's edges.
@@ -477,10 +503,105 @@ mod tests {
                 prop_assert!(index.peak(start, end) <= index.peak_all());
             }
             prop_assert_eq!(index.peak_all(), peak_by_sweep(&list, 0, u64::MAX));
+            let steps = &index.steps;
+            let rebuilt = Profile::rebuilt(steps.span(), |s, e| steps.peak(s, e) as u32);
+            prop_assert!(index.profile.same_as(&rebuilt), "{:?} != {:?}", index.profile, rebuilt);
             if live.is_empty() {
                 prop_assert_eq!(index.step_count(), 0, "an empty index keeps no steps");
             }
         }
+    }
+
+    proptest! {
+        /// The profile, kept in step change by change over hours of
+        /// reservations, equals one built afresh, and its bounds hold the
+        /// exact peak of any window.
+        #[test]
+        fn the_profile_follows_every_change_and_bounds_the_peak(
+            ops in prop::collection::vec(
+                (0u64..40, 0u64..16 * 3_600_000, 1u64..4 * 3_600_000, 1u32..50, any::<bool>()),
+                1..80,
+            ),
+            queries in prop::collection::vec((0u64..20 * 3_600_000, 1u64..10 * 3_600_000), 1..20),
+        ) {
+            let base = 1_800_000_000_000u64;
+            let mut index = Reservations::default();
+            for (meeting, start, len, p, remove) in ops {
+                if remove {
+                    index.remove(&meeting);
+                } else {
+                    index.insert(meeting, Reservation {
+                        start_ms: base + start,
+                        end_ms: base + start + len,
+                        participants: p,
+                    });
+                }
+                let steps = &index.steps;
+                let rebuilt = Profile::rebuilt(steps.span(), |s, e| steps.peak(s, e) as u32);
+                prop_assert!(index.profile.same_as(&rebuilt), "{:?} != {:?}", index.profile, rebuilt);
+            }
+            for (s, len) in queries {
+                let (start, end) = (base + s, base + s + len);
+                let exact = index.peak(start, end);
+                let (lower, upper) = index.peak_bounds(start, end);
+                prop_assert!(lower <= exact, "lower {} > exact {}", lower, exact);
+                if let Some(upper) = upper {
+                    prop_assert!(exact <= upper, "exact {} > upper {}", exact, upper);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_profile_bounds_a_window_by_its_slots() {
+        let mut r = Reservations::default();
+        let hour = 3_600_000;
+        let t0 = 1_000 * SLOT_MS;
+        // 10 over the first hour, 30 over a quarter inside the second.
+        r.insert(
+            1,
+            Reservation {
+                start_ms: t0,
+                end_ms: t0 + hour,
+                participants: 10,
+            },
+        );
+        r.insert(
+            2,
+            Reservation {
+                start_ms: t0 + hour + 60_000,
+                end_ms: t0 + hour + 120_000,
+                participants: 30,
+            },
+        );
+        // Wholly inside the first hour: exact.
+        assert_eq!(r.peak_bounds(t0, t0 + hour), (10, Some(10)));
+        // A window that only touches the second reservation's slot: the
+        // slot bounds it from above, not from below.
+        assert_eq!(
+            r.peak_bounds(t0 + hour + 120_000, t0 + hour + 180_000),
+            (0, Some(30))
+        );
+        assert_eq!(r.peak(t0 + hour + 120_000, t0 + hour + 180_000), 0);
+        // Past the last step nothing is reserved, however far it reaches.
+        assert_eq!(r.peak_bounds(t0 + 3 * hour, t0 + 300 * hour), (0, Some(0)));
+        // A reservation beyond the profile leaves windows reaching it open.
+        r.insert(
+            3,
+            Reservation {
+                start_ms: t0 + 20 * hour,
+                end_ms: t0 + 21 * hour,
+                participants: 5,
+            },
+        );
+        assert_eq!(r.peak_bounds(t0, t0 + 24 * hour), (30, None));
+        assert_eq!(r.peak(t0, t0 + 24 * hour), 30);
+        // Removing the earliest moves the profile on.
+        r.remove(&1);
+        r.remove(&2);
+        assert_eq!(r.peak_bounds(t0 + 20 * hour, t0 + 21 * hour), (5, Some(5)));
+        r.remove(&3);
+        assert_eq!(r.peak_bounds(0, u64::MAX), (0, Some(0)));
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub use rng::SplitMix64;
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 
 use crate::model::{NodeState, NodeTable};
@@ -133,8 +134,11 @@ impl RejectReason {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rejection {
-    pub node: String,
-    pub region: String,
+    /// Node ids and regions are short: kept inline, a decision listing
+    /// dozens of rejections allocates nothing for them. They serialise as
+    /// plain strings.
+    pub node: CompactString,
+    pub region: CompactString,
     pub reason: RejectReason,
     /// Free participants over the window, for capacity rejections.
     pub free: Option<u32>,
@@ -142,8 +146,8 @@ pub struct Rejection {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Candidate {
-    pub node: String,
-    pub region: String,
+    pub node: CompactString,
+    pub region: CompactString,
     /// Utilisation over the window after placing the meeting, per mille.
     pub score_permille: u32,
     pub in_home_region: bool,
@@ -300,7 +304,10 @@ pub fn place(req: &PlacementRequest<'_>, table: &NodeTable, rng: &mut SplitMix64
     let mut rejections = Rejections::default();
     let mut in_residency = 0u32;
     let mut ready_in_residency = 0u32;
-    let mut feasible: Vec<Feasible> = Vec::with_capacity(table.len());
+    // Least-loaded keeps only the nodes that could still be listed (see
+    // below), a few dozen at most; power-of-two samples among them all.
+    let keep_all = req.strategy == Strategy::PowerOfTwo;
+    let mut feasible: Vec<Feasible> = Vec::with_capacity(if keep_all { table.len() } else { 64 });
     let mut best_upper = Smallest::default();
 
     for (i, row) in table.rows().iter().enumerate() {
@@ -325,40 +332,73 @@ pub fn place(req: &PlacementRequest<'_>, table: &NodeTable, rng: &mut SplitMix64
             NodeState::Ready => {}
         }
         ready_in_residency += 1;
-        let lower = if load_counts {
+        let base = if load_counts {
             row.load_participants
         } else {
             0
         };
-        let upper = row.peak_reserved_ever.max(lower);
-        let (lower, upper) = if row.capacity.saturating_sub(upper) >= needed {
-            (lower, upper)
-        } else if row.capacity.saturating_sub(lower) < needed {
-            // Short of room whatever the window holds; the exact figure
-            // only for a rejection that is listed.
-            let free = rejections
-                .lists_more()
-                .then(|| row.capacity.saturating_sub(exact_used(i)));
-            rejections.add(table, i, RejectReason::InsufficientCapacity, free);
-            continue;
-        } else {
-            let used = exact_used(i);
-            let free = row.capacity.saturating_sub(used);
-            if free < needed {
-                rejections.add(table, i, RejectReason::InsufficientCapacity, Some(free));
+        let mut bounds = Bounds {
+            lower: base,
+            upper: row.peak_reserved_ever.max(base),
+            refined: false,
+        };
+        if row.capacity.saturating_sub(bounds.upper) < needed {
+            // The row leaves the fit open: the profile, then the index.
+            if row.capacity.saturating_sub(bounds.lower) >= needed {
+                bounds.refine(table, i, req, base);
+            }
+            if row.capacity.saturating_sub(bounds.lower) < needed {
+                // Short of room whatever the window holds; the exact
+                // figure only for a rejection that is listed.
+                let free = rejections
+                    .lists_more()
+                    .then(|| row.capacity.saturating_sub(exact_used(i)));
+                rejections.add(table, i, RejectReason::InsufficientCapacity, free);
                 continue;
             }
-            (used, used)
-        };
+            if row.capacity.saturating_sub(bounds.upper) < needed {
+                let used = exact_used(i);
+                let free = row.capacity.saturating_sub(used);
+                if free < needed {
+                    rejections.add(table, i, RejectReason::InsufficientCapacity, Some(free));
+                    continue;
+                }
+                (bounds.lower, bounds.upper) = (used, used);
+            }
+        }
         let outside_home = Some(row.region) != home;
-        let f = Feasible {
+        let key = |used: u32| rank_key(outside_home, score(used, needed, row.capacity), i);
+        if !keep_all {
+            // Five nodes already have an exact key no higher than the
+            // fifth best upper bound, and the line only falls: a node
+            // ranked above it by its lower bound can never be listed.
+            // Most nodes stop here, so without a division.
+            let line = best_upper.bound();
+            let above = |used| ranks_above(outside_home, used, needed, row.capacity, i, line);
+            if above(bounds.lower) {
+                continue;
+            }
+            // It might be: tighter bounds spare most exact lookups later.
+            if bounds.lower < bounds.upper && !bounds.refined {
+                bounds.refine(table, i, req, base);
+                if above(bounds.lower) {
+                    continue;
+                }
+            }
+        }
+        let lower_key = key(bounds.lower);
+        let upper_key = if bounds.upper == bounds.lower {
+            lower_key
+        } else {
+            key(bounds.upper)
+        };
+        best_upper.offer(upper_key);
+        feasible.push(Feasible {
             position: i,
             outside_home,
-            lower: rank_key(outside_home, score(lower, needed, row.capacity), i),
-            upper: rank_key(outside_home, score(upper, needed, row.capacity), i),
-        };
-        best_upper.offer(f.upper);
-        feasible.push(f);
+            lower: lower_key,
+            upper: upper_key,
+        });
     }
 
     // The exact rank key of a feasible node.
@@ -381,12 +421,12 @@ pub fn place(req: &PlacementRequest<'_>, table: &NodeTable, rng: &mut SplitMix64
             // fifth best upper bound, so a node whose lower bound is above
             // it cannot be among them.
             let line = best_upper.bound();
-            let mut open: Vec<&Feasible> = feasible.iter().filter(|f| f.lower <= line).collect();
+            feasible.retain(|f| f.lower <= line);
             // Lowest bound first: once the next bound is above the fifth
             // best exact key, no node left can enter the list.
-            open.sort_unstable_by_key(|f| f.lower);
+            feasible.sort_unstable_by_key(|f| f.lower);
             let mut best = Smallest::default();
-            for f in open {
+            for f in &feasible {
                 if f.lower > best.bound() {
                     break;
                 }
@@ -415,8 +455,8 @@ pub fn place(req: &PlacementRequest<'_>, table: &NodeTable, rng: &mut SplitMix64
         .map(|&key| {
             let node = table.at(key_position(key));
             Candidate {
-                node: node.id.clone(),
-                region: node.region.clone(),
+                node: CompactString::from(node.id.as_str()),
+                region: CompactString::from(node.region.as_str()),
                 score_permille: key_score(key),
                 in_home_region: key & OUTSIDE_HOME == 0,
             }
@@ -457,8 +497,8 @@ pub fn place(req: &PlacementRequest<'_>, table: &NodeTable, rng: &mut SplitMix64
 
     let outcome = match (candidates.first(), cascade) {
         (Some(c), _) => Outcome::Placed {
-            node: c.node.clone(),
-            region: c.region.clone(),
+            node: c.node.to_string(),
+            region: c.region.to_string(),
             score_permille: c.score_permille,
         },
         (None, Some(shares)) => Outcome::Cascaded { shares },
@@ -509,12 +549,67 @@ fn rank_key(outside_home: bool, score_permille: u32, position: usize) -> u64 {
         | position as u64
 }
 
+/// Whether `rank_key(outside_home, score(used, needed, capacity),
+/// position)` is above `line`, by multiplication instead of the division
+/// a score costs.
+fn ranks_above(
+    outside_home: bool,
+    used: u32,
+    needed: u32,
+    capacity: u32,
+    position: usize,
+    line: u64,
+) -> bool {
+    if line == u64::MAX {
+        return false;
+    }
+    let line_outside = line & OUTSIDE_HOME != 0;
+    if outside_home != line_outside {
+        return outside_home;
+    }
+    // score = floor(after * 1000 / capacity), compared with the line's.
+    let line_score = u64::from(key_score(line));
+    let after_permille = (u64::from(used) + u64::from(needed)) * 1000;
+    let capacity = u64::from(capacity.max(1));
+    if after_permille >= (line_score + 1) * capacity {
+        true
+    } else if after_permille < line_score * capacity {
+        false
+    } else {
+        position > key_position(line)
+    }
+}
+
 fn key_score(key: u64) -> u32 {
     ((key & !OUTSIDE_HOME) >> 32) as u32
 }
 
 fn key_position(key: u64) -> usize {
     (key & u64::from(u32::MAX)) as usize
+}
+
+/// Bounds on what a node uses over the window: the row's first, then the
+/// reservation profile's.
+struct Bounds {
+    lower: u32,
+    upper: u32,
+    refined: bool,
+}
+
+impl Bounds {
+    /// Narrows the bounds with node `i`'s reservation profile; `base` is
+    /// the reported load when it counts (0 otherwise).
+    fn refine(&mut self, table: &NodeTable, i: usize, req: &PlacementRequest<'_>, base: u32) {
+        let (lower, upper) = table
+            .at(i)
+            .reservations
+            .peak_bounds(req.start_ms, req.end_ms);
+        self.lower = self.lower.max(lower.max(base));
+        if let Some(upper) = upper {
+            self.upper = self.upper.min(upper.max(base));
+        }
+        self.refined = true;
+    }
 }
 
 /// A node with room for the whole meeting, with its rank key's bounds.
@@ -587,8 +682,8 @@ impl Rejections {
         if self.lists_more() {
             let node = table.at(position);
             self.listed.push(Rejection {
-                node: node.id.clone(),
-                region: node.region.clone(),
+                node: CompactString::from(node.id.as_str()),
+                region: CompactString::from(node.region.as_str()),
                 reason,
                 free,
             });

@@ -28,8 +28,8 @@ pub fn place_by_definition<'n>(
         *rejection_counts.entry(reason).or_default() += 1;
         if rejections.len() < MAX_LISTED_REJECTIONS {
             rejections.push(Rejection {
-                node: node.id.clone(),
-                region: node.region.clone(),
+                node: node.id.as_str().into(),
+                region: node.region.as_str().into(),
                 reason,
                 free,
             });
@@ -72,8 +72,8 @@ pub fn place_by_definition<'n>(
         let after = u64::from(used) + u64::from(req.participants);
         let score_permille = (after * 1000 / u64::from(node.capacity.max(1))) as u32;
         feasible.push(Candidate {
-            node: node.id.clone(),
-            region: node.region.clone(),
+            node: node.id.as_str().into(),
+            region: node.region.as_str().into(),
             score_permille,
             in_home_region: node.region == req.home_region,
         });
@@ -131,8 +131,8 @@ pub fn place_by_definition<'n>(
 
     let outcome = match (chosen, cascade) {
         (Some(c), _) => Outcome::Placed {
-            node: c.node,
-            region: c.region,
+            node: c.node.to_string(),
+            region: c.region.to_string(),
             score_permille: c.score_permille,
         },
         (None, Some(shares)) => Outcome::Cascaded { shares },

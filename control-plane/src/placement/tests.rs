@@ -1,6 +1,6 @@
 use super::*;
 use crate::model::{Node, Reservation};
-use proptest::prelude::{any, prop, proptest, ProptestConfig};
+use proptest::prelude::{any, prop, prop_assert_eq, proptest, ProptestConfig};
 use proptest::strategy::{BoxedStrategy, Strategy as Gen};
 
 /// Places through the node table and checks the answer, and what it drew
@@ -456,14 +456,32 @@ proptest! {
         power_of_two in any::<bool>(),
         exclude in prop::option::of(0usize..101),
         seed in any::<u64>(),
+        scale in prop::sample::select(vec![1u64, 1_000, 60_000]),
     ) {
         // Ids repeat across positions; keep the last of each, as a table would.
-        let nodes: Vec<Node> = nodes
+        let mut nodes: Vec<Node> = nodes
             .into_iter()
             .map(|n| (n.id.clone(), n))
             .collect::<BTreeMap<_, _>>()
             .into_values()
             .collect();
+        // Milliseconds, seconds or minutes: from one slot of the
+        // reservation profile to windows and reservations over many
+        // slots, and past the profile's end.
+        for n in &mut nodes {
+            n.reservations = n
+                .reservations
+                .iter()
+                .map(|(m, r)| {
+                    (*m, Reservation {
+                        start_ms: r.start_ms * scale,
+                        end_ms: r.end_ms * scale,
+                        participants: r.participants,
+                    })
+                })
+                .collect();
+        }
+        let (start, len, now) = (start * scale, len * scale, now * scale);
         let allowed: BTreeSet<String> = allowed.iter().map(|s| s.to_string()).collect();
         let exclude = exclude.map(|i| format!("n{i:03}"));
         let req = PlacementRequest {
@@ -478,5 +496,32 @@ proptest! {
             exclude: exclude.as_deref(),
         };
         place(&req, &nodes, &mut SplitMix64::new(seed));
+    }
+}
+
+proptest! {
+    /// The division-free pre-filter agrees with comparing rank keys.
+    #[test]
+    fn ranks_above_agrees_with_the_rank_key(
+        outside_home in any::<bool>(),
+        used in 0u32..2_000,
+        needed in 1u32..500,
+        capacity in 0u32..3_000,
+        position in 0usize..10_000,
+        line_outside in any::<bool>(),
+        line_score in 0u32..1_200,
+        line_position in 0usize..10_000,
+        no_line in any::<bool>(),
+    ) {
+        let line = if no_line {
+            u64::MAX
+        } else {
+            rank_key(line_outside, line_score, line_position)
+        };
+        let key = rank_key(outside_home, score(used, needed, capacity), position);
+        prop_assert_eq!(
+            ranks_above(outside_home, used, needed, capacity, position, line),
+            key > line
+        );
     }
 }
