@@ -126,6 +126,15 @@ struct ControlPlaneArgs {
     /// Raft election timeout, upper bound (also the leader lease).
     #[arg(long, default_value_t = 400)]
     election_timeout_max_ms: u64,
+    /// Threads for the replica's async work: 1 runs it all on one thread,
+    /// 0 starts one worker per core. A write passes through about a dozen
+    /// tasks (API, proposer, Raft core, replication, state machine); on one
+    /// thread each hand-off is a queue push, on a multi-thread runtime it
+    /// may wake a parked worker on another core, which costs more CPU per
+    /// write than the work itself on a small machine. Snapshots and the log
+    /// writer have threads of their own either way.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(0..=256))]
+    worker_threads: u16,
     /// Build a snapshot and compact the log after this many entries.
     #[arg(long, default_value_t = 5000)]
     snapshot_every_entries: u64,
@@ -341,7 +350,11 @@ fn is_openraft_replication_rpc_error(meta: &tracing::Metadata<'_>) -> bool {
 /// (clap uses 2 as well), 3 the cluster refused or could not be reached.
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Runtime::new() {
+    let worker_threads = match &cli.command {
+        Command::ControlPlane(args) => usize::from(args.worker_threads),
+        _ => 0,
+    };
+    let runtime = match async_runtime(worker_threads) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: starting the async runtime: {e}");
@@ -441,6 +454,21 @@ fn main() -> ExitCode {
             };
             exit(runtime.block_on(media::run_loadgen(args)))
         }
+    }
+}
+
+/// The async runtime: one thread for `1`, that many workers for more, one
+/// worker per core for `0`.
+fn async_runtime(worker_threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    match worker_threads {
+        0 => tokio::runtime::Runtime::new(),
+        1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        n => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build(),
     }
 }
 

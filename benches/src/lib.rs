@@ -346,18 +346,24 @@ impl FjordCluster {
     }
 }
 
+/// Three etcd members on loopback. With a CA, every channel is mutual TLS
+/// (clients and peers), as Fjord's replicas are: a comparison of the two
+/// then weighs the same encryption and handshakes on both sides.
 pub struct EtcdCluster {
     pub client_urls: Vec<String>,
     pub procs: Vec<Proc>,
 }
 
 impl EtcdCluster {
-    pub fn start(dir: &Path) -> EtcdCluster {
+    /// `ca`: mutual TLS on client and peer URLs (member `i` serves a
+    /// replica certificate of id `100 + i`); `None`: plaintext.
+    pub fn start(dir: &Path, ca: Option<&LocalCa>) -> EtcdCluster {
+        let scheme = if ca.is_some() { "https" } else { "http" };
         let client: Vec<String> = (0..3)
-            .map(|_| format!("http://127.0.0.1:{}", free_port()))
+            .map(|_| format!("{scheme}://127.0.0.1:{}", free_port()))
             .collect();
         let peer: Vec<String> = (0..3)
-            .map(|_| format!("http://127.0.0.1:{}", free_port()))
+            .map(|_| format!("{scheme}://127.0.0.1:{}", free_port()))
             .collect();
         let initial = peer
             .iter()
@@ -367,30 +373,49 @@ impl EtcdCluster {
             .join(",");
         let procs = (0..3)
             .map(|i| {
+                let mut cmd = Command::new("etcd");
+                cmd.args(["--name", &format!("e{i}")])
+                    .arg("--data-dir")
+                    .arg(dir.join(format!("etcd-{i}")))
+                    .args([
+                        "--listen-client-urls",
+                        &client[i],
+                        "--advertise-client-urls",
+                        &client[i],
+                    ])
+                    .args([
+                        "--listen-peer-urls",
+                        &peer[i],
+                        "--initial-advertise-peer-urls",
+                        &peer[i],
+                    ])
+                    .args([
+                        "--initial-cluster",
+                        &initial,
+                        "--initial-cluster-state",
+                        "new",
+                    ]);
+                if let Some(ca) = ca {
+                    let files = ca.replica(100 + i as u64).expect("etcd member certificate");
+                    let cert = files.cert.as_ref().expect("cert");
+                    let key = files.key.as_ref().expect("key");
+                    cmd.arg("--cert-file")
+                        .arg(cert)
+                        .arg("--key-file")
+                        .arg(key)
+                        .arg("--trusted-ca-file")
+                        .arg(&files.ca)
+                        .arg("--client-cert-auth")
+                        .arg("--peer-cert-file")
+                        .arg(cert)
+                        .arg("--peer-key-file")
+                        .arg(key)
+                        .arg("--peer-trusted-ca-file")
+                        .arg(&files.ca)
+                        .arg("--peer-client-cert-auth");
+                }
                 Proc(Some(
-                    Command::new("etcd")
-                        .args(["--name", &format!("e{i}")])
-                        .arg("--data-dir")
-                        .arg(dir.join(format!("etcd-{i}")))
-                        .args([
-                            "--listen-client-urls",
-                            &client[i],
-                            "--advertise-client-urls",
-                            &client[i],
-                        ])
-                        .args([
-                            "--listen-peer-urls",
-                            &peer[i],
-                            "--initial-advertise-peer-urls",
-                            &peer[i],
-                        ])
-                        .args([
-                            "--initial-cluster",
-                            &initial,
-                            "--initial-cluster-state",
-                            "new",
-                        ])
-                        .stdout(Stdio::null())
+                    cmd.stdout(Stdio::null())
                         .stderr(Stdio::null())
                         .spawn()
                         .expect("spawn etcd (install Debian's etcd-server)"),

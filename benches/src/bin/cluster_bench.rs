@@ -12,7 +12,8 @@
 //! `throughput` measures committed meeting placements/s (durable log, fsync
 //! per batch) with 1 and 64 concurrent clients, and in the same run the put
 //! throughput of a 3-member etcd cluster on the same machine with the same
-//! client counts. `failover` measures the time from SIGKILL of the leader to
+//! client counts, over mutual TLS on every channel as Fjord's replicas
+//! (`--etcd-plaintext` for the plaintext comparison). `failover` measures the time from SIGKILL of the leader to
 //! the next committed write.
 //!
 //! `metadata` runs the same 64-client schedule load with the metadata tier
@@ -56,6 +57,10 @@ enum Mode {
         /// Skip the etcd comparison.
         #[arg(long)]
         no_etcd: bool,
+        /// Run etcd without TLS (the default is mutual TLS on its client
+        /// and peer channels, like Fjord's replicas).
+        #[arg(long)]
+        etcd_plaintext: bool,
     },
     /// Leader kill -9 to next committed write.
     Failover {
@@ -256,7 +261,13 @@ async fn wait_ready(c: &Client) {
     }
 }
 
-async fn throughput(args: &Args, seconds: u64, max_ops: u64, no_etcd: bool) -> serde_json::Value {
+async fn throughput(
+    args: &Args,
+    seconds: u64,
+    max_ops: u64,
+    no_etcd: bool,
+    etcd_plaintext: bool,
+) -> serde_json::Value {
     let dir = tempfile::tempdir().expect("tempdir");
     let cluster = FjordCluster::start(&args.fjord, dir.path());
     let c = Arc::new(client(&cluster, &cluster.addrs, Duration::from_secs(20)));
@@ -294,10 +305,26 @@ async fn throughput(args: &Args, seconds: u64, max_ops: u64, no_etcd: bool) -> s
 
     let mut etcd = Vec::new();
     if !no_etcd {
-        let etcd_cluster = EtcdCluster::start(dir.path());
+        let ca = (!etcd_plaintext).then(|| local_ca(dir.path()));
+        let etcd_cluster = EtcdCluster::start(dir.path(), ca.as_ref());
+        // The bench's etcd client authenticates as Fjord's clients do: an
+        // operator certificate from the same CA.
+        let etcd_options = ca.as_ref().map(|ca| {
+            let files = operator(ca);
+            let read = |p: &std::path::Path| std::fs::read(p).expect("reading a TLS file");
+            let tls = etcd_client::TlsOptions::new()
+                .ca_certificate(etcd_client::Certificate::from_pem(read(&files.ca)))
+                .identity(etcd_client::Identity::from_pem(
+                    read(files.cert.as_ref().expect("cert")),
+                    read(files.key.as_ref().expect("key")),
+                ));
+            etcd_client::ConnectOptions::new().with_tls(tls)
+        });
         let mut ec = None;
         for _ in 0..100 {
-            if let Ok(mut c) = etcd_client::Client::connect(&etcd_cluster.client_urls, None).await {
+            if let Ok(mut c) =
+                etcd_client::Client::connect(&etcd_cluster.client_urls, etcd_options.clone()).await
+            {
                 if c.put("warmup", "x", None).await.is_ok() {
                     ec = Some(c);
                     break;
@@ -335,6 +362,7 @@ async fn throughput(args: &Args, seconds: u64, max_ops: u64, no_etcd: bool) -> s
         "benchmark": "committed_writes",
         "fjord_schedule": fjord,
         "etcd_put": etcd,
+        "etcd_transport": if no_etcd { "none" } else if etcd_plaintext { "plaintext" } else { "mutual_tls" },
         "ratios": ratios,
         "fjord_disk_bytes_per_replica": disk,
         "fjord_disk_bytes_per_write": disk_per_write.round(),
@@ -890,7 +918,8 @@ async fn main() {
             seconds,
             max_ops,
             no_etcd,
-        } => throughput(&args, seconds, max_ops, no_etcd).await,
+            etcd_plaintext,
+        } => throughput(&args, seconds, max_ops, no_etcd, etcd_plaintext).await,
         Mode::Failover { runs } => failover(&args, runs).await,
         Mode::Stability { seconds, clients } => stability(&args, seconds, clients).await,
         Mode::Metadata {
