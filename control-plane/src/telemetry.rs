@@ -63,6 +63,7 @@ pub const CATALOGUE: &[M] = &[
     M::counter("fjord_raft_log_appends_total", "Raft log entries appended to this replica's write-ahead log."),
     M::counter("fjord_raft_log_bytes_written_total", "Bytes written to this replica's Raft write-ahead log.").unit(Unit::Bytes),
     M::counter("fjord_raft_log_fsyncs_total", "fsync calls on this replica's Raft write-ahead log (one per appended batch)."),
+    M::counter("fjord_raft_apply_lock_waits_total", "Applies that had to wait for a snapshot's copy of the state to finish (without blocking the replica's thread)."),
     M::counter("fjord_raft_peer_rpc_errors_total", "Replica-to-replica RPCs that failed, by RPC."),
     M::counter("fjord_raft_peer_unreachable_total", "Replica-to-replica RPCs not sent because the peer was unreachable, by RPC."),
     M::counter("fjord_sign_ins_limited_total", "Host sign-ins refused by the rate limit."),

@@ -23,7 +23,7 @@ use std::fmt::Debug;
 use std::io::{Cursor, Write};
 use std::ops::{Bound, RangeBounds};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock, RwLockWriteGuard, TryLockError};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine, Snapshot};
 use openraft::{
@@ -433,6 +433,34 @@ impl StateMachine {
     }
 }
 
+/// How long a write waits between tries while the state is being copied.
+const WRITE_LOCK_RETRY: std::time::Duration = std::time::Duration::from_micros(500);
+
+/// The state's write lock, waited for without blocking the thread. A
+/// snapshot copies the state under its read lock, which for a large state
+/// takes hundreds of milliseconds; a replica running on one thread that
+/// blocked on the lock meanwhile would send no heartbeat, and its followers
+/// would stand for election. Trying (rather than waiting in the lock) also
+/// leaves readers free to go on: a waiting writer would hold them up.
+async fn write_lock(applied: &RwLock<Applied>) -> RwLockWriteGuard<'_, Applied> {
+    let mut waited = false;
+    loop {
+        // The attempt ends before the wait: no guard is held across it.
+        match applied.try_write() {
+            Ok(guard) => {
+                if waited {
+                    metrics::counter!("fjord_raft_apply_lock_waits_total").increment(1);
+                }
+                return guard;
+            }
+            Err(TryLockError::WouldBlock) => {}
+            Err(TryLockError::Poisoned(_)) => panic!("state lock poisoned"),
+        };
+        waited = true;
+        tokio::time::sleep(WRITE_LOCK_RETRY).await;
+    }
+}
+
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
         let n = self
@@ -491,7 +519,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = Entry<TypeConfig>> + Send,
         I::IntoIter: Send,
     {
-        let mut a = self.applied.write().expect("state lock poisoned");
+        let mut a = write_lock(&self.applied).await;
         let mut out = Vec::new();
         for entry in entries {
             a.last_applied = Some(entry.log_id);
@@ -545,10 +573,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             membership: meta.last_membership.clone(),
             state: applied.state,
         };
-        let old = std::mem::replace(
-            &mut *self.applied.write().expect("state lock poisoned"),
-            installed,
-        );
+        let old = std::mem::replace(&mut *write_lock(&self.applied).await, installed);
         // Freeing a large state takes a while too: not on an async worker.
         if self.io == WalIo::Thread {
             tokio::task::spawn_blocking(move || drop(old));
@@ -588,6 +613,51 @@ mod tests {
                 .checked_sub(1)
                 .map(|i| LogId::new(openraft::CommittedLeaderId::new(1, 1), i)),
         }
+    }
+
+    #[tokio::test]
+    async fn a_write_waits_out_a_copy_without_blocking_its_thread() {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        use std::time::{Duration, Instant};
+        // A snapshot copy holding the read lock on another thread.
+        let applied = Arc::new(RwLock::new(Applied::default()));
+        let (held_tx, held_rx) = std::sync::mpsc::channel();
+        let copier = {
+            let applied = applied.clone();
+            std::thread::spawn(move || {
+                let _copying = applied.read().expect("lock");
+                held_tx.send(()).expect("held");
+                std::thread::sleep(Duration::from_millis(300));
+            })
+        };
+        held_rx.recv().expect("copy started");
+        // This test's runtime has one thread: a heartbeat-like task must
+        // keep running while the write waits.
+        let ticks = Arc::new(AtomicU32::new(0));
+        let ticker = {
+            let ticks = ticks.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    ticks.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        };
+        let started = Instant::now();
+        let guard = write_lock(&applied).await;
+        let waited = started.elapsed();
+        drop(guard);
+        ticker.abort();
+        copier.join().expect("copier");
+        assert!(
+            waited >= Duration::from_millis(250),
+            "the write waited for the copy: {waited:?}"
+        );
+        let ticks = ticks.load(Ordering::Relaxed);
+        assert!(
+            ticks >= 3,
+            "the thread ran other tasks meanwhile: {ticks} ticks"
+        );
     }
 
     fn indexes(entries: Vec<Entry<TypeConfig>>) -> Vec<u64> {
