@@ -13,8 +13,8 @@
 //! per batch) with 1 and 64 concurrent clients, and in the same run the put
 //! throughput of a 3-member etcd cluster on the same machine with the same
 //! client counts, over mutual TLS on every channel as Fjord's replicas
-//! (`--etcd-plaintext` for the plaintext comparison). `failover` measures the time from SIGKILL of the leader to
-//! the next committed write.
+//! (`--etcd-plaintext` for the plaintext comparison). `failover` measures
+//! the time from SIGKILL of the leader to the next committed write.
 //!
 //! `metadata` runs the same 64-client schedule load with the metadata tier
 //! on a real etcd (TLS): records written per second into etcd, the lag from
